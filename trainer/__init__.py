@@ -1,0 +1,1 @@
+"""PriceTune's training library: data, models, the background job, evaluation, charts. No UI."""

