@@ -39,3 +39,17 @@ def runs_dir(tmp_path, monkeypatch):
     folder = tmp_path / "runs"
     monkeypatch.setenv("PRICETUNE_RUNS", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def launched_app(tmp_path_factory):
+    """The real app (python app.py) on a free port, with its own runs folder."""
+    from e2e_app import LaunchedApp
+
+    folder = tmp_path_factory.mktemp("app")
+    app = LaunchedApp(folder / "runs", folder / "app.log")
+    try:
+        app.wait_ready()
+        yield app
+    finally:
+        app.close()

@@ -1,0 +1,292 @@
+"""PriceTune's browser UI: builds the Gradio Blocks, wires events to trainer/, launches. No training logic here."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from trainer import charts
+from trainer import data as D
+from trainer.config import COURSE_TARGETS, ConfigError, TrainConfig
+from trainer.job import JOBS, Busy
+from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
+from trainer.runs import FINAL_STATES, RunFolder, list_runs
+
+DEFAULTS = TrainConfig()
+PREVIEW_ROWS = 8
+
+
+# ---------- data ----------
+
+def use_sample():
+    products = D.make_sample_products()
+    return "sample", *_describe_products(products, "**Synthetic sample data** (made by PriceTune's own seeded "
+                                                   "generator; prices depend on category, brand tier, size and "
+                                                   "material).")
+
+
+def use_upload(file):
+    if file is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    try:
+        products, report = D.load_products(file)
+    except D.DataError as exc:
+        gr.Warning(str(exc))
+        return "", f"**Cannot use this file:** {exc}", None, None
+    return file, *_describe_products(products, f"**Uploaded file** `{Path(file).name}`\n\n{report.summary()}")
+
+
+def _describe_products(products, header):
+    test_size = DEFAULTS.test_size
+    train, test = D.split_products(products, test_size=test_size, seed=DEFAULTS.split_seed)
+    info = (f"{header}\n\n**{len(products)} products**: {len(train)} for training, {len(test)} held out "
+            f"(seeded split, seed {DEFAULTS.split_seed}; never trained on).")
+    preview = [[p.text[:160], round(p.price, 2)] for p in products[:PREVIEW_ROWS]]
+    return info, gr.Dataframe(value=preview, headers=["text", "price"]), charts.price_histogram(
+        [p.price for p in products])
+
+
+# ---------- model form ----------
+
+def discover_targets(model_name, current):
+    try:
+        names = linear_module_names(model_config(model_name))
+    except (ModelError, ValueError) as exc:
+        gr.Warning(str(exc))
+        return gr.skip()
+    keep = [n for n in current if n in names] or [n for n in COURSE_TARGETS if n in names] or names[:1]
+    return gr.CheckboxGroup(choices=names, value=keep)
+
+
+def estimate(model_name, r, targets):
+    if not targets:
+        return "Pick at least one target module."
+    try:
+        return estimate_adapter(model_config(model_name), int(r), list(targets)).describe()
+    except (ModelError, ValueError) as exc:
+        return f"Cannot estimate: {exc}"
+
+
+# ---------- start / stop ----------
+
+def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
+          sample_every, seed, request: gr.Request = None):
+    if not data_path:
+        return "Choose data first: **Use sample data** or upload a file."
+    try:
+        config = TrainConfig(data=data_path, model=model.strip() or DEMO, quant=quant, lora_r=int(r),
+                             lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=list(targets or []),
+                             learning_rate=float(lr), max_steps=int(max_steps), epochs=float(epochs),
+                             batch_size=int(batch), grad_accum=int(accum), max_length=int(max_len),
+                             sample_every=int(sample_every), seed=int(seed))
+        job = JOBS.start(config)
+    except (ConfigError, Busy) as exc:
+        return f"**{exc}**"
+    return f"Started run **{job.run.name}**."
+
+
+def stop():
+    return JOBS.stop()
+
+
+# ---------- live view (polled) ----------
+
+def current_run() -> RunFolder | None:
+    job = JOBS.active()
+    if job is not None:
+        return job.run
+    runs = list_runs()
+    return runs[0] if runs else None
+
+
+def _fmt_seconds(s):
+    s = int(max(s, 0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def status_text(run: RunFolder, status: dict, metrics: list[dict]) -> str:
+    state = status.get("state", "?")
+    step, total = status.get("step", 0), status.get("total_steps")
+    now = status.get("ended") or time.time()
+    parts = [f"**Run {run.name}** — **{state}**"]
+    if state == "stopped" and status.get("training_started"):
+        parts[0] = f"**Run {run.name}** — **stopped at step {step}**"
+    if total:
+        parts.append(f"step {step}/{total}")
+    if status.get("started"):
+        parts.append(f"elapsed {_fmt_seconds(now - status['started'])}")
+    began = status.get("training_started")
+    if state == "training" and began and step and total:
+        parts.append(f"ETA {_fmt_seconds((time.time() - began) / step * (total - step))}")
+    if metrics:
+        recent = metrics[-10:]
+        parts.append(f"{sum(r['tokens_per_s'] for r in recent) / len(recent):.0f} tokens/s")
+    lines = [" · ".join(parts)]
+    if status.get("error"):
+        lines.append(f"**Error:** {status['error']}")
+    elif status.get("message"):
+        lines.append(status["message"])
+    return "\n\n".join(lines)
+
+
+def refresh(seen):
+    """Redraw from the run folder; parts that did not change since this browser's last poll are skipped."""
+    run = current_run()
+    if run is None:
+        return "No run yet: choose data and press **Start**.", gr.skip(), gr.skip(), gr.skip(), seen
+    status, metrics, samples = run.status(), run.metrics(), run.samples()
+    key = (run.name, len(metrics), len(samples), status.get("state"))
+    text = status_text(run, status, metrics)
+    if seen == key:
+        return text, gr.skip(), gr.skip(), gr.skip(), seen
+    loss = charts.loss_figure(metrics)
+    table = charts.samples_frame(samples[-1]["items"]) if samples else None
+    download = gr.skip()
+    if status.get("state") in FINAL_STATES and run.has_adapter():
+        download = gr.DownloadButton(f"Download adapter of {run.name} (zip)", value=_adapter_zip(run), visible=True)
+    return text, loss, table, download, key
+
+
+def _adapter_zip(run: RunFolder) -> str:
+    # Built in a temp folder the server owns: downloads never expose the runs folder itself.
+    import shutil
+
+    folder = Path(tempfile.gettempdir()) / "pricetune-downloads"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{run.name}-adapter.zip"
+    if not target.exists():
+        shutil.make_archive(str(target.with_suffix("")), "zip", root_dir=run.adapter_dir)
+    return str(target)
+
+
+# ---------- predict ----------
+
+def runs_with_adapters():
+    return gr.Dropdown(choices=[r.name for r in list_runs() if r.has_adapter()],
+                       value=next((r.name for r in list_runs() if r.has_adapter()), None))
+
+
+def predict(run_name, text):
+    from trainer.inference import predictor_for
+    from trainer.runs import runs_dir
+
+    if not run_name:
+        return "No finished run with an adapter yet.", None
+    if not text or not text.strip():
+        return "Type a product description.", None
+    try:
+        predictor = predictor_for(runs_dir() / run_name)
+    except (ModelError, OSError, ValueError) as exc:
+        return f"Cannot load run {run_name}: {exc}", None
+    tuned = predictor.predict([text])[0]
+    base = predictor.predict([text], base=True)[0]
+    candidates = predictor.distribution(text)
+    expected = sum(p * w for p, w in candidates) / max(sum(w for _, w in candidates), 1e-9) if candidates else None
+
+    def show(pred):
+        return f"${pred.price:,.2f}" if pred.price is not None else f"unparseable ({pred.text!r})"
+
+    md = (f"| | price |\n|---|---|\n| fine-tuned ({run_name}) | **{show(tuned)}** |\n"
+          f"| base model | {show(base)} |\n")
+    if expected is not None:
+        md += f"| fine-tuned, expected value | ${expected:,.2f} |\n"
+    return md, charts.distribution_figure(candidates, expected)
+
+
+# ---------- layout ----------
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="PriceTune") as app:
+        gr.Markdown("# PriceTune\nFine-tune a language model with QLoRA to predict product prices.")
+        with gr.Tab("Train"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    gr.Markdown("### 1 · Data")
+                    data_path = gr.State("")
+                    with gr.Row():
+                        sample_btn = gr.Button("Use sample data (synthetic)")
+                    upload = gr.File(label="…or upload a CSV or JSONL with a text and a price column",
+                                     file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"], type="filepath")
+                    data_info = gr.Markdown()
+                    preview = gr.Dataframe(label="First rows", interactive=False, wrap=True)
+                    hist = gr.Plot(label="Prices")
+
+                    gr.Markdown("### 2 · Model")
+                    model = gr.Textbox(value=DEMO, label="Model: 'demo' (SmolLM2-135M, built in), a Hugging Face "
+                                                         "id or a local folder")
+                    quant = gr.Radio(["4bit", "8bit", "none"], value=DEFAULTS.quant,
+                                     label="Quantization (4bit = NF4 + double quant, the course default on a GPU)")
+
+                    gr.Markdown("### 3 · LoRA")
+                    lora_r = gr.Slider(1, 256, value=DEFAULTS.lora_r, step=1, label="rank r")
+                    alpha = gr.Number(value=DEFAULTS.lora_alpha, label="alpha", precision=0)
+                    dropout = gr.Slider(0, 0.5, value=DEFAULTS.lora_dropout, step=0.01, label="dropout")
+                    demo_layers = linear_module_names(model_config(DEMO))
+                    targets = gr.CheckboxGroup(demo_layers, value=list(COURSE_TARGETS), label="target modules")
+                    estimate_md = gr.Markdown(estimate(DEMO, DEFAULTS.lora_r, COURSE_TARGETS))
+
+                    gr.Markdown("### 4 · Training")
+                    with gr.Row():
+                        lr = gr.Number(value=DEFAULTS.learning_rate, label="learning rate")
+                        max_steps = gr.Number(value=DEFAULTS.max_steps, label="max steps (0 = use epochs)",
+                                              precision=0)
+                        epochs = gr.Number(value=DEFAULTS.epochs, label="epochs")
+                    with gr.Row():
+                        batch = gr.Number(value=DEFAULTS.batch_size, label="batch size", precision=0)
+                        accum = gr.Number(value=DEFAULTS.grad_accum, label="gradient accumulation", precision=0)
+                        max_len = gr.Number(value=DEFAULTS.max_length, label="max length (0 = from data)",
+                                            precision=0)
+                    with gr.Row():
+                        sample_every = gr.Number(value=DEFAULTS.sample_every, label="sample predictions every N steps",
+                                                 precision=0)
+                        seed = gr.Number(value=DEFAULTS.seed, label="seed", precision=0)
+                    with gr.Row():
+                        start_btn = gr.Button("Start", variant="primary")
+                        stop_btn = gr.Button("Stop", variant="stop")
+                    start_msg = gr.Markdown()
+                with gr.Column(scale=3):
+                    gr.Markdown("### Live")
+                    status_md = gr.Markdown("No run yet.", elem_id="run-status")
+                    loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
+                    samples_df = gr.Dataframe(label="Sample predictions on held-out items", interactive=False,
+                                              wrap=True, elem_id="samples")
+                    download = gr.DownloadButton("Download adapter (zip)", visible=False)
+        with gr.Tab("Predict") as predict_tab:
+            run_pick = gr.Dropdown(label="Run", choices=[])
+            description = gr.Textbox(label="Product description", lines=4)
+            predict_btn = gr.Button("Predict price", variant="primary")
+            predict_md = gr.Markdown()
+            predict_plot = gr.Plot(label="What the model thinks: candidate prices")
+
+        seen = gr.State(None)
+        timer = gr.Timer(1.0)
+
+        sample_btn.click(use_sample, outputs=[data_path, data_info, preview, hist], api_name="use_sample")
+        upload.upload(use_upload, inputs=upload, outputs=[data_path, data_info, preview, hist], api_name="upload")
+        model.submit(discover_targets, [model, targets], targets)
+        model.blur(discover_targets, [model, targets], targets, api_visibility="private")
+        for comp in (model, lora_r, targets):
+            comp.change(estimate, [model, lora_r, targets], estimate_md, show_progress="hidden",
+                        api_visibility="private")
+        start_btn.click(start, [data_path, model, quant, lora_r, alpha, dropout, targets, lr, max_steps, epochs,
+                                batch, accum, max_len, sample_every, seed], start_msg,
+                        api_name="start", concurrency_id="gpu", concurrency_limit=1)
+        # Stop must never wait behind a queued start or evaluation.
+        stop_btn.click(stop, outputs=start_msg, api_name="stop", concurrency_limit=None)
+        timer.tick(refresh, seen, [status_md, loss_plot, samples_df, download, seen], show_progress="hidden",
+                   concurrency_limit=None, api_name="refresh")
+        predict_tab.select(runs_with_adapters, outputs=run_pick, api_visibility="private")
+        predict_btn.click(predict, [run_pick, description], [predict_md, predict_plot], api_name="predict",
+                          concurrency_id="gpu", concurrency_limit=1)
+    return app
+
+
+demo = build_app()
+
+if __name__ == "__main__":
+    demo.queue().launch(server_name=os.environ.get("HOST", "127.0.0.1"), server_port=int(os.environ.get("PORT", 7860)),
+                        max_file_size=os.environ.get("PRICETUNE_MAX_FILE_SIZE", "200mb"))

@@ -1,0 +1,71 @@
+"""Config validation and YAML round trip; model resolution and the offline adapter-size estimate."""
+
+import pytest
+
+from trainer.__main__ import main
+from trainer.config import ConfigError, TrainConfig
+from trainer.models import ModelError, estimate_adapter, linear_module_names, model_config, resolve
+
+
+def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):
+    config = TrainConfig(lora_r=8, target_modules=["q_proj", "v_proj"]).validate()
+    path = tmp_path / "config.yaml"
+    path.write_text(config.to_yaml())
+    assert TrainConfig.from_yaml(path) == config
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("lora_r", 0, "lora_r"), ("lora_r", 257, "lora_r"), ("lora_dropout", 1.0, "lora_dropout"),
+    ("target_modules", [], "target_modules"), ("learning_rate", 0, "learning_rate"),
+    ("batch_size", 0, "batch_size"), ("quant", "3bit", "quant"), ("max_length", 5, "max_length"),
+    ("lr_scheduler", "zigzag", "lr_scheduler"), ("name", "../escape", "name"),
+])
+def test_validation_names_the_field(field, value, words):
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(lora_r=0, batch_size=0).validate()
+    assert "lora_r" in str(err.value) and "batch_size" in str(err.value)
+
+
+def test_unknown_yaml_key_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lora_r: 8\nlora_rank: 9\n")
+    with pytest.raises(ConfigError, match="lora_rank"):
+        TrainConfig.from_yaml(path)
+
+
+def test_course_model_adapter_is_109_mb_offline():
+    # The lecture's figure: Llama 3.1 8B, r=32 on q,k,v,o → 27.3 M parameters, 109 MB in fp32.
+    est = estimate_adapter(model_config("meta-llama/Llama-3.1-8B"), 32, ["q_proj", "k_proj", "v_proj", "o_proj"])
+    assert est.trainable_params == 32 * 32 * (2 * (4096 + 4096) + 2 * (4096 + 1024))
+    assert round(est.megabytes) == 109
+    assert "27.3 M" in est.describe()
+
+
+def test_demo_model_layers_are_discovered_from_its_config():
+    assert linear_module_names(model_config("demo")) == [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def test_estimate_scales_with_rank_and_targets():
+    config = model_config("demo")
+    one = estimate_adapter(config, 8, ["q_proj"]).trainable_params
+    assert estimate_adapter(config, 16, ["q_proj"]).trainable_params == 2 * one
+    assert estimate_adapter(config, 8, ["q_proj", "v_proj"]).trainable_params > one
+
+
+@pytest.mark.parametrize("name", ["./no/such/folder", "not a model id", "a/b/c"])
+def test_bad_model_names_get_a_clear_error(name):
+    with pytest.raises(ModelError):
+        resolve(name)
+
+
+def test_estimate_cli_prints_the_lecture_figure(capsys):
+    assert main(["estimate", "--model", "meta-llama/Llama-3.1-8B", "--lora-r", "32",
+                 "--target-modules", "q_proj,k_proj,v_proj,o_proj"]) == 0
+    out = capsys.readouterr().out
+    assert "27.3 M trainable parameters" in out and "109 MB" in out

@@ -1,0 +1,294 @@
+"""Price parsing, Tester metrics, greedy and expected-value prediction."""
+
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from trainer.data import encode_prompt
+from trainer.evaluate import (Prediction, expected_price, hit_color, number_tokens, parse_price_output,
+                              predict_expected, predict_greedy, price_distribution, price_metrics, summary_line)
+
+# ---------------------------------------------------------------------------------------------------------
+# parse_price_output
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("123.00", 123.0),
+    (" 45", 45.0),
+    ("1,299.50", 1299.5),
+    ("$12", 12.0),
+    ("12.5.3", 12.5),
+    ("about 7 dollars, or 8", 7.0),
+    ("1.25 per pack", 1.25),
+    ("99\n", 99.0),
+    (".5", 0.5),
+    ("12, 13", 12.0),
+    ("-5", -5.0),
+    ("", None),
+    ("no idea", None),
+    ("$.", None),
+])
+def test_parse_price_output(text, expected):
+    assert parse_price_output(text) == expected
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hit_color and metrics
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("guess, truth, colour", [
+    (139.99, 100, "green"),   # error 39.99 < 40
+    (140, 100, "orange"),     # error 40: not < 40, and 40% of truth
+    (1190, 1000, "green"),    # error 190 >= 40 but 19% < 20%
+    (1200, 1000, "orange"),   # 20% exactly is not < 20%
+    (179.99, 100, "orange"),  # error 79.99 < 80
+    (180, 100, "red"),        # error 80 and 80%
+    (1390, 1000, "orange"),   # 39%
+    (1400, 1000, "red"),      # 40% exactly
+    (0, 30, "green"),         # error 30 < 40 even though 100% off
+    (None, 30, "green"),      # unparseable counts as 0
+    (None, 500, "red"),
+    (0, 0, "green"),
+])
+def test_hit_color_boundaries(guess, truth, colour):
+    assert hit_color(guess, truth) == colour
+
+
+def test_price_metrics_hand_computed():
+    guesses = [100.0, 50.0, None, -5.0]
+    truths = [120.0, 200.0, 30.0, 10.0]
+    # as guesses:     100    50     0      0   (None and negative count as 0)
+    # abs errors:     20    150    30     10   → mean 210/4 = 52.5
+    # ln(t+1):  ln121  ln201  ln31  ln11;  ln(g+1): ln101  ln51  0  0
+    # hits: 20<40 green, 150 (75%) red, 30<40 green, 10<40 green → 3/4
+    sq = [math.log(121 / 101) ** 2, math.log(201 / 51) ** 2, math.log(31) ** 2, math.log(11) ** 2]
+    m = price_metrics(guesses, truths)
+    assert m["error"] == pytest.approx(52.5)
+    assert m["rmsle"] == pytest.approx(math.sqrt(sum(sq) / 4))
+    # written out: squares 0.03264 + 1.88096 + 11.79227 + 5.74990 = 19.45577; / 4 = 4.86394; sqrt = 2.20543
+    assert m["rmsle"] == pytest.approx(2.20543, abs=1e-4)
+    assert m["hits"] == pytest.approx(0.75)
+    assert m["unparseable"] == 2
+    assert m["count"] == 4
+
+
+def test_price_metrics_perfect_and_empty():
+    m = price_metrics([10.0, 20.0], [10.0, 20.0])
+    assert m == {"error": 0.0, "rmsle": 0.0, "hits": 1.0, "unparseable": 0, "count": 2}
+    assert price_metrics([], [])["count"] == 0
+    with pytest.raises(ValueError):
+        price_metrics([1.0], [1.0, 2.0])
+
+
+def test_summary_line():
+    assert summary_line({"error": 44.951, "rmsle": 1.0149, "hits": 0.795, "unparseable": 0, "count": 200}) == \
+        "Error=$44.95 RMSLE=1.01 Hits=79.5%"
+    assert "Unparseable=3" in summary_line({"error": 1, "rmsle": 1, "hits": 1, "unparseable": 3, "count": 9})
+    assert summary_line(price_metrics([], [])) == "No predictions yet"
+
+
+def test_expected_price():
+    assert expected_price([(12.0, 0.5), (3.0, 0.5)]) == pytest.approx(7.5)
+    assert expected_price([]) is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A tiny Llama whose next-token distribution depends only on the last token, set by hand
+# ---------------------------------------------------------------------------------------------------------
+
+
+class TinyTokenizer:
+    """Longest-match tokenizer over a fixed vocabulary; any other character is "x"."""
+
+    def __init__(self, vocab):
+        self.vocab = list(vocab)
+        self.index = {tok: i for i, tok in enumerate(self.vocab)}
+        self.pad_token_id = 0
+        self.eos_token_id = 0
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def __call__(self, text, add_special_tokens=True):
+        ids, i = [], 0
+        while i < len(text):
+            for size in range(min(4, len(text) - i), 0, -1):
+                if text[i:i + size] in self.index:
+                    ids.append(self.index[text[i:i + size]])
+                    i += size
+                    break
+            else:
+                ids.append(self.index["x"])
+                i += 1
+        return {"input_ids": ids}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(self.vocab[i] for i in ids if not (skip_special_tokens and i == 0))
+
+    def batch_decode(self, rows, skip_special_tokens=False):
+        return [self.decode(r, skip_special_tokens) for r in rows]
+
+
+VOCAB = ["<pad>", "x", "$", ".", "0", "1", "2", "3", "7", "12", "120", " "]
+
+
+def tiny_lm(table: dict[str, dict[str, float]]) -> LlamaForCausalLM:
+    """Next-token probabilities table[last token][next token]; unlisted last tokens predict "." for sure.
+
+    Attention and MLP outputs are zeroed, so the residual stream is the one-hot embedding of the current token;
+    the final RMSNorm maps it to itself and lm_head holds the log-probabilities.
+    """
+    size = 16
+    config = LlamaConfig(vocab_size=len(VOCAB), hidden_size=size, intermediate_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, head_dim=8, tie_word_embeddings=False,
+                         rms_norm_eps=1e-12, max_position_embeddings=512, pad_token_id=0)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(torch.eye(len(VOCAB), size))
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.norm.weight.fill_(1 / math.sqrt(size))
+        head = torch.full((len(VOCAB), size), -60.0)
+        for last, tok in enumerate(VOCAB):
+            probs = table.get(tok, {".": 1.0})
+            for nxt, p in probs.items():
+                head[VOCAB.index(nxt), last] = math.log(p)
+        model.lm_head.weight.copy_(head)
+    return model
+
+
+DIGITS = {"$": {"1": 0.5, "3": 0.5}, "1": {"2": 1.0}, "2": {".": 1.0}, "3": {".": 1.0}}
+
+
+def test_tiny_model_is_what_the_table_says():
+    tok = TinyTokenizer(VOCAB)
+    model = tiny_lm(DIGITS)
+    ids = torch.tensor([tok("ab $")["input_ids"]])
+    with torch.no_grad():
+        probs = model(input_ids=ids).logits[0, -1].softmax(-1).tolist()
+    assert probs[VOCAB.index("1")] == pytest.approx(0.5, abs=1e-6)
+    assert probs[VOCAB.index("3")] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_number_tokens():
+    assert number_tokens(TinyTokenizer(VOCAB)) == {4: "0", 5: "1", 6: "2", 7: "3", 8: "7", 9: "12", 10: "120"}
+
+
+def test_expected_value_digit_by_digit():
+    tok, model = TinyTokenizer(VOCAB), tiny_lm(DIGITS)
+    # "$" → "1" (.5) → "2" (1.0) → "." gives 12; "$" → "3" (.5) → "." gives 3: expected 0.5·12 + 0.5·3 = 7.5
+    texts = ["a fridge", "a much longer description of a washing machine drum"]
+    preds = predict_expected(model, tok, texts, max_prompt_tokens=128)
+    assert [p.method for p in preds] == ["expected", "expected"]
+    assert [p.price for p in preds] == [pytest.approx(7.5, abs=1e-5)] * 2
+    dist = price_distribution(model, tok, "a fridge", max_prompt_tokens=128)
+    assert [price for price, _ in dist] in ([12.0, 3.0], [3.0, 12.0])
+    assert [p for _, p in dist] == [pytest.approx(0.5, abs=1e-5)] * 2
+
+
+def test_expected_value_multi_digit_tokens_and_max_digits():
+    tok = TinyTokenizer(VOCAB)
+    # Llama-3 style: "12" and "120" are single tokens.
+    model = tiny_lm({"$": {"12": 0.25, "120": 0.25, "7": 0.5}, "12": {".": 1.0},
+                     "120": {"0": 0.6, ".": 0.4}, "0": {".": 1.0}, "7": {".": 1.0}})
+    # max_digits=4: 12 (.25), 120 (.25·.4 = .1), 1200 (.25·.6 = .15), 7 (.5) → .25·12 + .1·120 + .15·1200 + .5·7
+    [pred] = predict_expected(model, tok, ["thing"], max_digits=4, max_prompt_tokens=64)
+    assert pred.price == pytest.approx(3 + 12 + 180 + 3.5, abs=1e-3)
+    dist = price_distribution(model, tok, "thing", max_digits=4, max_prompt_tokens=64)
+    assert dict(dist) == {7.0: pytest.approx(0.5, abs=1e-6), 12.0: pytest.approx(0.25, abs=1e-6),
+                          1200.0: pytest.approx(0.15, abs=1e-6), 120.0: pytest.approx(0.1, abs=1e-6)}
+    assert [p for _, p in dist] == sorted((p for _, p in dist), reverse=True)
+    # max_digits=3: "120" reaches the limit, so it completes with all of its .25 (the "0" after it is not read)
+    [pred] = predict_expected(model, tok, ["thing"], max_digits=3, max_prompt_tokens=64)
+    assert pred.price == pytest.approx(0.25 * 12 + 0.25 * 120 + 0.5 * 7, abs=1e-3)
+    # max_digits=2: the token "120" does not fit, its .25 is dropped and the rest renormalised over .75
+    [pred] = predict_expected(model, tok, ["thing"], max_digits=2, max_prompt_tokens=64)
+    assert pred.price == pytest.approx((0.25 * 12 + 0.5 * 7) / 0.75, abs=1e-3)
+
+
+def test_beam_keeps_the_most_likely_prices():
+    tok = TinyTokenizer(VOCAB)
+    model = tiny_lm({"$": {"1": 0.5, "3": 0.3, "7": 0.2}})  # each digit is followed by "." for sure
+    dist = price_distribution(model, tok, "thing", beam=2, max_prompt_tokens=64)
+    assert dist == [(1.0, pytest.approx(0.5 / 0.8, abs=1e-5)), (3.0, pytest.approx(0.3 / 0.8, abs=1e-5))]
+    [pred] = predict_expected(model, tok, ["thing"], beam=2, max_prompt_tokens=64)
+    assert pred.price == pytest.approx((0.5 * 1 + 0.3 * 3) / 0.8, abs=1e-4)
+    assert pred.text.startswith("$1 (6") and "$3 (3" in pred.text
+
+
+def test_predictions_restore_training_mode():
+    tok, model = TinyTokenizer(VOCAB), tiny_lm(DIGITS)
+    model.train()
+    predict_expected(model, tok, ["thing"], max_prompt_tokens=64)
+    assert model.training
+    predict_greedy(model, tok, ["thing"], max_new_tokens=3, max_prompt_tokens=64)
+    assert model.training
+    model.eval()
+    price_distribution(model, tok, "thing", max_prompt_tokens=64)
+    assert not model.training
+
+
+def test_greedy_on_tiny_model():
+    tok = TinyTokenizer(VOCAB)
+    model = tiny_lm({"$": {"1": 0.6, "3": 0.4}, "1": {"2": 1.0}, "2": {".": 1.0}, ".": {"0": 1.0}, "0": {"0": 1.0}})
+    preds = predict_greedy(model, tok, ["short", "a longer product description", "x"], max_new_tokens=5,
+                           batch_size=2, max_prompt_tokens=64)
+    assert preds == [Prediction(12.0, "greedy", "12.00")] * 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The real demo model (SmolLM2, one token per digit)
+# ---------------------------------------------------------------------------------------------------------
+
+TEXTS = [
+    "Ice maker",
+    "Whirlpool dishwasher rack roller, stainless steel, pack of 4",
+    "GE refrigerator water filter replacement MWF, 3 pack, NSF certified to reduce lead, chlorine and cysts, "
+    "fits most GE side-by-side and French door refrigerators",
+    "Samsung 65 inch 4K QLED smart TV",
+]
+
+
+@pytest.mark.slow
+def test_greedy_batched_equals_one_at_a_time(demo_model, demo_tokenizer):
+    batched = predict_greedy(demo_model, demo_tokenizer, TEXTS, max_new_tokens=6, batch_size=4)
+    singles = []
+    with torch.inference_mode():
+        for text in TEXTS:
+            ids = torch.tensor([encode_prompt(demo_tokenizer, text, 256)])
+            out = demo_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                      max_new_tokens=6, pad_token_id=demo_tokenizer.pad_token_id)
+            singles.append(demo_tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    assert [p.text for p in batched] == singles
+    assert [p.price for p in batched] == [parse_price_output(s) for s in singles]
+
+
+@pytest.mark.slow
+def test_expected_batched_equals_one_at_a_time(demo_model, demo_tokenizer):
+    batched = predict_expected(demo_model, demo_tokenizer, TEXTS, batch_size=4)
+    for text, pred in zip(TEXTS, batched):
+        dist = price_distribution(demo_model, demo_tokenizer, text)
+        assert 1 <= len(dist) <= 8
+        assert sum(p for _, p in dist) == pytest.approx(1.0)
+        assert all(price == int(price) and 0 <= price <= 9999 for price, _ in dist)
+        assert pred.price == pytest.approx(expected_price(dist), rel=1e-3)
+
+
+def test_expected_value_through_a_peft_model():
+    from peft import LoraConfig, get_peft_model
+
+    tok = TinyTokenizer(VOCAB)
+    model = get_peft_model(tiny_lm(DIGITS), LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
+                                                       task_type="CAUSAL_LM"))
+    model.train()
+    [pred] = predict_expected(model, tok, ["a fridge"], max_prompt_tokens=64)
+    assert pred.price == pytest.approx(7.5, abs=1e-5)
+    [pred] = predict_greedy(model, tok, ["a fridge"], max_new_tokens=3, max_prompt_tokens=64)
+    assert pred.price in (12.0, 3.0)
+    assert model.training

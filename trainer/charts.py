@@ -1,0 +1,192 @@
+"""Plotly figures and tables drawn from run data (metrics.jsonl rows, samples, predictions). No UI imports."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .evaluate import hit_color, price_metrics, summary_line
+
+COLOURS = {"green": "#2ca02c", "orange": "#ff7f0e", "red": "#d62728"}
+ROW_BACKGROUNDS = {"green": "#e3f4e3", "orange": "#fdebd3", "red": "#f9dcdc", "none": "#e8e8e8"}
+LOSS_COLOUR = "#1f77b4"
+LR_COLOUR = "#9467bd"
+EMA_ALPHA = 0.1
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _empty(title: str, message: str, x_title: str = "", y_title: str = "") -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, template="plotly_white",
+                      xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=16, color="#888"))
+    return fig
+
+
+def ema(values: list[float], alpha: float = EMA_ALPHA) -> list[float]:
+    """Exponential moving average, debiased (as TensorBoard does) so the start is not pulled towards 0."""
+    out, average, weight = [], 0.0, 0.0
+    for v in values:
+        average = (1 - alpha) * average + alpha * v
+        weight = (1 - alpha) * weight + alpha
+        out.append(average / weight)
+    return out
+
+
+def loss_figure(metrics: list[dict]) -> go.Figure:
+    """Training loss (raw and smoothed) by step, learning rate on a second y axis."""
+    rows = [r for r in metrics if _number(r.get("loss")) is not None and _number(r.get("step")) is not None]
+    if not rows:
+        return _empty("Training loss", "Waiting for the first step…", "step", "loss")
+    rows.sort(key=lambda r: r["step"])
+    steps = [r["step"] for r in rows]
+    losses = [float(r["loss"]) for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=steps, y=losses, name="loss", mode="lines", opacity=0.35,
+                             line=dict(color=LOSS_COLOUR, width=1)))
+    fig.add_trace(go.Scatter(x=steps, y=ema(losses), name="loss (smoothed)", mode="lines",
+                             line=dict(color=LOSS_COLOUR, width=3)))
+    lr_rows = [r for r in rows if _number(r.get("lr")) is not None]
+    if lr_rows:
+        fig.add_trace(go.Scatter(x=[r["step"] for r in lr_rows], y=[float(r["lr"]) for r in lr_rows],
+                                 name="learning rate", mode="lines", yaxis="y2",
+                                 line=dict(color=LR_COLOUR, width=1.5, dash="dot")))
+    fig.update_layout(
+        title=f"Training loss — step {steps[-1]}, loss {losses[-1]:.3f}",
+        xaxis=dict(title="step"),
+        yaxis=dict(title="loss"),
+        yaxis2=dict(title="learning rate", overlaying="y", side="right", showgrid=False, exponentformat="e",
+                    rangemode="tozero"),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        template="plotly_white", hovermode="x unified",
+    )
+    return fig
+
+
+def error_figure(metrics: list[dict], base_error: float | None = None,
+                 constant_error: float | None = None) -> go.Figure:
+    """Mean $ error on the probe set by step, with the base model and constant-guess baselines as lines."""
+    rows = sorted((r for r in metrics if _number(r.get("probe_error")) is not None
+                   and _number(r.get("step")) is not None), key=lambda r: r["step"])
+    if not rows and base_error is None and constant_error is None:
+        return _empty("Price error", "Waiting for the first evaluation…", "step", "mean absolute error ($)")
+    fig = go.Figure()
+    if rows:
+        fig.add_trace(go.Scatter(x=[r["step"] for r in rows], y=[float(r["probe_error"]) for r in rows],
+                                 name="fine-tuned", mode="lines+markers", line=dict(color=LOSS_COLOUR, width=2)))
+    for value, label, colour in ((base_error, "base model", "#7f7f7f"),
+                                 (constant_error, "constant guess", "#bcbd22")):
+        if _number(value) is not None:
+            fig.add_hline(y=value, line=dict(color=colour, dash="dash", width=1.5),
+                          annotation_text=f"{label} ${value:,.2f}", annotation_position="top left")
+    title = "Price error on the probe set"
+    if rows:
+        title += f" — ${float(rows[-1]['probe_error']):,.2f} at step {rows[-1]['step']}"
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="mean absolute error ($)",
+                      yaxis=dict(rangemode="tozero"), template="plotly_white")
+    return fig
+
+
+def price_histogram(prices: list[float]) -> go.Figure:
+    """Distribution of prices in the data."""
+    values = [float(p) for p in prices if _number(p) is not None]
+    if not values:
+        return _empty("Prices", "No prices", "price ($)", "products")
+    fig = go.Figure(go.Histogram(x=values, nbinsx=min(50, max(10, len(values) // 10)), marker_color=LOSS_COLOUR,
+                                 name="products"))
+    average = sum(values) / len(values)
+    fig.update_layout(title=f"Prices — {len(values):,} products, average ${average:,.2f}, "
+                            f"max ${max(values):,.2f}",
+                      xaxis_title="price ($)", yaxis_title="products", bargap=0.05, template="plotly_white")
+    return fig
+
+
+def scatter_figure(truths: list[float], guesses: list[float | None]) -> go.Figure:
+    """The course's Tester chart: truth on x, guess on y, dots coloured by hit, the y = x line, metrics in the title."""
+    if not truths:
+        return _empty("Predictions", "No predictions yet", "true price ($)", "predicted price ($)")
+    shown = [g if _number(g) is not None and g >= 0 else 0.0 for g in guesses]  # unparseable counts as 0
+    colours = [COLOURS[hit_color(g, t)] for g, t in zip(guesses, truths)]
+    top = max(max(truths), max(shown)) * 1.05 or 1.0
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="perfect",
+                             line=dict(color="deepskyblue", width=1.5), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=list(truths), y=shown, mode="markers", name="products",
+                             marker=dict(color=colours, size=6, opacity=0.8),
+                             hovertemplate="true $%{x:,.2f}<br>guess $%{y:,.2f}<extra></extra>"))
+    fig.update_layout(title=summary_line(price_metrics(list(guesses), list(truths))),
+                      xaxis=dict(title="true price ($)", range=[0, top]),
+                      yaxis=dict(title="predicted price ($)", range=[0, top]),
+                      showlegend=False, template="plotly_white")
+    return fig
+
+
+def distribution_figure(candidates: list[tuple[float, float]], expected: float | None) -> go.Figure:
+    """The model's candidate prices and their probabilities, with a line at the expected value."""
+    if not candidates:
+        return _empty("Price distribution", "No candidate prices", "price ($)", "probability")
+    ordered = sorted(candidates)
+    fig = go.Figure(go.Bar(x=[f"${p:,.0f}" for p, _ in ordered], y=[q for _, q in ordered],
+                           marker_color=LOSS_COLOUR, name="probability",
+                           hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+    # A categorical x axis keeps bars readable when prices span orders of magnitude; place the expected
+    # value between the categories it falls between.
+    title = "Price distribution"
+    if _number(expected) is not None:
+        prices = [p for p, _ in ordered]
+        position = _category_position(prices, expected)
+        fig.add_vline(x=position, line=dict(color=COLOURS["red"], width=2, dash="dash"),
+                      annotation_text=f"expected ${expected:,.2f}", annotation_position="top")
+        title += f" — expected ${expected:,.2f}"
+    fig.update_layout(title=title, xaxis_title="price ($)", yaxis=dict(title="probability", tickformat=".0%"),
+                      template="plotly_white")
+    return fig
+
+
+def _category_position(prices: list[float], value: float) -> float:
+    """Where `value` falls on a categorical axis of sorted `prices` (index 0, 1, …), interpolated linearly."""
+    if value <= prices[0]:
+        return 0.0
+    for i in range(1, len(prices)):
+        if value <= prices[i]:
+            low, high = prices[i - 1], prices[i]
+            return i - 1 + (value - low) / (high - low) if high > low else float(i)
+    return float(len(prices) - 1)
+
+
+def _description(text: str, limit: int = 80) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "…"
+
+
+def samples_frame(samples: list[dict]):
+    """Sample predictions as a table (Description, True $, Predicted $, Error $), rows coloured by hit."""
+    rows, backgrounds = [], []
+    for s in samples:
+        truth = float(s["truth"])
+        guess = s.get("guess")
+        guess = float(guess) if _number(guess) is not None else None
+        error = s.get("error")
+        if _number(error) is None:
+            error = abs(guess - truth) if guess is not None else None
+        rows.append({"Description": _description(s.get("text", "")), "True $": truth, "Predicted $": guess,
+                     "Error $": error})
+        backgrounds.append(ROW_BACKGROUNDS[hit_color(guess, truth) if guess is not None and guess >= 0 else "none"])
+    frame = pd.DataFrame(rows, columns=["Description", "True $", "Predicted $", "Error $"])
+    for column in ("True $", "Predicted $", "Error $"):
+        frame[column] = frame[column].astype("float64")
+
+    def colour_rows(row):
+        return [f"background-color: {backgrounds[row.name]}"] * len(row)
+
+    return (frame.style.apply(colour_rows, axis=1)
+            .format({"True $": "{:,.2f}", "Predicted $": "{:,.2f}", "Error $": "{:,.2f}"}, na_rep="—")
+            .hide(axis="index"))

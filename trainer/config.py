@@ -1,0 +1,133 @@
+"""TrainConfig: every knob of a run, its default, its validation, and its YAML form."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+COURSE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
+
+
+class ConfigError(ValueError):
+    """One or more fields out of range; the message names each field."""
+
+
+def _default_quant() -> str:
+    # 4-bit NF4 is the course's choice on a GPU; on a CPU it only adds dequantization work to every step.
+    return "4bit" if torch.cuda.is_available() else "none"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as the run's config.yaml."""
+
+    name: str = ""
+    """Run folder name under the runs folder; empty picks a time-stamped one."""
+    data: str = "sample"
+    """'sample' for the built-in synthetic products, or the path of a CSV/JSONL/JSON/Parquet file."""
+    text_column: str = ""
+    """Column holding the product text; empty detects text/prompt/description/title."""
+    price_column: str = ""
+    """Column holding the price; empty detects 'price'."""
+    test_size: float = 0.1
+    """Held-out share (<1) or count (>=1) of products, never trained on."""
+    split_seed: int = 42
+    """Seed of the train/test shuffle, so the held-out rows are the same every run."""
+    model: str = "demo"
+    """'demo' (SmolLM2-135M-Instruct, built in), a Hugging Face model id, or a local model folder."""
+    quant: str = field(default_factory=_default_quant)
+    """Base-model quantization: 4bit (NF4, double quant), 8bit, or none."""
+    lora_r: int = 16
+    """LoRA rank r: width of the A/B matrices."""
+    lora_alpha: int = 32
+    """LoRA alpha: the update is scaled by alpha / r."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input during training."""
+    target_modules: list[str] = field(default_factory=lambda: list(COURSE_TARGETS))
+    """Linear layers that get LoRA adapters."""
+    learning_rate: float = 3e-4
+    """Peak AdamW learning rate."""
+    lr_scheduler: str = "cosine"
+    """Learning-rate schedule after warm-up."""
+    warmup_ratio: float = 0.03
+    """Share of the steps spent warming the learning rate up from 0."""
+    epochs: float = 1.0
+    """Passes over the training split (used when max_steps is 0)."""
+    max_steps: int = 200
+    """Optimizer steps to train; 0 trains for `epochs` instead."""
+    batch_size: int = 8
+    """Examples per device per forward pass."""
+    grad_accum: int = 1
+    """Forward passes accumulated into one optimizer step."""
+    max_length: int = 0
+    """Max tokens of prompt + price; 0 sizes it from the data (longest 5% of texts get cut, never the price)."""
+    sample_every: int = 20
+    """Show sample predictions on held-out items every this many steps (0: only at the end)."""
+    num_samples: int = 8
+    """How many held-out items the sample predictions show."""
+    save_steps: int = 100
+    """Write a resumable checkpoint every this many steps (0: none)."""
+    save_total_limit: int = 2
+    """Checkpoints kept; older ones are deleted."""
+    seed: int = 42
+    """Seed of LoRA initialisation, data order and dropout."""
+
+    def validate(self) -> "TrainConfig":
+        problems = []
+
+        def check(ok: bool, message: str):
+            if not ok:
+                problems.append(message)
+
+        check(bool(str(self.data).strip()), "data: choose 'sample' or upload a file")
+        check(bool(str(self.model).strip()), "model: give 'demo', a Hugging Face id or a folder")
+        check(self.quant in ("4bit", "8bit", "none"), f"quant: must be 4bit, 8bit or none (got {self.quant!r})")
+        check(isinstance(self.lora_r, int) and 1 <= self.lora_r <= 256, f"lora_r: must be 1–256 (got {self.lora_r})")
+        check(0 < self.lora_alpha <= 4096, f"lora_alpha: must be positive (got {self.lora_alpha})")
+        check(0 <= self.lora_dropout < 1, f"lora_dropout: must be in [0, 1) (got {self.lora_dropout})")
+        check(len(self.target_modules) > 0, "target_modules: pick at least one layer")
+        check(0 < self.learning_rate <= 1, f"learning_rate: must be in (0, 1] (got {self.learning_rate})")
+        check(self.lr_scheduler in SCHEDULES, f"lr_scheduler: one of {', '.join(SCHEDULES)}")
+        check(0 <= self.warmup_ratio < 1, f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
+        check(self.max_steps >= 0, f"max_steps: must be 0 or more (got {self.max_steps})")
+        check(self.max_steps > 0 or self.epochs > 0, "epochs: must be positive when max_steps is 0")
+        check(1 <= self.batch_size <= 1024, f"batch_size: must be 1–1024 (got {self.batch_size})")
+        check(1 <= self.grad_accum <= 1024, f"grad_accum: must be 1–1024 (got {self.grad_accum})")
+        check(self.max_length == 0 or 32 <= self.max_length <= 8192,
+              f"max_length: 0 (auto) or 32–8192 (got {self.max_length})")
+        check(0 < self.test_size, f"test_size: must be positive (got {self.test_size})")
+        check(self.sample_every >= 0, "sample_every: must be 0 or more")
+        check(1 <= self.num_samples <= 64, "num_samples: must be 1–64")
+        check(self.save_steps >= 0, "save_steps: must be 0 or more")
+        check(self.save_total_limit >= 1, "save_total_limit: must be 1 or more")
+        check(not self.name or ("/" not in self.name and "\\" not in self.name and not self.name.startswith(".")),
+              f"name: a plain folder name, no slashes (got {self.name!r})")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown field(s): {', '.join(unknown)}")
+        values = dict(values)
+        if isinstance(values.get("target_modules"), str):
+            values["target_modules"] = [m.strip() for m in values["target_modules"].split(",") if m.strip()]
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of field: value")
+        return cls.from_dict(values)

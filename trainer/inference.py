@@ -1,0 +1,63 @@
+"""Load a finished run's adapter on its base model and price descriptions with it (and with the base model)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from .config import TrainConfig
+from .models import ModelError, load_model
+from .runs import RunFolder
+
+
+class Predictor:
+    """A run's base model + adapter, kept loaded between calls; the base model is the same weights with the adapter off."""
+
+    def __init__(self, run_path: str | Path):
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        self.run = RunFolder(Path(run_path))
+        if not self.run.has_adapter():
+            raise ModelError(f"Run {self.run.name} has no saved adapter yet.")
+        self.config = TrainConfig.from_yaml(self.run.config_file)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.run.adapter_dir)
+        base = load_model(self.config.model, self.config.quant)
+        self.model = PeftModel.from_pretrained(base, self.run.adapter_dir)
+        self.model.eval()
+        self.max_prompt_tokens = int(self.run.status().get("max_length") or 512)
+        self.lock = threading.Lock()
+
+    def predict(self, texts: list[str], *, base: bool = False, method: str = "greedy"):
+        from .evaluate import predict_expected, predict_greedy
+
+        fn = predict_greedy if method == "greedy" else predict_expected
+        with self.lock:
+            if base:
+                with self.model.disable_adapter():
+                    return fn(self.model, self.tokenizer, texts, max_prompt_tokens=self.max_prompt_tokens)
+            return fn(self.model, self.tokenizer, texts, max_prompt_tokens=self.max_prompt_tokens)
+
+    def distribution(self, text: str, *, base: bool = False):
+        from .evaluate import price_distribution
+
+        with self.lock:
+            if base:
+                with self.model.disable_adapter():
+                    return price_distribution(self.model, self.tokenizer, text,
+                                              max_prompt_tokens=self.max_prompt_tokens)
+            return price_distribution(self.model, self.tokenizer, text, max_prompt_tokens=self.max_prompt_tokens)
+
+
+_cache: dict[str, Predictor] = {}
+_cache_lock = threading.Lock()
+
+
+def predictor_for(run_path: str | Path) -> Predictor:
+    """The Predictor of a run, loading it once; only the latest run's model is kept in memory."""
+    key = str(Path(run_path).resolve())
+    with _cache_lock:
+        if key not in _cache:
+            _cache.clear()
+            _cache[key] = Predictor(run_path)
+        return _cache[key]

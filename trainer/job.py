@@ -1,0 +1,271 @@
+"""TrainingJob: the one background training thread per process, its state, stop, and the run folder it writes."""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+from . import data as D
+from .config import TrainConfig
+from .models import first_line, load_model, load_tokenizer
+from .runs import ACTIVE_STATES, RunFolder
+
+
+class Busy(RuntimeError):
+    """A job is already running in this process (one GPU, one job)."""
+
+
+class StopRequested(Exception):
+    """Raised between loading phases when the user pressed Stop before training began."""
+
+
+def load_config_data(config: TrainConfig) -> tuple[list[D.Product], list[D.Product], str]:
+    """The train and held-out products of a config, and a one-line data summary."""
+    if config.data == "sample":
+        products, note = D.make_sample_products(), "synthetic sample products"
+    else:
+        products, report = D.load_products(config.data, text_column=config.text_column or None,
+                                           price_column=config.price_column or None)
+        note = f"{report.rows_kept} of {report.rows_read} rows kept"
+    test_size = int(config.test_size) if config.test_size >= 1 else config.test_size
+    train, test = D.split_products(products, test_size=test_size, seed=config.split_seed)
+    return train, test, note
+
+
+def failure_message(exc: BaseException) -> str:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return ("Out of GPU memory. Lower the batch size or the max length, raise gradient accumulation "
+                "to keep the effective batch, or load the model in 4-bit.")
+    if isinstance(exc, (D.DataError, ValueError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+class RunCallback(TrainerCallback):
+    """Streams the Trainer's progress into the run folder and honours Stop."""
+
+    def __init__(self, job: "TrainingJob"):
+        self.job = job
+        self.last_time = None
+        self.last_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
+        self.job.run.update_status(state="training", step=state.global_step, total_steps=state.max_steps,
+                                   training_started=self.last_time)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs:
+            return
+        now = time.time()
+        tokens = state.num_input_tokens_seen
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "loss": logs["loss"],
+               "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+               "tokens_per_s": (tokens - self.last_tokens) / max(now - self.last_time, 1e-9), "time": now}
+        self.last_time, self.last_tokens = now, tokens
+        self.job.run.append(self.job.run.metrics_file, row)
+        bad = [k for k in ("loss", "grad_norm") if row[k] is not None and not math.isfinite(row[k])]
+        if bad:
+            self.job.nonfinite = f"{' and '.join(bad)} became {row[bad[0]]} at step {state.global_step}"
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        job = self.job
+        job.run.update_status(step=state.global_step, total_steps=state.max_steps)
+        if job.stop_event.is_set():
+            control.should_training_stop = True
+            return
+        every = job.config.sample_every
+        if every and state.global_step % every == 0 and state.global_step < state.max_steps:
+            job.write_samples(model, state.global_step)
+
+
+class TrainingJob:
+    """One training run in a background thread, writing runs/<name>/ as it goes."""
+
+    def __init__(self, config: TrainConfig, runs_root: Path | None = None):
+        self.config = config.validate()
+        name = config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(config.model).name}-r{config.lora_r}"
+        self.run = RunFolder.create(name, runs_root)
+        self.config.name = self.run.name
+        self.run.config_file.write_text(self.config.to_yaml())
+        self.run.update_status(state="queued", step=0, total_steps=None, created=time.time(), error=None)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"train-{self.run.name}", daemon=True)
+        self.nonfinite: str | None = None
+        self.tokenizer = None
+        self.sample_items: list[D.Product] = []
+
+    @property
+    def state(self) -> str:
+        return self.run.status().get("state", "queued")
+
+    def start(self) -> "TrainingJob":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if not self.stop_event.is_set() and self.thread.is_alive():
+            self.stop_event.set()
+            self.run.update_status(state="stopping")
+
+    def wait(self, timeout: float | None = None) -> str:
+        self.thread.join(timeout)
+        return self.state
+
+    def _check_stop(self):
+        if self.stop_event.is_set():
+            raise StopRequested()
+
+    def write_samples(self, model, step: int) -> None:
+        from .evaluate import predict_greedy
+
+        texts = [p.text for p in self.sample_items]
+        preds = predict_greedy(model, self.tokenizer, texts, max_prompt_tokens=self.max_prompt_tokens)
+        rows = []
+        for item, pred in zip(self.sample_items, preds):
+            error = None if pred.price is None else abs(pred.price - item.price)
+            rows.append({"text": item.text[:300], "truth": item.price, "guess": pred.price, "error": error,
+                         "output": pred.text})
+        self.run.append(self.run.samples_file, {"step": step, "items": rows})
+
+    def _run(self) -> None:
+        model = trainer = None
+        cfg = self.config
+        try:
+            self.run.update_status(state="loading", started=time.time(), message="reading data")
+            train, test, note = load_config_data(cfg)
+            self._write_split(train, test)
+            self.sample_items = test[: cfg.num_samples]
+            self._check_stop()
+
+            self.run.update_status(message=f"loading {cfg.model} ({cfg.quant})")
+            self.tokenizer = tokenizer = load_tokenizer(cfg.model)
+            tokenizer.padding_side = "right"
+            max_length = cfg.max_length or D.fit_max_length(tokenizer, train)
+            self.max_prompt_tokens = max_length
+            examples = [D.tokenize_example(tokenizer, p.text, p.price, max_length) for p in train]
+            self._check_stop()
+            model = load_model(cfg.model, cfg.quant)
+            self._check_stop()
+            model = self._add_lora(model)
+            self._check_stop()
+
+            self.run.update_status(max_length=max_length,
+                                   message=f"{len(train)} training / {len(test)} held-out products "
+                                           f"({note}); max length {max_length} tokens")
+            trainer = Trainer(model=model, args=self._training_args(), train_dataset=examples,
+                              data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True),
+                              callbacks=[RunCallback(self)])
+            trainer.train()
+            if self.nonfinite:
+                raise FloatingPointError(f"Training stopped: {self.nonfinite}. Nothing was saved from the broken "
+                                         "weights; lower the learning rate or use a higher-precision dtype.")
+            if not self.stop_event.is_set():
+                self.write_samples(model, trainer.state.global_step)
+            model.save_pretrained(self.run.adapter_dir)
+            tokenizer.save_pretrained(self.run.adapter_dir)
+            step = trainer.state.global_step
+            if self.stop_event.is_set():
+                self.run.update_status(state="stopped", step=step, ended=time.time(),
+                                       message=f"stopped at step {step}; adapter saved")
+            else:
+                self.run.update_status(state="done", step=step, ended=time.time(),
+                                       message=f"done: {step} steps; adapter saved")
+        except StopRequested:
+            self.run.update_status(state="stopped", ended=time.time(), message="stopped before training began")
+        except BaseException as exc:  # anything raised in the thread must end the job, never the app
+            traceback.print_exc()
+            self.run.update_status(state="failed", ended=time.time(), error=failure_message(exc),
+                                   message="failed")
+        finally:
+            del model, trainer
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _write_split(self, train, test) -> None:
+        for path, items in ((self.run.train_file, train), (self.run.test_file, test)):
+            path.write_text("".join(json.dumps({"text": p.text, "price": p.price}) + "\n" for p in items))
+
+    def _add_lora(self, model):
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        cfg = self.config
+        if cfg.quant != "none":
+            # Casts norms to fp32 and enables input grads, as QLoRA needs; no gradient checkpointing on short prompts.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+        try:
+            return get_peft_model(model, lora)
+        except ValueError as exc:
+            raise ValueError(f"target_modules: {first_line(exc)}") from exc
+
+    def _training_args(self) -> TrainingArguments:
+        cfg = self.config
+        return TrainingArguments(
+            output_dir=str(self.run.checkpoints_dir),
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            learning_rate=cfg.learning_rate,
+            lr_scheduler_type=cfg.lr_scheduler,
+            warmup_steps=cfg.warmup_ratio,
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps or -1,
+            logging_steps=1,
+            # Without this, a NaN loss is logged as the previous value and training goes on silently.
+            logging_nan_inf_filter=False,
+            save_strategy="steps" if cfg.save_steps else "no",
+            save_steps=cfg.save_steps or 500,
+            save_total_limit=cfg.save_total_limit,
+            seed=cfg.seed,
+            report_to="none",
+            disable_tqdm=True,
+            remove_unused_columns=False,
+            include_num_input_tokens_seen="non_padding",
+            optim="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch",
+            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            dataloader_pin_memory=torch.cuda.is_available(),
+        )
+
+
+class JobManager:
+    """Holds the process's one training job; a second start is refused with the running job's progress."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.job: TrainingJob | None = None
+
+    def start(self, config: TrainConfig, runs_root: Path | None = None) -> TrainingJob:
+        with self._lock:
+            if self.job is not None and self.job.thread.is_alive():
+                status = self.job.run.status()
+                total = status.get("total_steps") or "?"
+                raise Busy(f"Busy: run {self.job.run.name} is {status.get('state', 'running')} "
+                           f"(step {status.get('step', 0)}/{total}). Stop it or wait for it to finish.")
+            self.job = TrainingJob(config, runs_root).start()
+            return self.job
+
+    def stop(self) -> str:
+        job = self.job
+        if job is None or not job.thread.is_alive():
+            return "No run is training."
+        job.stop()
+        return f"Stopping {job.run.name} at the next step…"
+
+    def active(self) -> TrainingJob | None:
+        job = self.job
+        return job if job is not None and job.thread.is_alive() else None
+
+
+JOBS = JobManager()

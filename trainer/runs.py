@@ -1,0 +1,123 @@
+"""The run folder: the one contract between the training job, the UI, the CLI and the disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import runs_dir
+
+ACTIVE_STATES = ("queued", "loading", "training", "stopping")
+FINAL_STATES = ("done", "stopped", "failed")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if not path.exists():
+        return rows
+    with path.open() as f:
+        for line in f:
+            # The writer may be mid-line while we read; a torn last line is simply not there yet.
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80] or "run"
+
+
+@dataclass
+class RunFolder:
+    """Paths and readers/writers of one runs/<name>/ folder."""
+
+    path: Path
+
+    @classmethod
+    def create(cls, name: str, root: Path | None = None) -> "RunFolder":
+        root = Path(root) if root else runs_dir()
+        root.mkdir(parents=True, exist_ok=True)
+        base = safe_name(name)
+        for i in range(1000):
+            candidate = root / (base if i == 0 else f"{base}-{i}")
+            try:
+                candidate.mkdir()
+                return cls(candidate)
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"cannot create a run folder for {name!r} in {root}")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    config_file = property(lambda self: self.path / "config.yaml")
+    status_file = property(lambda self: self.path / "status.json")
+    metrics_file = property(lambda self: self.path / "metrics.jsonl")
+    samples_file = property(lambda self: self.path / "samples.jsonl")
+    adapter_dir = property(lambda self: self.path / "adapter")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    train_file = property(lambda self: self.path / "train.jsonl")
+    test_file = property(lambda self: self.path / "test.jsonl")
+    eval_file = property(lambda self: self.path / "eval.json")
+
+    def status(self) -> dict:
+        try:
+            return json.loads(self.status_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def update_status(self, **fields) -> dict:
+        status = self.status()
+        status.update(fields, updated=time.time())
+        write_atomic(self.status_file, json.dumps(status))
+        return status
+
+    def append(self, path: Path, row: dict) -> None:
+        # One write call per line: a concurrent reader sees whole lines or a torn last line, never interleaving.
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_file)
+
+    def samples(self) -> list[dict]:
+        return read_jsonl(self.samples_file)
+
+    def has_adapter(self) -> bool:
+        return (self.adapter_dir / "adapter_config.json").is_file()
+
+    def zip_adapter(self) -> Path:
+        """A zip of the adapter folder, built next to it (downloads never point anywhere else)."""
+        archive = shutil.make_archive(str(self.path / f"{self.name}-adapter"), "zip", root_dir=self.adapter_dir)
+        return Path(archive)
+
+
+def list_runs(root: Path | None = None) -> list[RunFolder]:
+    """Run folders, newest first."""
+    root = Path(root) if root else runs_dir()
+    if not root.is_dir():
+        return []
+    runs = [RunFolder(p) for p in root.iterdir() if p.is_dir() and (p / "status.json").exists()]
+    return sorted(runs, key=lambda r: r.status().get("created", 0), reverse=True)
