@@ -172,14 +172,15 @@ def runs_with_adapters():
 
 def predict(run_name, text):
     from trainer.inference import predictor_for
-    from trainer.runs import runs_dir
 
-    if not run_name:
-        return "No finished run with an adapter yet.", None
+    runs = {r.name: r for r in list_runs() if r.has_adapter()}
+    if run_name not in runs:
+        # Only names of existing runs ever reach the file system: a posted name is never used as a path.
+        return "Pick a finished run with an adapter.", None
     if not text or not text.strip():
         return "Type a product description.", None
     try:
-        predictor = predictor_for(runs_dir() / run_name)
+        predictor = predictor_for(runs[run_name].path)
     except (ModelError, OSError, ValueError) as exc:
         return f"Cannot load run {run_name}: {exc}", None
     tuned = predictor.predict([text])[0]
@@ -256,7 +257,7 @@ def build_app() -> gr.Blocks:
                                               wrap=True, elem_id="samples")
                     download = gr.DownloadButton("Download adapter (zip)", visible=False)
         with gr.Tab("Predict") as predict_tab:
-            run_pick = gr.Dropdown(label="Run", choices=[])
+            run_pick = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
             description = gr.Textbox(label="Product description", lines=4)
             predict_btn = gr.Button("Predict price", variant="primary")
             predict_md = gr.Markdown()

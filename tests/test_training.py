@@ -62,7 +62,7 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
 
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json"):
         assert (run.adapter_dir / name).is_file(), name
-    assert TrainConfig.from_yaml(run.config_file).max_steps == 16
+    assert TrainConfig.from_yaml(run.config_file) == config
 
     ids = torch.tensor([encode_prompt(demo_tokenizer, "Premium stainless steel stand mixer, 6 quart", 128)])
     base_logits = demo_model(input_ids=ids).logits[0, -1]

@@ -1,0 +1,75 @@
+"""The launched app over its HTTP API (gradio_client): start, live metrics, busy, stop, download, predict."""
+
+import json
+import re
+import time
+import zipfile
+
+import pytest
+from gradio_client import Client, handle_file
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_proj", "v_proj"], lr=1e-3,
+            max_steps=60, epochs=1, batch=2, accum=1, max_len=0, sample_every=3, seed=1)
+
+
+def loss_points(plot) -> int:
+    if not plot:
+        return 0
+    figure = json.loads(plot["plot"]) if isinstance(plot, dict) else json.loads(plot)
+    return max((len(t.get("y") or []) for t in figure["data"]), default=0)
+
+
+def poll(client, until, timeout=300):
+    """Call /refresh like the page's timer does until `until(status_text, points, download)` holds."""
+    end, points, last = time.time() + timeout, 0, None
+    while time.time() < end:
+        status, plot, _table, download = client.predict(api_name="/refresh")
+        points = max(points, loss_points(plot))
+        last = (status, points, download)
+        if until(*last):
+            return last
+        time.sleep(1)
+    raise AssertionError(f"timed out; last poll: {last}")
+
+
+def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
+    client = Client(launched_app.url, verbose=False)
+    client.predict(api_name="/use_sample")
+    started = client.predict(**FORM, api_name="/start")
+    assert started.startswith("Started run"), started
+
+    status, points, _ = poll(client, lambda s, n, d: n >= 3)
+    assert re.search(r"step \d+/60", status)
+
+    other = Client(launched_app.url, verbose=False)
+    other.predict(api_name="/use_sample")
+    busy = other.predict(**FORM, api_name="/start")
+    assert re.search(r"Busy: run \S+ is (training|loading) \(step \d+/(60|\?)\)", busy), busy
+
+    # A second browser (its own session) sees the same run, and the metrics keep growing.
+    _, more, _ = poll(other, lambda s, n, d: n > points)
+    assert more > points
+
+    assert client.predict(api_name="/stop").startswith("Stopping")
+    status, _, download = poll(client, lambda s, n, d: "stopped at step" in s and d)
+    with zipfile.ZipFile(download) as z:
+        assert {"adapter_model.safetensors", "adapter_config.json"} <= set(z.namelist())
+
+    run_name = re.search(r"Run (\S+)", status).group(1)
+    table, _plot = client.predict(run_name, "Premium 12-inch cast iron skillet, pack of 2", api_name="/predict")
+    assert "fine-tuned" in table and "base model" in table and "$" in table
+    assert "Pick a finished run" in client.predict("../../etc", "x", api_name="/predict")[0]
+
+
+def test_bad_upload_gets_a_message_and_the_app_keeps_serving(launched_app, tmp_path):
+    bad = tmp_path / "prices.csv"
+    bad.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)  # a spreadsheet renamed .csv
+    client = Client(launched_app.url, verbose=False)
+    _path, info, _preview, _hist = client.predict(handle_file(str(bad)), api_name="/upload")
+    assert info.startswith("**Cannot use this file:**")
+    good = tmp_path / "good.csv"
+    good.write_text("title,price\n" + "".join(f"Steel bolt size {i},{i + 0.5}\n" for i in range(1, 30)))
+    _path, info, _preview, _hist = client.predict(handle_file(str(good)), api_name="/upload")
+    assert "29 products" in info
