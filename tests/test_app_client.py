@@ -15,10 +15,19 @@ FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_
 
 
 def loss_points(plot) -> int:
-    if not plot:
+    if not isinstance(plot, dict) or "plot" not in plot:  # None, or a skipped (unchanged) output
         return 0
-    figure = json.loads(plot["plot"]) if isinstance(plot, dict) else json.loads(plot)
+    figure = json.loads(plot["plot"])
     return max((len(t.get("y") or []) for t in figure["data"]), default=0)
+
+
+def file_path(output):
+    """The file of a DownloadButton output: a plain path, or the value of a component update."""
+    if isinstance(output, dict):
+        output = output.get("value")
+    if isinstance(output, dict):
+        output = output.get("path")
+    return output if isinstance(output, str) else None
 
 
 def poll(client, until, timeout=300):
@@ -26,6 +35,7 @@ def poll(client, until, timeout=300):
     end, points, last = time.time() + timeout, 0, None
     while time.time() < end:
         status, plot, _table, download = client.predict(api_name="/refresh")
+        download = file_path(download)
         points = max(points, loss_points(plot))
         last = (status, points, download)
         if until(*last):
@@ -57,7 +67,7 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     with zipfile.ZipFile(download) as z:
         assert {"adapter_model.safetensors", "adapter_config.json"} <= set(z.namelist())
 
-    run_name = re.search(r"Run (\S+)", status).group(1)
+    run_name = re.search(r"Run ([\w.-]+)", status).group(1)
     table, _plot = client.predict(run_name, "Premium 12-inch cast iron skillet, pack of 2", api_name="/predict")
     assert "fine-tuned" in table and "base model" in table and "$" in table
     assert "Pick a finished run" in client.predict("../../etc", "x", api_name="/predict")[0]
@@ -67,9 +77,9 @@ def test_bad_upload_gets_a_message_and_the_app_keeps_serving(launched_app, tmp_p
     bad = tmp_path / "prices.csv"
     bad.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)  # a spreadsheet renamed .csv
     client = Client(launched_app.url, verbose=False)
-    _path, info, _preview, _hist = client.predict(handle_file(str(bad)), api_name="/upload")
+    info, _preview, _hist = client.predict(handle_file(str(bad)), api_name="/upload")
     assert info.startswith("**Cannot use this file:**")
     good = tmp_path / "good.csv"
     good.write_text("title,price\n" + "".join(f"Steel bolt size {i},{i + 0.5}\n" for i in range(1, 30)))
-    _path, info, _preview, _hist = client.predict(handle_file(str(good)), api_name="/upload")
+    info, _preview, _hist = client.predict(handle_file(str(good)), api_name="/upload")
     assert "29 products" in info

@@ -62,7 +62,7 @@ def test_upload_train_watch_reload_stop(launched_app, page):
         const gd = document.querySelector('#loss-plot .js-plotly-plot');
         return gd && gd.data && Math.max(...gd.data.map(t => (t.y || []).length)) >= 4; }""", timeout=300_000)
     page.locator("#samples tbody tr").first.wait_for(timeout=300_000)
-    run_name = re.search(r"Run (\S+)", status.inner_text()).group(1)
+    run_name = re.search(r"Run ([\w.-]+)", status.inner_text()).group(1)
     assert "step" in status.inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "training.png"), full_page=True)
