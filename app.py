@@ -254,7 +254,7 @@ def build_app() -> gr.Blocks:
                     status_md = gr.Markdown("No run yet.", elem_id="run-status")
                     loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
                     samples_df = gr.Dataframe(label="Sample predictions on held-out items", interactive=False,
-                                              wrap=True, elem_id="samples")
+                                              wrap=True, elem_id="samples", column_widths=["58%", "14%", "14%", "14%"])
                     download = gr.DownloadButton("Download adapter (zip)", visible=False)
         with gr.Tab("Predict") as predict_tab:
             run_pick = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
