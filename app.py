@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from trainer import charts
 from trainer import data as D
@@ -74,7 +76,7 @@ def estimate(model_name, r, targets):
 # ---------- start / stop ----------
 
 def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
-          sample_every, seed, request: gr.Request = None):
+          sample_every, probe_size, seed):
     if not data_path:
         return "Choose data first: **Use sample data** or upload a file."
     try:
@@ -82,7 +84,7 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
                              lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=list(targets or []),
                              learning_rate=float(lr), max_steps=int(max_steps), epochs=float(epochs),
                              batch_size=int(batch), grad_accum=int(accum), max_length=int(max_len),
-                             sample_every=int(sample_every), seed=int(seed))
+                             sample_every=int(sample_every), probe_size=int(probe_size), seed=int(seed))
         job = JOBS.start(config)
     except (ConfigError, Busy) as exc:
         return f"**{exc}**"
@@ -122,9 +124,12 @@ def status_text(run: RunFolder, status: dict, metrics: list[dict]) -> str:
     began = status.get("training_started")
     if state == "training" and began and step and total:
         parts.append(f"ETA {_fmt_seconds((time.time() - began) / step * (total - step))}")
-    if metrics:
-        recent = metrics[-10:]
-        parts.append(f"{sum(r['tokens_per_s'] for r in recent) / len(recent):.0f} tokens/s")
+    recent = [r["tokens_per_s"] for r in metrics if "tokens_per_s" in r][-10:]
+    if recent:
+        parts.append(f"{sum(recent) / len(recent):.0f} tokens/s")
+    probes = [r for r in metrics if "probe_error" in r]
+    if probes:
+        parts.append(f"probe error ${probes[-1]['probe_error']:,.2f}")
     lines = [" · ".join(parts)]
     if status.get("error"):
         lines.append(f"**Error:** {status['error']}")
@@ -137,18 +142,21 @@ def refresh(seen):
     """Redraw from the run folder; parts that did not change since this browser's last poll are skipped."""
     run = current_run()
     if run is None:
-        return "No run yet: choose data and press **Start**.", gr.skip(), gr.skip(), gr.skip(), seen
+        return "No run yet: choose data and press **Start**.", gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
     status, metrics, samples = run.status(), run.metrics(), run.samples()
     key = (run.name, len(metrics), len(samples), status.get("state"))
     text = status_text(run, status, metrics)
     if seen == key:
-        return text, gr.skip(), gr.skip(), gr.skip(), seen
+        return text, gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
     loss = charts.loss_figure(metrics)
+    base = next((r["probe_error"] for r in metrics if r.get("step") == 0 and "probe_error" in r), None)
+    constant = status.get("baselines", {}).get("constant_mean", {}).get("error")
+    error = charts.error_figure(metrics, base_error=base, constant_error=constant)
     table = charts.samples_frame(samples[-1]["items"]) if samples else None
     download = gr.skip()
     if status.get("state") in FINAL_STATES and run.has_adapter():
         download = gr.DownloadButton(f"Download adapter of {run.name} (zip)", value=_adapter_zip(run), visible=True)
-    return text, loss, table, download, key
+    return text, loss, error, table, download, key
 
 
 def _adapter_zip(run: RunFolder) -> str:
@@ -198,6 +206,38 @@ def predict(run_name, text):
     return md, charts.distribution_figure(candidates, expected)
 
 
+# ---------- evaluate ----------
+
+EVAL_CANCEL = threading.Event()
+
+
+def run_evaluation(run_name, file, limit, progress=gr.Progress()):
+    from trainer.tester import Cancelled, evaluate_run, one_line, summary_table
+
+    runs = {r.name: r for r in list_runs() if r.has_adapter()}
+    if run_name not in runs:
+        return "Pick a finished run with an adapter.", None, None, None
+    EVAL_CANCEL.clear()
+    try:
+        result = evaluate_run(runs[run_name].path, data=file or None, limit=int(limit or 0) or None,
+                              progress=lambda done, total, what: progress((done, total), desc=what),
+                              cancel=EVAL_CANCEL)
+    except Cancelled:
+        return "Evaluation cancelled; nothing was written.", None, None, None
+    except ValueError as exc:  # DataError, ModelError: bad test file or unloadable run
+        return f"**Cannot evaluate:** {exc}", None, None, None
+    truths = [item["truth"] for item in result["items"]]
+    guesses = [item["guess"] for item in result["items"]]
+    table = pd.DataFrame(summary_table(result), columns=["model", "error $", "RMSLE", "hits %", "unparseable"])
+    return (f"{one_line(result)}  \nWritten to `{run_name}/eval.json`.", table,
+            charts.scatter_figure(truths, guesses), charts.bucket_figure(truths, guesses))
+
+
+def cancel_evaluation():
+    EVAL_CANCEL.set()
+    return "Cancelling at the next batch…"
+
+
 # ---------- layout ----------
 
 def build_app() -> gr.Blocks:
@@ -244,6 +284,8 @@ def build_app() -> gr.Blocks:
                     with gr.Row():
                         sample_every = gr.Number(value=DEFAULTS.sample_every, label="sample predictions every N steps",
                                                  precision=0)
+                        probe_size = gr.Number(value=DEFAULTS.probe_size, label="held-out items priced each time",
+                                               precision=0)
                         seed = gr.Number(value=DEFAULTS.seed, label="seed", precision=0)
                     with gr.Row():
                         start_btn = gr.Button("Start", variant="primary")
@@ -252,7 +294,9 @@ def build_app() -> gr.Blocks:
                 with gr.Column(scale=3):
                     gr.Markdown("### Live")
                     status_md = gr.Markdown("No run yet.", elem_id="run-status")
-                    loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
+                    with gr.Row():
+                        loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
+                        error_plot = gr.Plot(label="$ error on held-out items", elem_id="error-plot")
                     samples_df = gr.Dataframe(label="Sample predictions on held-out items", interactive=False,
                                               wrap=True, elem_id="samples", column_widths=["58%", "14%", "14%", "14%"])
                     download = gr.DownloadButton("Download adapter (zip)", visible=False)
@@ -262,6 +306,23 @@ def build_app() -> gr.Blocks:
             predict_btn = gr.Button("Predict price", variant="primary")
             predict_md = gr.Markdown()
             predict_plot = gr.Plot(label="What the model thinks: candidate prices")
+
+        with gr.Tab("Evaluate") as eval_tab:
+            gr.Markdown("The course's Tester: the fine-tuned adapter against the base model, constant guesses and a "
+                        "bag-of-words linear regression, on the run's held-out split or a file you upload.")
+            with gr.Row():
+                eval_run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
+                eval_file = gr.File(label="Test file (optional; default: the run's held-out split)", type="filepath",
+                                    file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"])
+                eval_limit = gr.Number(value=200, label="items (0 = all)", precision=0)
+            with gr.Row():
+                eval_btn = gr.Button("Evaluate", variant="primary")
+                eval_cancel = gr.Button("Cancel")
+            eval_md = gr.Markdown()
+            eval_table = gr.Dataframe(label="Results", interactive=False, elem_id="eval-table")
+            with gr.Row():
+                eval_scatter = gr.Plot(label="Truth vs guess", elem_id="eval-scatter")
+                eval_buckets = gr.Plot(label="Error by price")
 
         seen = gr.State(None)
         timer = gr.Timer(1.0)
@@ -274,15 +335,20 @@ def build_app() -> gr.Blocks:
             comp.change(estimate, [model, lora_r, targets], estimate_md, show_progress="hidden",
                         api_visibility="private")
         start_btn.click(start, [data_path, model, quant, lora_r, alpha, dropout, targets, lr, max_steps, epochs,
-                                batch, accum, max_len, sample_every, seed], start_msg,
+                                batch, accum, max_len, sample_every, probe_size, seed], start_msg,
                         api_name="start", concurrency_id="gpu", concurrency_limit=1)
         # Stop must never wait behind a queued start or evaluation.
         stop_btn.click(stop, outputs=start_msg, api_name="stop", concurrency_limit=None)
-        timer.tick(refresh, seen, [status_md, loss_plot, samples_df, download, seen], show_progress="hidden",
+        timer.tick(refresh, seen, [status_md, loss_plot, error_plot, samples_df, download, seen], show_progress="hidden",
                    concurrency_limit=None, api_name="refresh")
         predict_tab.select(runs_with_adapters, outputs=run_pick, api_visibility="private")
         predict_btn.click(predict, [run_pick, description], [predict_md, predict_plot], api_name="predict",
                           concurrency_id="gpu", concurrency_limit=1)
+        eval_tab.select(runs_with_adapters, outputs=eval_run, api_visibility="private")
+        eval_btn.click(run_evaluation, [eval_run, eval_file, eval_limit], [eval_md, eval_table, eval_scatter,
+                                                                          eval_buckets],
+                       api_name="evaluate", concurrency_id="gpu", concurrency_limit=1)
+        eval_cancel.click(cancel_evaluation, outputs=eval_md, api_name="cancel_evaluation", concurrency_limit=None)
     return app
 
 

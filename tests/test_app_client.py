@@ -11,7 +11,7 @@ from gradio_client import Client, handle_file
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_proj", "v_proj"], lr=1e-3,
-            max_steps=60, epochs=1, batch=2, accum=1, max_len=0, sample_every=3, seed=1)
+            max_steps=60, epochs=1, batch=2, accum=1, max_len=0, sample_every=3, probe_size=8, seed=1)
 
 
 def loss_points(plot) -> int:
@@ -34,7 +34,7 @@ def poll(client, until, timeout=300):
     """Call /refresh like the page's timer does until `until(status_text, points, download)` holds."""
     end, points, last = time.time() + timeout, 0, None
     while time.time() < end:
-        status, plot, _table, download = client.predict(api_name="/refresh")
+        status, plot, _error, _table, download = client.predict(api_name="/refresh")
         download = file_path(download)
         points = max(points, loss_points(plot))
         last = (status, points, download)
@@ -71,6 +71,13 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     table, _plot = client.predict(run_name, "Premium 12-inch cast iron skillet, pack of 2", api_name="/predict")
     assert "fine-tuned" in table and "base model" in table and "$" in table
     assert "Pick a finished run" in client.predict("../../etc", "x", api_name="/predict")[0]
+
+    # The Tester on the run's held-out split: a results table and the course's scatter chart.
+    summary, table, scatter, _buckets = client.predict(run_name, None, 6, api_name="/evaluate")
+    assert "on 6 items" in summary and "Error=$" in summary
+    assert [row[0] for row in table["data"]][:3] == ["fine-tuned, greedy", "base model", "fine-tuned, expected value"]
+    figure = json.loads(scatter["plot"])
+    assert figure["layout"]["title"]["text"].startswith("Error=$") and len(figure["data"][0]["x"]) >= 1
 
 
 def test_bad_upload_gets_a_message_and_the_app_keeps_serving(launched_app, tmp_path):

@@ -50,7 +50,8 @@ def test_upload_train_watch_reload_stop(launched_app, page):
         r = page.get_by_label("rank r").locator("xpath=self::input[@type='number']")
     r.fill("4")
     r.press("Enter")
-    for label, value in (("batch size", "2"), ("sample predictions every N steps", "2"), ("max steps (0 = use epochs)", "80")):
+    for label, value in (("batch size", "2"), ("sample predictions every N steps", "2"),
+                         ("held-out items priced each time", "6"), ("max steps (0 = use epochs)", "80")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Tab")
@@ -62,6 +63,9 @@ def test_upload_train_watch_reload_stop(launched_app, page):
         const gd = document.querySelector('#loss-plot .js-plotly-plot');
         return gd && gd.data && Math.max(...gd.data.map(t => (t.y || []).length)) >= 4; }""", timeout=300_000)
     page.locator("#samples [role=gridcell][data-row='0']").first.wait_for(timeout=300_000)
+    page.wait_for_function("""() => {
+        const gd = document.querySelector('#error-plot .js-plotly-plot');
+        return gd && gd.data && gd.data.length && gd.data[0].y.length >= 2; }""", timeout=120_000)
     run_name = re.search(r"Run ([\w.-]+)", status.inner_text()).group(1)
     assert "step" in status.inner_text()
     ARTIFACTS.mkdir(exist_ok=True)

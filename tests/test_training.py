@@ -1,19 +1,22 @@
 """Real training with the demo model on the CPU: loss falls, the adapter saves and reloads, stop and failure behave."""
 
 import json
+import re
 import time
 
 import pytest
 import torch
 
 from trainer.config import TrainConfig
+from trainer.__main__ import main
 from trainer.data import make_sample_products
+from trainer.evaluate import price_metrics
 from trainer.job import Busy, JobManager, TrainingJob
 
 pytestmark = pytest.mark.slow
 
 SMALL = dict(data="sample", model="demo", quant="none", lora_r=8, lora_alpha=16, batch_size=4,
-             learning_rate=2e-3, warmup_ratio=0.0, lr_scheduler="constant", save_steps=0, num_samples=4)
+             learning_rate=2e-3, warmup_ratio=0.0, lr_scheduler="constant", save_steps=0, num_samples=4, probe_size=4)
 
 
 def wait_for(predicate, timeout=120, every=0.2):
@@ -33,7 +36,7 @@ def small_file(tmp_path, n=24):
     return str(path)
 
 
-def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir, demo_model, demo_tokenizer):
+def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir, demo_model, demo_tokenizer, capsys):
     from peft import PeftModel
 
     from trainer.data import encode_prompt
@@ -45,15 +48,23 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     assert job.wait(600) == "done", job.run.status()
     run = job.run
 
-    losses = [row["loss"] for row in run.metrics()]
-    assert [row["step"] for row in run.metrics()] == list(range(1, 17))
+    steps = [row for row in run.metrics() if "loss" in row]
+    losses = [row["loss"] for row in steps]
+    assert [row["step"] for row in steps] == list(range(1, 17))
     assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
-    assert all(row["tokens_per_s"] > 0 for row in run.metrics())
+    assert all(row["tokens_per_s"] > 0 for row in steps)
+    # The probe set is priced with the base model at step 0, then every sample_every steps and at the end.
+    probes = [row for row in run.metrics() if "probe_error" in row]
+    assert [row["step"] for row in probes] == [0, 8, 16]
+    assert all(row["probe_error"] >= 0 and 0 <= row["probe_hits"] <= 1 for row in probes)
 
     status = run.status()
     assert status["state"] == "done" and status["step"] == 16 and status["total_steps"] == 16
     samples = run.samples()
-    assert [s["step"] for s in samples] == [8, 16]
+    assert [s["step"] for s in samples] == [0, 8, 16]
+    best = min(probes[1:], key=lambda r: r["probe_error"])
+    assert status["best_step"] == best["step"] and (run.best_adapter_dir / "adapter_model.safetensors").is_file()
+    assert "constant_mean" in status["baselines"] and "adapter-best/" in status["message"]
     assert len(samples[-1]["items"]) == 4 and all("truth" in i and "guess" in i for i in samples[-1]["items"])
     # The held-out split is on disk and disjoint from the training split.
     train = {json.loads(line)["text"] for line in run.train_file.read_text().splitlines()}
@@ -63,6 +74,18 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json"):
         assert (run.adapter_dir / name).is_file(), name
     assert TrainConfig.from_yaml(run.config_file) == config
+
+    # The Tester CLI on the finished run: eval.json's metrics are those of its own items.
+    assert main(["eval", "--run", str(run.path), "--limit", "4"]) == 0
+    result = json.loads(run.eval_file.read_text())
+    items = result["items"]
+    assert len(items) == 4 and all(i["method"] == "greedy" for i in items)
+    assert result["metrics"] == price_metrics([i["guess"] for i in items], [i["truth"] for i in items])
+    assert result["baselines"]["base_model"] == price_metrics([i["base"] for i in items], [i["truth"] for i in items])
+    assert {"constant_mean", "constant_median", "linear_bow", "expected_value"} <= set(result["baselines"])
+    assert "Error=$" in capsys.readouterr().out
+    assert main(["predict", "--run", str(run.path), "Premium 6-quart stand mixer"]) == 0
+    assert re.fullmatch(r"(\$\d+\.\d\d|unparseable: .*)\n", capsys.readouterr().out)
 
     ids = torch.tensor([encode_prompt(demo_tokenizer, "Premium stainless steel stand mixer, 6 quart", 128)])
     base_logits = demo_model(input_ids=ids).logits[0, -1]
@@ -116,5 +139,5 @@ def test_four_bit_training_runs_on_the_cpu(runs_dir):
     job = TrainingJob(TrainConfig(name="q4", max_steps=3, sample_every=0, **{**SMALL, "quant": "4bit"}),
                       runs_root=runs_dir).start()
     assert job.wait(600) == "done", job.run.status()
-    assert len(job.run.metrics()) == 3
+    assert len([row for row in job.run.metrics() if "loss" in row]) == 3
     assert (job.run.adapter_dir / "adapter_model.safetensors").is_file()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 from .config import ConfigError, TrainConfig
@@ -57,8 +56,12 @@ def _train(args) -> int:
             job.thread.join(1.0)
             rows = job.run.metrics()
             for row in rows[printed:]:
-                print(f"step {row['step']:>5}  loss {row['loss']:.4f}  lr {row['lr'] or 0:.2e}  "
-                      f"{row['tokens_per_s']:.0f} tok/s", flush=True)
+                if "probe_error" in row:
+                    print(f"step {row['step']:>5}  probe ${row['probe_error']:.2f} error, "
+                          f"{100 * row['probe_hits']:.0f}% hits", flush=True)
+                else:
+                    print(f"step {row['step']:>5}  loss {row['loss']:.4f}  lr {row['lr'] or 0:.2e}  "
+                          f"{row['tokens_per_s']:.0f} tok/s", flush=True)
             printed = len(rows)
     except KeyboardInterrupt:
         print("stopping at the next step (Ctrl-C again to abort)…", flush=True)
@@ -75,6 +78,20 @@ def _predict(args) -> int:
     predictor = Predictor(args.run)
     for pred in predictor.predict(args.text, method=args.method):
         print("unparseable: " + repr(pred.text) if pred.price is None else f"${pred.price:.2f}")
+    return 0
+
+
+def _eval(args) -> int:
+    from .tester import evaluate_run, one_line, summary_table
+
+    def progress(done, total, what):
+        print(f"\r{done}/{total} {what}    ", end="", file=sys.stderr, flush=True)
+
+    result = evaluate_run(args.run, data=args.data, limit=args.limit, progress=progress)
+    print(file=sys.stderr)
+    for name, error, rmsle, hits, bad in summary_table(result):
+        print(f"{name:<32} error ${error:>8.2f}  RMSLE {rmsle:5.3f}  hits {hits:5.1f}%  unparseable {bad}")
+    print(one_line(result))
     return 0
 
 
@@ -96,14 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--method", choices=["greedy", "expected"], default="greedy")
     p.add_argument("text", nargs="+", help="product description(s)")
+    p = sub.add_parser("eval", help="the course's Tester: fine-tuned vs base model vs baselines; writes eval.json")
+    p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--data", help="test file (default: the run's held-out split)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N items")
     p = sub.add_parser("estimate", help="trainable parameters and adapter size, without loading weights")
     p.add_argument("--model", default="demo")
     p.add_argument("--lora-r", type=int, default=16, dest="lora_r")
     p.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj", dest="target_modules")
     args = parser.parse_args(argv)
     try:
-        return {"train": _train, "predict": _predict, "estimate": _estimate}[args.command](args)
-    except (ConfigError, ValueError) as exc:
+        return {"train": _train, "predict": _predict, "eval": _eval, "estimate": _estimate}[args.command](args)
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

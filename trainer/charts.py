@@ -190,3 +190,26 @@ def samples_frame(samples: list[dict]):
     return (frame.style.apply(colour_rows, axis=1)
             .format({"True $": "{:,.2f}", "Predicted $": "{:,.2f}", "Error $": "{:,.2f}"}, na_rep="—")
             .hide(axis="index"))
+
+
+PRICE_BUCKETS = (0, 10, 25, 50, 100, 250, 500, 1000, float("inf"))
+
+
+def bucket_figure(truths: list[float], guesses: list[float | None]) -> go.Figure:
+    """Mean $ error by true-price bucket: where the model prices well and where it does not."""
+    from .evaluate import price_metrics
+
+    bars = []
+    for low, high in zip(PRICE_BUCKETS, PRICE_BUCKETS[1:]):
+        pairs = [(t, g) for t, g in zip(truths, guesses) if low <= t < high]
+        if pairs:
+            m = price_metrics([g for _, g in pairs], [t for t, _ in pairs])
+            label = f"${low:g}+" if high == float("inf") else f"${low:g}–{high:g}"
+            bars.append((label, m["error"], len(pairs)))
+    if not bars:
+        return _empty("Error by price", "No predictions", "true price", "mean absolute error ($)")
+    fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars], text=[f"n={b[2]}" for b in bars],
+                           marker_color=LOSS_COLOUR))
+    fig.update_layout(title="Mean error by true price", xaxis_title="true price", yaxis_title="mean absolute error ($)",
+                      template="plotly_white")
+    return fig

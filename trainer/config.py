@@ -67,9 +67,11 @@ class TrainConfig:
     max_length: int = 0
     """Max tokens of prompt + price; 0 sizes it from the data (longest 5% of texts get cut, never the price)."""
     sample_every: int = 20
-    """Show sample predictions on held-out items every this many steps (0: only at the end)."""
+    """Price the probe set (held-out $ error and sample predictions) every this many steps; 0: only at start and end."""
+    probe_size: int = 50
+    """Held-out items priced at each sample point to measure $ error; the first num_samples are shown."""
     num_samples: int = 8
-    """How many held-out items the sample predictions show."""
+    """How many of the probe items the sample-predictions table shows."""
     save_steps: int = 100
     """Write a resumable checkpoint every this many steps (0: none)."""
     save_total_limit: int = 2
@@ -103,6 +105,7 @@ class TrainConfig:
         check(0 < self.test_size, f"test_size: must be positive (got {self.test_size})")
         check(self.sample_every >= 0, "sample_every: must be 0 or more")
         check(1 <= self.num_samples <= 64, "num_samples: must be 1–64")
+        check(1 <= self.probe_size <= 1000, "probe_size: must be 1–1000")
         check(self.save_steps >= 0, "save_steps: must be 0 or more")
         check(self.save_total_limit >= 1, "save_total_limit: must be 1 or more")
         check(not self.name or ("/" not in self.name and "\\" not in self.name and not self.name.startswith(".")),

@@ -40,6 +40,17 @@ def load_config_data(config: TrainConfig) -> tuple[list[D.Product], list[D.Produ
     return train, test, note
 
 
+def constant_baselines(train: list[D.Product], probe: list[D.Product]) -> dict:
+    """$ metrics on the probe set of always guessing the training mean, and the training median."""
+    from statistics import mean, median
+
+    from .evaluate import price_metrics
+
+    prices, truths = [p.price for p in train], [p.price for p in probe]
+    return {name: {"guess": value, **price_metrics([value] * len(truths), truths)}
+            for name, value in (("constant_mean", mean(prices)), ("constant_median", median(prices)))}
+
+
 def failure_message(exc: BaseException) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return ("Out of GPU memory. Lower the batch size or the max length, raise gradient accumulation "
@@ -57,10 +68,13 @@ class RunCallback(TrainerCallback):
         self.last_time = None
         self.last_tokens = 0
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.job.run.update_status(state="training", step=state.global_step, total_steps=state.max_steps,
-                                   training_started=self.last_time)
+                                   message="pricing the probe set with the base model")
+        # LoRA's B matrices start at zero, so this is the base model's score: the line to beat.
+        self.job.evaluate_probe(model, state.global_step)
+        self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
+        self.job.run.update_status(training_started=self.last_time, message=self.job.data_message)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -86,7 +100,7 @@ class RunCallback(TrainerCallback):
             return
         every = job.config.sample_every
         if every and state.global_step % every == 0 and state.global_step < state.max_steps:
-            job.write_samples(model, state.global_step)
+            job.evaluate_probe(model, state.global_step)
 
 
 class TrainingJob:
@@ -103,7 +117,9 @@ class TrainingJob:
         self.thread = threading.Thread(target=self._run, name=f"train-{self.run.name}", daemon=True)
         self.nonfinite: str | None = None
         self.tokenizer = None
-        self.sample_items: list[D.Product] = []
+        self.probe_items: list[D.Product] = []
+        self.best_error = math.inf
+        self.data_message = ""
 
     @property
     def state(self) -> str:
@@ -126,17 +142,26 @@ class TrainingJob:
         if self.stop_event.is_set():
             raise StopRequested()
 
-    def write_samples(self, model, step: int) -> None:
-        from .evaluate import predict_greedy
+    def evaluate_probe(self, model, step: int) -> None:
+        """Price the probe set: $ metrics into metrics.jsonl, the first items into samples.jsonl, best adapter kept."""
+        from .evaluate import predict_greedy, price_metrics
 
-        texts = [p.text for p in self.sample_items]
+        texts = [p.text for p in self.probe_items]
+        truths = [p.price for p in self.probe_items]
         preds = predict_greedy(model, self.tokenizer, texts, max_prompt_tokens=self.max_prompt_tokens)
-        rows = []
-        for item, pred in zip(self.sample_items, preds):
-            error = None if pred.price is None else abs(pred.price - item.price)
-            rows.append({"text": item.text[:300], "truth": item.price, "guess": pred.price, "error": error,
-                         "output": pred.text})
+        metrics = price_metrics([p.price for p in preds], truths)
+        self.run.append(self.run.metrics_file, {
+            "step": step, "probe_error": metrics["error"], "probe_rmsle": metrics["rmsle"],
+            "probe_hits": metrics["hits"], "probe_unparseable": metrics["unparseable"], "time": time.time()})
+        rows = [{"text": item.text[:300], "truth": item.price, "guess": pred.price,
+                 "error": None if pred.price is None else abs(pred.price - item.price), "output": pred.text}
+                for item, pred in zip(self.probe_items[: self.config.num_samples], preds)]
         self.run.append(self.run.samples_file, {"step": step, "items": rows})
+        if step > 0 and metrics["error"] < self.best_error:
+            self.best_error = metrics["error"]
+            model.save_pretrained(self.run.best_adapter_dir)
+            self.tokenizer.save_pretrained(self.run.best_adapter_dir)
+            self.run.update_status(best_step=step, best_error=metrics["error"])
 
     def _run(self) -> None:
         model = trainer = None
@@ -145,7 +170,8 @@ class TrainingJob:
             self.run.update_status(state="loading", started=time.time(), message="reading data")
             train, test, note = load_config_data(cfg)
             self._write_split(train, test)
-            self.sample_items = test[: cfg.num_samples]
+            self.probe_items = test[: max(cfg.probe_size, cfg.num_samples)]
+            self.run.update_status(baselines=constant_baselines(train, self.probe_items))
             self._check_stop()
 
             self.run.update_status(message=f"loading {cfg.model} ({cfg.quant})")
@@ -160,9 +186,9 @@ class TrainingJob:
             model = self._add_lora(model)
             self._check_stop()
 
-            self.run.update_status(max_length=max_length,
-                                   message=f"{len(train)} training / {len(test)} held-out products "
-                                           f"({note}); max length {max_length} tokens")
+            self.data_message = (f"{len(train)} training / {len(test)} held-out products ({note}); "
+                                 f"max length {max_length} tokens; $ error on {len(self.probe_items)} held-out items")
+            self.run.update_status(max_length=max_length, message=self.data_message)
             trainer = Trainer(model=model, args=self._training_args(), train_dataset=examples,
                               data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True),
                               callbacks=[RunCallback(self)])
@@ -170,17 +196,21 @@ class TrainingJob:
             if self.nonfinite:
                 raise FloatingPointError(f"Training stopped: {self.nonfinite}. Nothing was saved from the broken "
                                          "weights; lower the learning rate or use a higher-precision dtype.")
-            if not self.stop_event.is_set():
-                self.write_samples(model, trainer.state.global_step)
+            step = trainer.state.global_step
+            if not self.stop_event.is_set():  # the last step is never priced in on_step_end
+                self.evaluate_probe(model, step)
             model.save_pretrained(self.run.adapter_dir)
             tokenizer.save_pretrained(self.run.adapter_dir)
-            step = trainer.state.global_step
+            saved = f"adapter/ = last (step {step})"
+            best = self.run.status().get("best_step")
+            if best is not None:
+                saved += f", adapter-best/ = best probe $ error (step {best}, ${self.best_error:.2f})"
             if self.stop_event.is_set():
                 self.run.update_status(state="stopped", step=step, ended=time.time(),
-                                       message=f"stopped at step {step}; adapter saved")
+                                       message=f"stopped at step {step}; saved {saved}")
             else:
                 self.run.update_status(state="done", step=step, ended=time.time(),
-                                       message=f"done: {step} steps; adapter saved")
+                                       message=f"done: {step} steps; saved {saved}")
         except StopRequested:
             self.run.update_status(state="stopped", ended=time.time(), message="stopped before training began")
         except BaseException as exc:  # anything raised in the thread must end the job, never the app

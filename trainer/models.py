@@ -34,7 +34,7 @@ KNOWN_ARCHITECTURES["meta-llama/Meta-Llama-3.1-8B"] = KNOWN_ARCHITECTURES["meta-
 QUANT_CHOICES = ("4bit", "8bit", "none")
 
 
-class ModelError(Exception):
+class ModelError(ValueError):
     """A model that cannot be resolved or loaded, with a message a person can act on."""
 
 

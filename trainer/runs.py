@@ -77,6 +77,7 @@ class RunFolder:
     metrics_file = property(lambda self: self.path / "metrics.jsonl")
     samples_file = property(lambda self: self.path / "samples.jsonl")
     adapter_dir = property(lambda self: self.path / "adapter")
+    best_adapter_dir = property(lambda self: self.path / "adapter-best")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     train_file = property(lambda self: self.path / "train.jsonl")
     test_file = property(lambda self: self.path / "test.jsonl")
