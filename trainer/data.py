@@ -12,11 +12,12 @@ import numbers
 import random
 import re
 import unicodedata
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from . import curate as C
 
 COURSE_QUESTION = "How much does this cost to the nearest dollar?"
 PRICE_PREFIX = "Price is $"
@@ -262,8 +263,14 @@ def make_sample_products(n: int = 3000, seed: int = 42) -> list[Product]:
 # Loading uploads
 
 TEXT_COLUMNS = ("text", "prompt", "description", "title")
+# Without a text/prompt column these are combined, in this order, the way the course builds its product text.
+COMBINED_TEXT_COLUMNS = ("title", "description", "features", "details")
 PRICE_COLUMNS = ("price",)
 FORMATS = "CSV, TSV, JSON, JSONL or Parquet"
+MAX_FILE_BYTES = 200_000_000  # the same default as the app's Gradio max_file_size ("200mb")
+MAX_BAD_FIELD_SHARE = 0.05  # CSV rows with the wrong number of fields: a few are dropped, more mean a bad parse
+MAX_JSON_DEPTH = 8  # the Amazon metadata nests 3 deep; deeper means this is not a table of products
+COMPRESSED_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".zst", ".7z", ".tgz", ".rar")
 
 
 @dataclass
@@ -275,17 +282,21 @@ class DataReport:
     dropped: dict[str, list[int]] = field(default_factory=dict)
     duplicates: int = 0
     conflicting: int = 0
-    text_column: str = ""
+    text_column: str = ""  # the text column(s), comma-joined in the order they are combined
     price_column: str = ""
     warnings: list[str] = field(default_factory=list)
     row_unit: str = "line"  # "line" for text files; "record" for JSON arrays and Parquet, which have no lines
+    columns: list[str] = field(default_factory=list)  # every column the file has, for the mapping step
+    schema: str = "table"  # "table", or "amazon" for raw Amazon Reviews 2023 metadata (curated)
+    text_columns: list[str] = field(default_factory=list)  # the same as text_column, as a list (names may hold commas)
 
     def drop(self, reason: str, row: int) -> None:
         self.dropped.setdefault(reason, []).append(row)
 
     def summary(self) -> str:
+        curated = " — raw Amazon metadata, curated the course's way" if self.schema == "amazon" else ""
         lines = [f"**{self.rows_kept:,} of {self.rows_read:,} rows kept** "
-                 f"(text: `{self.text_column}`, price: `{self.price_column}`)"]
+                 f"(text: `{' + '.join(self.text_columns)}`, price: `{self.price_column}`){curated}"]
         for reason, rows in self.dropped.items():
             shown = ", ".join(map(str, rows[:5])) + (", …" if len(rows) > 5 else "")
             lines.append(f"- dropped {len(rows):,} × {reason} ({self.row_unit}s {shown})")
@@ -295,6 +306,16 @@ class DataReport:
             lines.append(f"- {self.conflicting:,} repeated texts with a different price (kept the first)")
         lines += [f"- ⚠ {warning}" for warning in self.warnings]
         return "\n".join(lines)
+
+
+@dataclass
+class _Table:
+    """A file read into raw values: the frame, each row's line (or record) number, and rows refused on reading."""
+
+    frame: pd.DataFrame
+    lines: list[int]
+    unit: str = "line"
+    bad_lines: list[int] = field(default_factory=list)
 
 
 def _decode(raw: bytes, name: str) -> str:
@@ -315,12 +336,20 @@ def _decode(raw: bytes, name: str) -> str:
     return text
 
 
+_COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
+                     b"7z\xbc\xaf\x27\x1c": "7-Zip", b"Rar!": "RAR"}
+
+
 def _check_not_binary(raw: bytes, name: str) -> None:
-    if raw.startswith(b"\x1f\x8b"):
-        raise DataError(f"{name}: is gzip-compressed; decompress it first (e.g. `gunzip`) and upload the result")
+    for magic, kind in _COMPRESSED_MAGIC.items():
+        if raw.startswith(magic):
+            raise DataError(f"{name}: is {kind}-compressed; decompress it first and upload the {FORMATS} file inside")
     if raw.startswith(b"PK\x03\x04") or raw.startswith(b"\xd0\xcf\x11\xe0"):
-        raise DataError(f"{name}: is an Excel workbook or a zip archive, not a text file; "
-                        f"in Excel, export it as CSV (File → Save As → CSV UTF-8)")
+        if b"xl/" in raw[:4096] or b"[Content_Types]" in raw[:4096] or raw.startswith(b"\xd0\xcf"):
+            raise DataError(f"{name}: is an Excel workbook, not a text file; "
+                            f"in Excel, export it as CSV (File → Save As → CSV UTF-8)")
+        raise DataError(f"{name}: is a zip archive; decompress it first and upload the {FORMATS} file inside "
+                        f"(a spreadsheet renamed .csv is also a zip: export it as CSV)")
     if raw.startswith(b"PAR1"):
         raise DataError(f"{name}: is a Parquet file; give it the .parquet extension")
 
@@ -338,60 +367,92 @@ def _sniff_delimiter(text: str) -> str:
     return sep
 
 
-def _record_lines(text: str, sep: str) -> list[int]:
-    """First file line of each data record, counting quoted multi-line fields the way pandas does."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    starts, previous = [], 0
-    for record in reader:
-        if record and not (len(record) == 1 and not record[0].strip()):  # pandas skips blank lines
-            starts.append(previous + 1)
-        previous = reader.line_num
-    return starts[1:]  # the first record is the header
+def _csv_records(text: str, name: str, sep: str) -> list[tuple[int, list[str]]]:
+    """(first file line, fields) of each non-blank record; a quote left open to the end of the file is refused."""
+    def read(strict: bool):
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=strict)
+        records, previous = [], 0
+        try:
+            for record in reader:
+                if record and not (len(record) == 1 and not record[0].strip()):  # blank lines are skipped
+                    records.append((previous + 1, record))
+                previous = reader.line_num
+        except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise DataError(f"{name}: a field starting on line {previous + 1} is over "
+                                f"{csv.field_size_limit():,} characters; is a quote left open?") from None
+            # A quote never closed runs to the end of the file, or on to the next quote, several lines on.
+            if strict and ("unexpected end of data" in str(exc) or reader.line_num > previous + 1):
+                raise DataError(f"{name}: the quote opened on line {previous + 1} is never closed "
+                                f"(the lines after it would become one field); close or remove it") from None
+            if strict:  # a stray quote inside a field ("12"x): read it leniently, as pandas would
+                return None
+            raise DataError(f"{name}: cannot read line {previous + 1} as CSV ({exc})") from None
+        return records
+    return read(True) or read(False) or []
 
 
-def _read_csv(text: str, name: str, sep: str) -> tuple[pd.DataFrame, list[int]]:
-    try:
-        with warnings.catch_warnings():
-            # pandas only warns (and silently drops data) when a row has more fields than the header.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                                index_col=False, skip_blank_lines=True)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{name}: the file is empty") from None
-    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
+def _read_csv(text: str, name: str, sep: str) -> _Table:
+    records = _csv_records(text, name, sep)
+    if not records:
+        raise DataError(f"{name}: the file is empty")
+    (_, header), body = records[0], records[1:]
+    good = [(line, fields) for line, fields in body if len(fields) == len(header)]
+    bad = [line for line, fields in body if len(fields) != len(header)]
+    if bad and len(bad) > MAX_BAD_FIELD_SHARE * len(body):
         shown = {",": "comma", ";": "semicolon", "\t": "tab"}[sep]
-        raise DataError(f"{name}: cannot read it as {shown}-separated values ({str(exc).strip()}); "
-                        f"check that text containing the delimiter is in double quotes") from None
-    lines = _record_lines(text, sep)
-    if len(lines) != len(frame):  # an oddity the two readers see differently: fall back to header + row
-        lines = [index + 2 for index in range(len(frame))]
-    return frame, lines
+        raise DataError(f"{name}: {len(bad)} of {len(body)} rows do not have the header's {len(header)} "
+                        f"{shown}-separated fields (first on line {bad[0]}); check the delimiter and that text "
+                        f"containing it is in double quotes")
+    frame = pd.DataFrame([fields for _, fields in good], columns=header, dtype=object)
+    return _Table(frame, [line for line, _ in good], "line", bad)
 
 
-def _read_jsonl(text: str, name: str) -> tuple[pd.DataFrame, list[int]]:
+def _depth(value, limit: int) -> int:
+    """Nesting depth of a JSON value, counted only up to limit + 1 (enough to refuse it)."""
+    if limit < 0 or not isinstance(value, (dict, list)):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(item, limit - 1) for item in items), default=0)
+
+
+def _json_value(text: str, name: str, where: str):
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise DataError(f"{name}: {where}JSON nested too deeply to be a table of products; flatten it") from None
+
+
+def _check_depth(record, name: str, where: str) -> None:
+    if _depth(record, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise DataError(f"{name}: {where}is nested more than {MAX_JSON_DEPTH} levels deep; "
+                        f"expected flat records like {{\"text\": ..., \"price\": ...}}")
+
+
+def _read_jsonl(text: str, name: str) -> _Table:
     records, lines = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = _json_value(line, name, f"line {number}: ")
         except json.JSONDecodeError as exc:
             raise DataError(f"{name}: line {number} is not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(record, dict):
             raise DataError(f"{name}: line {number} is a JSON {type(record).__name__}, "
                             f"not an object like {{\"text\": ..., \"price\": ...}}")
+        _check_depth(record, name, f"line {number} ")
         records.append(record)
         lines.append(number)
-    return pd.DataFrame.from_records(records), lines
+    return _Table(pd.DataFrame.from_records(records), lines, "line")
 
 
-def _read_json(text: str, name: str) -> tuple[pd.DataFrame, list[int], str]:
+def _read_json(text: str, name: str) -> _Table:
     try:
-        data = json.loads(text)
+        data = _json_value(text, name, "")
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # one object per line in a file named .json
-            frame, lines = _read_jsonl(text, name)
-            return frame, lines, "line"
+            return _read_jsonl(text, name)
         raise DataError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     if isinstance(data, dict):
         raise DataError(f"{name}: holds one JSON object; expected an array of objects "
@@ -401,7 +462,8 @@ def _read_json(text: str, name: str) -> tuple[pd.DataFrame, list[int], str]:
     for number, record in enumerate(data, start=1):
         if not isinstance(record, dict):
             raise DataError(f"{name}: item {number} of the array is a {type(record).__name__}, not an object")
-    return pd.DataFrame.from_records(data), list(range(1, len(data) + 1)), "record"
+        _check_depth(record, name, f"item {number} of the array ")
+    return _Table(pd.DataFrame.from_records(data), list(range(1, len(data) + 1)), "record")
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -414,32 +476,47 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise DataError(f"{path.name}: cannot read it as Parquet ({exc})") from None
 
 
-def _read_frame(path: Path) -> tuple[pd.DataFrame, list[int], str]:
-    """The file as a DataFrame of raw values, the line (or record) number of each row, and which it is."""
+def _check_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
+    if suffix in COMPRESSED_SUFFIXES:
+        raise DataError(f"{path.name}: is a compressed file; decompress it first and upload the {FORMATS} inside")
     if suffix in (".xlsx", ".xls", ".ods"):
         raise DataError(f"{path.name}: spreadsheets are not read directly; export it as CSV")
     if suffix not in (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".parquet"):
         raise DataError(f"{path.name}: unsupported file type '{suffix}'; upload {FORMATS}")
+    return suffix
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
     try:
-        raw = path.read_bytes()
+        size = path.stat().st_size
+        if size > max_bytes:  # checked before reading, so a huge file never lands in memory
+            raise DataError(f"{path.name}: is {size / 1e6:,.1f} MB, over the {max_bytes / 1e6:,.0f} MB limit; "
+                            f"upload a sample of the data")
+        return path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path.name}: cannot open it ({exc.strerror})") from None
+
+
+def _read_frame(path: Path, max_bytes: int = MAX_FILE_BYTES) -> _Table:
+    """The file as a table of raw values with the line (or record) number of each row."""
+    suffix = _check_suffix(path)
+    raw = _read_bytes(path, max_bytes)
     if not raw.strip():
         raise DataError(f"{path.name}: the file is empty")
     if suffix == ".parquet":
         frame = _read_parquet(path)
-        return frame, list(range(1, len(frame) + 1)), "record"
+        return _Table(frame, list(range(1, len(frame) + 1)), "record")
     _check_not_binary(raw, path.name)
     text = _decode(raw, path.name)
     if not text.strip():
         raise DataError(f"{path.name}: the file is empty")
     if suffix in (".jsonl", ".ndjson"):
-        return *_read_jsonl(text, path.name), "line"
+        return _read_jsonl(text, path.name)
     if suffix == ".json":
         return _read_json(text, path.name)
     sep = "\t" if suffix == ".tsv" else _sniff_delimiter(text)
-    return *_read_csv(text, path.name, sep), "line"
+    return _read_csv(text, path.name, sep)
 
 
 def _find_column(frame: pd.DataFrame, wanted: str | None, candidates: tuple[str, ...], role: str, name: str) -> str:
@@ -455,20 +532,68 @@ def _find_column(frame: pd.DataFrame, wanted: str | None, candidates: tuple[str,
                     f"{', '.join(repr(c) for c in columns) or '(none)'}. Name the {role} column to use.")
 
 
+def _has_column(frame: pd.DataFrame, wanted: str) -> bool:
+    return any(str(c).strip().lower() == wanted.strip().lower() for c in frame.columns)
+
+
+def _text_columns(frame: pd.DataFrame, wanted, name: str) -> list[str]:
+    """The text column(s), in the order they are joined: named (a list, or comma-separated), or detected."""
+    if isinstance(wanted, str) and wanted.strip() and not _has_column(frame, wanted):
+        wanted = [part for part in wanted.split(",") if part.strip()]  # "title,description"
+    if isinstance(wanted, (list, tuple)) and wanted:
+        return [_find_column(frame, column, (), "text", name) for column in wanted]
+    if isinstance(wanted, str) and wanted.strip():
+        return [_find_column(frame, wanted, (), "text", name)]
+    for single in ("text", "prompt"):  # text already written for the model (perhaps in the course prompt)
+        if _has_column(frame, single):
+            return [_find_column(frame, single, (), "text", name)]
+    combined = [c for c in C.AMAZON_FIELDS if _has_column(frame, c)]
+    if combined:
+        return [_find_column(frame, c, (), "text", name) for c in combined]
+    return [_find_column(frame, None, TEXT_COLUMNS, "text", name)]
+
+
 def _raw_text(value) -> str:
+    """One cell as text: lists (JSON arrays, Parquet lists) one item a line, dicts as 'key: value' pairs."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "tolist") and not isinstance(value, numbers.Number):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return "\n".join(filter(None, map(_raw_text, value)))
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {_raw_text(item)}" for key, item in value.items() if _raw_text(item))
+    return str(value)
 
 
-def _clean_rows(frame, lines, text_column, price_column, min_price, max_price, report) -> list[Product]:
-    prices = frame[price_column].tolist()
-    decimal_comma = _looks_decimal_comma(prices)
-    if decimal_comma:
+def _row_texts(frame, columns: list[str], schema: str, tokenizer, token_budget: int) -> list[str | None]:
+    """The product text of every row: the columns joined in order, or curated Amazon metadata (None: too short)."""
+    if schema == "amazon":
+        by_field = {c.strip().lower(): c for c in columns}
+        records = frame[columns].rename(columns={v: k for k, v in by_field.items()}).to_dict("records")
+        return [C.curate(record, tokenizer, token_budget) for record in records]
+    values = zip(*(frame[column].tolist() for column in columns))
+    return ["\n".join(part for part in map(_raw_text, row) if part.strip()) for row in values]
+
+
+def _decimal_comma(prices, forced: bool | None, price_column: str, report: DataReport) -> bool:
+    if forced is not None:
+        return forced
+    if _looks_decimal_comma(prices):
         report.warnings.append(f"prices in '{price_column}' use a decimal comma (e.g. '12,50'); read as 12.50")
+        return True
+    return False
+
+
+def _clean_rows(lines, texts, prices, decimal_comma, min_price, max_price, report) -> list[Product]:
     kept: dict[str, Product] = {}
-    for line, raw_text, raw_price in zip(lines, frame[text_column].tolist(), prices):
-        text, embedded = strip_course_prompt(_raw_text(raw_text))
+    for line, raw_text, raw_price in zip(lines, texts, prices):
+        if raw_text is None:
+            report.drop(f"under {C.MIN_CHARS} characters of description", line)
+            continue
+        text, embedded = strip_course_prompt(raw_text)
         text = clean_text(text)
         if not text:
             report.drop("empty text", line)
@@ -504,22 +629,51 @@ def _drop_reasons(report: DataReport) -> str:
     return "; ".join(reasons) or "nothing was dropped"
 
 
-def load_products(path, *, text_column: str | None = None, price_column: str | None = None,
+def _new_report(table: _Table, text_column, price_column, name: str) -> DataReport:
+    frame = table.frame
+    columns = [str(c) for c in frame.columns]
+    texts = _text_columns(frame, text_column, name)
+    report = DataReport(rows_read=len(frame) + len(table.bad_lines), row_unit=table.unit, columns=columns,
+                        text_column=",".join(texts), text_columns=texts,
+                        price_column=_find_column(frame, price_column, PRICE_COLUMNS, "price", name))
+    # Raw Amazon metadata is curated only when its four fields are the text, as they are when detected.
+    amazon = {c.lower() for c in texts} == set(C.AMAZON_FIELDS) and C.is_amazon_metadata(columns)
+    report.schema = "amazon" if amazon else "table"
+    for line in table.bad_lines:
+        report.drop("wrong number of fields", line)
+    return report
+
+
+def read_columns(path, max_bytes: int = MAX_FILE_BYTES) -> list[str]:
+    """The column names of a file, for the mapping step when the detected columns did not work; [] if unreadable."""
+    try:
+        return [str(c) for c in _read_frame(Path(path), max_bytes).frame.columns]
+    except DataError:
+        return []
+
+
+def load_products(path, *, text_column: str | list[str] | None = None, price_column: str | None = None,
                   min_price: float = 0.5, max_price: float = 999.49, max_rows: int = 200_000,
-                  min_rows: int = 10) -> tuple[list[Product], DataReport]:
-    """Read an uploaded CSV/TSV/JSON/JSONL/Parquet file into clean, unique products; every failure is a DataError."""
+                  min_rows: int = 10, decimal_comma: bool | None = None, max_bytes: int = MAX_FILE_BYTES,
+                  tokenizer=None, token_budget: int = C.TOKEN_BUDGET) -> tuple[list[Product], DataReport]:
+    """Read an uploaded CSV/TSV/JSON/JSONL/Parquet file into clean, unique products; every failure is a DataError.
+
+    text_column may name several columns (a list, or comma-separated), joined in order. decimal_comma None detects
+    it per file. tokenizer and token_budget only cut curated raw Amazon metadata.
+    """
     path = Path(path)
-    frame, lines, unit = _read_frame(path)
-    if len(frame) == 0:
-        columns = ", ".join(map(str, frame.columns))
+    table = _read_frame(path, max_bytes)
+    if len(table.frame) == 0:
+        columns = ", ".join(map(str, table.frame.columns))
         raise DataError(f"{path.name}: has no data rows" + (f" (only a header: {columns})" if columns else ""))
-    if len(frame) > max_rows:
-        raise DataError(f"{path.name}: has {len(frame):,} rows, more than the limit of {max_rows:,}; "
+    if len(table.frame) > max_rows:
+        raise DataError(f"{path.name}: has {len(table.frame):,} rows, more than the limit of {max_rows:,}; "
                         f"upload a sample of the data")
-    report = DataReport(rows_read=len(frame), row_unit=unit,
-                        text_column=_find_column(frame, text_column, TEXT_COLUMNS, "text", path.name),
-                        price_column=_find_column(frame, price_column, PRICE_COLUMNS, "price", path.name))
-    products = _clean_rows(frame, lines, report.text_column, report.price_column, min_price, max_price, report)
+    report = _new_report(table, text_column, price_column, path.name)
+    texts = _row_texts(table.frame, report.text_columns, report.schema, tokenizer, token_budget)
+    prices = table.frame[report.price_column].tolist()
+    comma = _decimal_comma(prices, decimal_comma, report.price_column, report)
+    products = _clean_rows(table.lines, texts, prices, comma, min_price, max_price, report)
     report.rows_kept = len(products)
     if len(products) < min_rows:
         raise DataError(f"{path.name}: only {len(products)} usable rows of {report.rows_read} "
@@ -549,6 +703,23 @@ def split_products(products, test_size: float | int = 0.1, seed: int = 42) -> tu
     return items[:-count], items[-count:]
 
 
+def _example_lengths(tokenizer, products) -> tuple[list[int], int]:
+    """Full example length (prompt + price) of each product, and the least length that leaves one text token."""
+    # Same pieces tokenize_example joins (head + body + tail + answer), but batched: one call for all texts.
+    head = len(tokenizer(f"{COURSE_QUESTION}\n\n", add_special_tokens=True)["input_ids"])
+    tail = len(tokenizer(f"\n\n{PRICE_PREFIX}", add_special_tokens=False)["input_ids"])
+    bodies = tokenizer([p.text for p in products], add_special_tokens=False)["input_ids"]
+    answers = tokenizer([completion(p.price) for p in products], add_special_tokens=False)["input_ids"]
+    lengths = [head + len(body) + tail + len(answer) for body, answer in zip(bodies, answers)]
+    return lengths, head + tail + 1 + max(len(answer) for answer in answers)
+
+
+def example_lengths(tokenizer, products) -> list[int]:
+    """Tokens of each product's full training example (course prompt + price), before any cut."""
+    products = list(products)
+    return _example_lengths(tokenizer, products)[0] if products else []
+
+
 def fit_max_length(tokenizer, products, cap: int = 512, quantile: float = 0.95) -> int:
     """Max sequence length covering `quantile` of the full examples (prompt + price), at most `cap`."""
     products = list(products)
@@ -556,15 +727,9 @@ def fit_max_length(tokenizer, products, cap: int = 512, quantile: float = 0.95) 
         raise ValueError("no products to size the sequence length from")
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile {quantile} must be in (0, 1]")
-    # Same pieces tokenize_example joins (head + body + tail + answer), but batched: one call for all texts.
-    head = len(tokenizer(f"{COURSE_QUESTION}\n\n", add_special_tokens=True)["input_ids"])
-    tail = len(tokenizer(f"\n\n{PRICE_PREFIX}", add_special_tokens=False)["input_ids"])
-    bodies = tokenizer([p.text for p in products], add_special_tokens=False)["input_ids"]
-    answers = tokenizer([completion(p.price) for p in products], add_special_tokens=False)["input_ids"]
-    lengths = sorted(head + len(body) + tail + len(answer) for body, answer in zip(bodies, answers))
+    lengths, floor = _example_lengths(tokenizer, products)
+    lengths = sorted(lengths)
     needed = lengths[max(math.ceil(quantile * len(lengths)) - 1, 0)]  # nearest-rank quantile
-    # The shortest length that still leaves one text token beside the prompt and the longest price.
-    floor = head + tail + 1 + max(len(answer) for answer in answers)
     if cap < floor:
         raise ValueError(f"cap {cap} is too small: the prompt and price alone take {floor - 1} tokens")
     return max(min(needed, cap), floor)
