@@ -33,13 +33,46 @@ def use_sample():
 
 def use_upload(file):
     if file is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (gr.skip(),) * 6
+    return _read_upload(file, None, None)
+
+
+def remap(file, text_columns, price_column):
+    """The column pickers changed: read the same uploaded file again with the chosen mapping."""
+    if not file:
+        return (gr.skip(),) * 6
+    return _read_upload(file, list(text_columns or []) or None, price_column or None)
+
+
+def _read_upload(file, text_columns, price_column):
+    # `file` is the temp path Gradio saved the upload under: the name the user gave it is shown, never used as a path.
     try:
-        products, report = D.load_products(file)
+        products, report = D.load_products(file, text_column=text_columns, price_column=price_column)
     except D.DataError as exc:
         gr.Warning(str(exc))
-        return "", f"**Cannot use this file:** {exc}", None, None
-    return file, *_describe_products(products, f"**Uploaded file** `{Path(file).name}`\n\n{report.summary()}")
+        # Keep offering the columns, so a file whose price column was not found can still be mapped by hand.
+        columns = exc.report.columns if exc.report else D.read_columns(file)
+        mapping = {"columns": columns, "text": exc.report.text_columns if exc.report else list(text_columns or []),
+                   "price": exc.report.price_column if exc.report else price_column or ""}
+        return "", f"**Cannot use this file:** {exc}", None, None, file, mapping
+    mapping = {"columns": report.columns, "text": report.text_columns, "price": report.price_column}
+    described = _describe_products(products, f"**Uploaded file** `{Path(file).name}`\n\n{report.summary()}")
+    return file, *described, file, mapping
+
+
+def show_mapping(mapping):
+    """Fill the column pickers with the file's columns and the mapping in use; hidden when there are none."""
+    columns = (mapping or {}).get("columns") or []
+    if not columns:
+        return gr.Dropdown(visible=False), gr.Dropdown(visible=False)
+    text = [c for c in mapping["text"] if c in columns]
+    price = mapping["price"] if mapping["price"] in columns else None
+    return (gr.Dropdown(choices=columns, value=text, multiselect=True, visible=True),
+            gr.Dropdown(choices=columns, value=price, visible=True))
+
+
+def hide_mapping():
+    return gr.Dropdown(visible=False), gr.Dropdown(visible=False)
 
 
 def _describe_products(products, header):
@@ -76,11 +109,15 @@ def estimate(model_name, r, targets):
 # ---------- start / stop ----------
 
 def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
-          sample_every, probe_size, seed):
+          sample_every, probe_size, seed, mapping=None):
     if not data_path:
         return "Choose data first: **Use sample data** or upload a file."
+    # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
+    mapping = (mapping or {}) if data_path != "sample" else {}
     try:
-        config = TrainConfig(data=data_path, model=model.strip() or DEMO, quant=quant, lora_r=int(r),
+        config = TrainConfig(data=data_path, text_column=",".join(mapping.get("text") or []),
+                             price_column=mapping.get("price") or "",
+                             model=model.strip() or DEMO, quant=quant, lora_r=int(r),
                              lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=list(targets or []),
                              learning_rate=float(lr), max_steps=int(max_steps), epochs=float(epochs),
                              batch_size=int(batch), grad_accum=int(accum), max_length=int(max_len),
@@ -252,6 +289,12 @@ def build_app() -> gr.Blocks:
                         sample_btn = gr.Button("Use sample data (synthetic)")
                     upload = gr.File(label="…or upload a CSV or JSONL with a text and a price column",
                                      file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"], type="filepath")
+                    with gr.Row():
+                        text_cols = gr.Dropdown(label="Text column(s), joined in this order", multiselect=True,
+                                                choices=[], visible=False)
+                        price_col = gr.Dropdown(label="Price column", choices=[], visible=False)
+                    upload_path = gr.State("")  # Gradio's temp path of the last upload, kept server-side
+                    mapping = gr.State(None)  # {"columns", "text", "price"} of the last upload
                     data_info = gr.Markdown()
                     preview = gr.Dataframe(label="First rows", interactive=False, wrap=True)
                     hist = gr.Plot(label="Prices")
@@ -328,14 +371,19 @@ def build_app() -> gr.Blocks:
         timer = gr.Timer(1.0)
 
         sample_btn.click(use_sample, outputs=[data_path, data_info, preview, hist], api_name="use_sample")
-        upload.upload(use_upload, inputs=upload, outputs=[data_path, data_info, preview, hist], api_name="upload")
+        upload_outputs = [data_path, data_info, preview, hist, upload_path, mapping]
+        upload.upload(use_upload, inputs=upload, outputs=upload_outputs, api_name="upload").then(
+            show_mapping, mapping, [text_cols, price_col], api_visibility="private")
+        sample_btn.click(hide_mapping, outputs=[text_cols, price_col], api_visibility="private")
+        for picker in (text_cols, price_col):
+            picker.input(remap, [upload_path, text_cols, price_col], upload_outputs, api_visibility="private")
         model.submit(discover_targets, [model, targets], targets)
         model.blur(discover_targets, [model, targets], targets, api_visibility="private")
         for comp in (model, lora_r, targets):
             comp.change(estimate, [model, lora_r, targets], estimate_md, show_progress="hidden",
                         api_visibility="private")
         start_btn.click(start, [data_path, model, quant, lora_r, alpha, dropout, targets, lr, max_steps, epochs,
-                                batch, accum, max_len, sample_every, probe_size, seed], start_msg,
+                                batch, accum, max_len, sample_every, probe_size, seed, mapping], start_msg,
                         api_name="start", concurrency_id="gpu", concurrency_limit=1)
         # Stop must never wait behind a queued start or evaluation.
         stop_btn.click(stop, outputs=start_msg, api_name="stop", concurrency_limit=None)

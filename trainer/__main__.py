@@ -1,4 +1,4 @@
-"""Headless CLI: train / predict / estimate, on the same code paths as the UI."""
+"""Headless CLI: train / predict / eval / estimate / check-data, on the same code paths as the UI."""
 
 from __future__ import annotations
 
@@ -28,14 +28,21 @@ def _train_parser(sub):
     p.add_argument("--lr", type=float, dest="learning_rate")
     p.add_argument("--max-length", type=int, dest="max_length")
     p.add_argument("--sample-every", type=int, dest="sample_every")
+    p.add_argument("--probe-size", type=int, dest="probe_size")
     p.add_argument("--save-steps", type=int, dest="save_steps")
     p.add_argument("--seed", type=int)
+    p.add_argument("--save-minutes", type=float, dest="save_minutes")
     p.add_argument("--output", help="run folder to create, e.g. runs/my-run")
+    p.add_argument("--resume", metavar="RUN", help="continue runs/NAME from its last complete checkpoint")
 
 
 def _train(args) -> int:
     from .job import TrainingJob
 
+    if args.resume:
+        job = TrainingJob(resume=args.resume)
+        print(job.resume_note, flush=True)
+        return _follow(job.start())
     config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
@@ -48,9 +55,13 @@ def _train(args) -> int:
     if args.output:
         out = Path(args.output)
         config.name, root = out.name, out.parent
-    job = TrainingJob(config, runs_root=root).start()
+    return _follow(TrainingJob(config, runs_root=root).start())
+
+
+def _follow(job) -> int:
+    """Print the run folder's new metric rows while the job trains; Ctrl-C stops it like the Stop button."""
     print(f"run folder: {job.run.path}", flush=True)
-    printed = 0
+    printed = len(job.run.metrics())
     try:
         while job.thread.is_alive():
             job.thread.join(1.0)
@@ -68,7 +79,7 @@ def _train(args) -> int:
         job.stop()
         job.wait()
     status = job.run.status()
-    print(f"{status.get('state')}: {status.get('error') or status.get('message')}")
+    print(status.get("error") or status.get("message"))
     return 0 if status.get("state") in ("done", "stopped") else 1
 
 
@@ -105,6 +116,91 @@ def _estimate(args) -> int:
     return 0
 
 
+def _check_data_parser(sub):
+    p = sub.add_parser("check-data", help="read a data file the way training will and report what was cleaned")
+    p.add_argument("file", help="a CSV/TSV/JSON/JSONL/Parquet file")
+    p.add_argument("--text-column", dest="text_column",
+                   help="text column, or several comma-separated (joined in order); default: detected")
+    p.add_argument("--price-column", dest="price_column", help="price column; default: detected")
+    p.add_argument("--decimal-comma", dest="decimal_comma", action="store_true", default=None,
+                   help="prices write decimals after a comma (1.299,99); default: detected per file")
+    p.add_argument("--max-rows", dest="max_rows", type=int, default=200_000, help="refuse files with more rows")
+
+
+def _histogram(lengths: list[int], cutoff: int, bins: int = 10, width: int = 40) -> list[str]:
+    """A text histogram of example lengths; the bin holding the cut-off is marked."""
+    low, high = min(lengths), max(lengths)
+    step = max(1, -(-(high - low + 1) // bins))  # ceiling division: every length falls in a bin
+    counts = [0] * (-(-(high - low + 1) // step))
+    for n in lengths:
+        counts[(n - low) // step] += 1
+    lines = []
+    for i, count in enumerate(counts):
+        start, end = low + i * step, low + (i + 1) * step - 1
+        mark = "  ◀ cut-off" if start <= cutoff <= end else ""
+        bar = "#" * max(1 if count else 0, round(width * count / max(counts)))
+        lines.append(f"  {start:>5}–{end:<5} {bar:<{width}} {count:>6}{mark}")
+    return lines
+
+
+def _token_report(products) -> list[str]:
+    from statistics import median
+
+    from . import data as D
+    from .models import load_tokenizer
+
+    tokenizer = load_tokenizer("demo")
+    lengths = D.example_lengths(tokenizer, products)
+    cutoff = D.fit_max_length(tokenizer, products)
+    cut = sum(n > cutoff for n in lengths)
+    return ([f"tokens per example (demo tokenizer, course prompt + price): min {min(lengths)}, "
+             f"median {median(lengths):.0f}, max {max(lengths)}"]
+            + _histogram(lengths, cutoff)
+            + [f"cut-off (max length from the data): {cutoff} tokens; {cut} of {len(lengths)} "
+               f"({100 * cut / len(lengths):.1f}%) texts get truncated (never the price)"])
+
+
+def _data_report_lines(report, products) -> list[str]:
+    from statistics import median
+
+    from . import data as D
+
+    lines = [f"rows read:      {report.rows_read:,}", f"rows kept:      {report.rows_kept:,}",
+             f"columns found:  {', '.join(report.columns)}",
+             f"text column(s): {' + '.join(report.text_columns)}"
+             + ("  (raw Amazon metadata, curated the course's way)" if report.schema == "amazon" else ""),
+             f"price column:   {report.price_column}"]
+    for reason, rows in report.dropped.items():
+        shown = ", ".join(map(str, rows[:5])) + (", …" if len(rows) > 5 else "")
+        lines.append(f"dropped:        {len(rows):,} × {reason} ({report.row_unit}s {shown})")
+    lines.append(f"duplicates:     {report.duplicates:,} exact duplicates removed")
+    lines.append(f"conflicting:    {report.conflicting:,} repeated texts with a different price (first kept)")
+    lines += [f"warning:        {w}" for w in report.warnings]
+    prices = [p.price for p in products]
+    lines.append(f"prices:         min ${min(prices):,.2f}, median ${median(prices):,.2f}, max ${max(prices):,.2f}")
+    train, test = D.split_products(products, TrainConfig().test_size, TrainConfig().split_seed)
+    leaked = len({p.text for p in train} & {p.text for p in test})
+    lines.append(f"split:          {len(train):,} train / {len(test):,} held out; {leaked} texts in both")
+    return lines
+
+
+def _check_data(args) -> int:
+    from . import data as D
+    from .models import load_tokenizer
+
+    try:
+        # The tokenizer cuts curated Amazon metadata to the course's token budget, as training would see it.
+        products, report = D.load_products(args.file, text_column=args.text_column, price_column=args.price_column,
+                                           decimal_comma=args.decimal_comma, max_rows=args.max_rows,
+                                           tokenizer=load_tokenizer("demo"))
+    except D.DataError as exc:
+        print(f"not usable: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, as the exit code promises
+        return 2
+    print("\n".join(_data_report_lines(report, products) + _token_report(products)))
+    print("usable: yes")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="demo")
     p.add_argument("--lora-r", type=int, default=16, dest="lora_r")
     p.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj", dest="target_modules")
+    _check_data_parser(sub)
     args = parser.parse_args(argv)
+    commands = {"train": _train, "predict": _predict, "eval": _eval, "estimate": _estimate, "check-data": _check_data}
     try:
-        return {"train": _train, "predict": _predict, "eval": _eval, "estimate": _estimate}[args.command](args)
+        return commands[args.command](args)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

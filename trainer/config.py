@@ -73,7 +73,9 @@ class TrainConfig:
     num_samples: int = 8
     """How many of the probe items the sample-predictions table shows."""
     save_steps: int = 100
-    """Write a resumable checkpoint every this many steps (0: none)."""
+    """Write a resumable checkpoint every this many steps (0: only by time and on stop)."""
+    save_minutes: float = 10.0
+    """Also checkpoint when this many minutes passed since the last one, so a crash loses at most that (0: off)."""
     save_total_limit: int = 2
     """Checkpoints kept; older ones are deleted."""
     seed: int = 42
@@ -107,6 +109,7 @@ class TrainConfig:
         check(1 <= self.num_samples <= 64, "num_samples: must be 1–64")
         check(1 <= self.probe_size <= 1000, "probe_size: must be 1–1000")
         check(self.save_steps >= 0, "save_steps: must be 0 or more")
+        check(self.save_minutes >= 0, "save_minutes: must be 0 or more")
         check(self.save_total_limit >= 1, "save_total_limit: must be 1 or more")
         check(not self.name or ("/" not in self.name and "\\" not in self.name and not self.name.startswith(".")),
               f"name: a plain folder name, no slashes (got {self.name!r})")

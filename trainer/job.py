@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import math
+import os
 import threading
 import time
 import traceback
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from . import data as D
 from .config import TrainConfig
 from .models import first_line, load_model, load_tokenizer
-from .runs import ACTIVE_STATES, RunFolder
+from .runs import RunFolder, read_jsonl
 
 
 class Busy(RuntimeError):
@@ -55,6 +57,9 @@ def failure_message(exc: BaseException) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return ("Out of GPU memory. Lower the batch size or the max length, raise gradient accumulation "
                 "to keep the effective batch, or load the model in 4-bit.")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return ("Disk full while saving. The last complete checkpoint is kept: free some space (or lower "
+                "save_total_limit) and press Resume.")
     if isinstance(exc, (D.DataError, ValueError)):
         return str(exc)
     return f"{type(exc).__name__}: {first_line(exc)}"
@@ -69,11 +74,13 @@ class RunCallback(TrainerCallback):
         self.last_tokens = 0
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.job.run.update_status(state="training", step=state.global_step, total_steps=state.max_steps,
-                                   message="pricing the probe set with the base model")
-        # LoRA's B matrices start at zero, so this is the base model's score: the line to beat.
-        self.job.evaluate_probe(model, state.global_step)
+        self.job.run.update_status(state="training", step=state.global_step, total_steps=state.max_steps)
+        if state.global_step == 0:  # not on resume: step 0 is already on the chart
+            self.job.run.update_status(message="pricing the probe set with the base model")
+            # LoRA's B matrices start at zero, so this is the base model's score: the line to beat.
+            self.job.evaluate_probe(model, 0)
         self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
+        self.last_save = time.time()
         self.job.run.update_status(training_started=self.last_time, message=self.job.data_message)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -92,11 +99,19 @@ class RunCallback(TrainerCallback):
             self.job.nonfinite = f"{' and '.join(bad)} became {row[bad[0]]} at step {state.global_step}"
             control.should_training_stop = True
 
+    def on_save(self, args, state, control, **kwargs):
+        self.last_save = time.time()
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
         job = self.job
         job.run.update_status(step=state.global_step, total_steps=state.max_steps)
+        minutes = job.config.save_minutes
+        if minutes and time.time() - self.last_save >= 60 * minutes:
+            control.should_save = True
         if job.stop_event.is_set():
             control.should_training_stop = True
+            # A checkpoint at the stop point lets Resume continue exactly here.
+            control.should_save = job.checkpointing
             return
         every = job.config.sample_every
         if every and state.global_step % every == 0 and state.global_step < state.max_steps:
@@ -106,20 +121,47 @@ class RunCallback(TrainerCallback):
 class TrainingJob:
     """One training run in a background thread, writing runs/<name>/ as it goes."""
 
-    def __init__(self, config: TrainConfig, runs_root: Path | None = None):
-        self.config = config.validate()
-        name = config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(config.model).name}-r{config.lora_r}"
-        self.run = RunFolder.create(name, runs_root)
-        self.config.name = self.run.name
-        self.run.config_file.write_text(self.config.to_yaml())
-        self.run.update_status(state="queued", step=0, total_steps=None, created=time.time(), error=None)
+    def __init__(self, config: TrainConfig | None = None, runs_root: Path | None = None,
+                 resume: str | Path | None = None):
+        """A new run from `config`, or with `resume`, the run folder to continue from its last complete checkpoint."""
+        self.checkpoint: Path | None = None
+        if resume is not None:
+            self.run = RunFolder(Path(resume))
+            if not self.run.config_file.is_file():
+                raise ValueError(f"{resume} is not a run folder (no config.yaml)")
+            if self.run.state() in ("queued", "loading", "training", "stopping"):
+                raise ValueError(f"run {self.run.name} is still {self.run.state()} in another process")
+            self.config = TrainConfig.from_yaml(self.run.config_file).validate()
+            self.checkpoint, skipped = self.run.last_complete_checkpoint()
+            if self.checkpoint is None:
+                raise ValueError(f"run {self.run.name} has no complete checkpoint to resume from"
+                                 + (f" ({'; '.join(skipped)})" if skipped else ""))
+            resumed_at = int(self.checkpoint.name.split("-")[-1])
+            self.run.truncate_after(resumed_at)
+            self.resume_note = f"resuming from {self.checkpoint.name}" + (f" ({'; '.join(skipped)})" if skipped else "")
+            resumes = self.run.status().get("resumes", []) + [
+                {"from": self.checkpoint.name, "skipped": skipped, "time": time.time()}]
+            self.run.update_status(state="queued", step=resumed_at, error=None, ended=None,
+                                   message=self.resume_note, resumes=resumes)
+        else:
+            self.config = config.validate()
+            name = config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(config.model).name}-r{config.lora_r}"
+            self.run = RunFolder.create(name, runs_root)
+            self.config.name = self.run.name
+            self.run.config_file.write_text(self.config.to_yaml())
+            self.run.update_status(state="queued", step=0, total_steps=None, created=time.time(), error=None)
+        self.run.update_status(pid=os.getpid())
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"train-{self.run.name}", daemon=True)
         self.nonfinite: str | None = None
         self.tokenizer = None
         self.probe_items: list[D.Product] = []
-        self.best_error = math.inf
+        self.best_error = self.run.status().get("best_error") or math.inf
         self.data_message = ""
+
+    @property
+    def checkpointing(self) -> bool:
+        return bool(self.config.save_steps or self.config.save_minutes)
 
     @property
     def state(self) -> str:
@@ -167,9 +209,14 @@ class TrainingJob:
         model = trainer = None
         cfg = self.config
         try:
-            self.run.update_status(state="loading", started=time.time(), message="reading data")
-            train, test, note = load_config_data(cfg)
-            self._write_split(train, test)
+            self.run.update_status(state="loading", started=self.run.status().get("started") or time.time(),
+                                   message="reading data")
+            if self.checkpoint is not None:
+                # The run's own split: the original upload may be gone, and the split must not change.
+                train, test, note = self._read_split(), self._read_split(test=True), "resumed run's split"
+            else:
+                train, test, note = load_config_data(cfg)
+                self._write_split(train, test)
             self.probe_items = test[: max(cfg.probe_size, cfg.num_samples)]
             self.run.update_status(baselines=constant_baselines(train, self.probe_items))
             self._check_stop()
@@ -192,7 +239,8 @@ class TrainingJob:
             trainer = Trainer(model=model, args=self._training_args(), train_dataset=examples,
                               data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True),
                               callbacks=[RunCallback(self)])
-            trainer.train()
+            trainer.remove_callback(PrinterCallback)  # progress goes to the run folder, not stdout
+            trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
             if self.nonfinite:
                 raise FloatingPointError(f"Training stopped: {self.nonfinite}. Nothing was saved from the broken "
                                          "weights; lower the learning rate or use a higher-precision dtype.")
@@ -227,6 +275,10 @@ class TrainingJob:
         for path, items in ((self.run.train_file, train), (self.run.test_file, test)):
             path.write_text("".join(json.dumps({"text": p.text, "price": p.price}) + "\n" for p in items))
 
+    def _read_split(self, test: bool = False) -> list[D.Product]:
+        rows = read_jsonl(self.run.test_file if test else self.run.train_file)
+        return [D.Product(r["text"], float(r["price"])) for r in rows]
+
     def _add_lora(self, model):
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -255,8 +307,9 @@ class TrainingJob:
             logging_steps=1,
             # Without this, a NaN loss is logged as the previous value and training goes on silently.
             logging_nan_inf_filter=False,
-            save_strategy="steps" if cfg.save_steps else "no",
-            save_steps=cfg.save_steps or 500,
+            # With save_steps 0 the callback still asks for time-based and stop-time checkpoints.
+            save_strategy="steps" if self.checkpointing else "no",
+            save_steps=cfg.save_steps or 10**9,
             save_total_limit=cfg.save_total_limit,
             seed=cfg.seed,
             report_to="none",
@@ -276,14 +329,15 @@ class JobManager:
         self._lock = threading.Lock()
         self.job: TrainingJob | None = None
 
-    def start(self, config: TrainConfig, runs_root: Path | None = None) -> TrainingJob:
+    def start(self, config: TrainConfig | None = None, runs_root: Path | None = None,
+              resume: str | Path | None = None) -> TrainingJob:
         with self._lock:
             if self.job is not None and self.job.thread.is_alive():
                 status = self.job.run.status()
                 total = status.get("total_steps") or "?"
                 raise Busy(f"Busy: run {self.job.run.name} is {status.get('state', 'running')} "
                            f"(step {status.get('step', 0)}/{total}). Stop it or wait for it to finish.")
-            self.job = TrainingJob(config, runs_root).start()
+            self.job = TrainingJob(config, runs_root, resume=resume).start()
             return self.job
 
     def stop(self) -> str:

@@ -106,6 +106,35 @@ class RunFolder:
     def samples(self) -> list[dict]:
         return read_jsonl(self.samples_file)
 
+    def state(self) -> str:
+        """The status's state, or "interrupted" when the process that was running it is gone (a crash, a kill)."""
+        status = self.status()
+        state = status.get("state", "unknown")
+        if state in ACTIVE_STATES and not _process_alive(status.get("pid")):
+            return "interrupted"
+        return state
+
+    def truncate_after(self, step: int) -> None:
+        """Drop metric and sample rows past `step`: a resumed run redoes those steps, so the curves stay gap-free."""
+        for path in (self.metrics_file, self.samples_file):
+            rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+            write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def checkpoints(self) -> list[Path]:
+        """Checkpoint folders, newest step first."""
+        found = [p for p in self.checkpoints_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+
+    def last_complete_checkpoint(self) -> tuple[Path | None, list[str]]:
+        """The newest checkpoint whose files are all there and readable, and a note for each one skipped."""
+        skipped = []
+        for folder in self.checkpoints():
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                return folder, skipped
+            skipped.append(f"{folder.name} skipped: {problem}")
+        return None, skipped
+
     def has_adapter(self) -> bool:
         return (self.adapter_dir / "adapter_config.json").is_file()
 
@@ -113,6 +142,44 @@ class RunFolder:
         """A zip of the adapter folder, built next to it (downloads never point anywhere else)."""
         archive = shutil.make_archive(str(self.path / f"{self.name}-adapter"), "zip", root_dir=self.adapter_dir)
         return Path(archive)
+
+
+def _process_alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+CHECKPOINT_FILES = ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None. The Trainer writes trainer_state.json last."""
+    for name in CHECKPOINT_FILES:
+        if not (folder / name).is_file() or (folder / name).stat().st_size == 0:
+            return f"{name} missing or empty"
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+        int(state["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "trainer_state.json missing or unreadable (the save was cut short)"
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
+            for key in f.keys():
+                f.get_tensor(key)
+    except Exception as exc:  # any decoding failure means the file is torn
+        return f"adapter weights unreadable ({type(exc).__name__})"
+    return None
 
 
 def list_runs(root: Path | None = None) -> list[RunFolder]:
