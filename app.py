@@ -18,6 +18,8 @@ from trainer.job import JOBS, Busy
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
 from trainer.runs import FINAL_STATES, RunFolder, list_runs
 
+RESUMABLE = ("stopped", "failed", "interrupted")
+
 DEFAULTS = TrainConfig()
 PREVIEW_ROWS = 8
 
@@ -109,7 +111,7 @@ def estimate(model_name, r, targets):
 # ---------- start / stop ----------
 
 def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
-          sample_every, probe_size, seed, mapping=None):
+          sample_every, probe_size, seed, save_steps, mapping=None, request: gr.Request = None):
     if not data_path:
         return "Choose data first: **Use sample data** or upload a file."
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
@@ -121,15 +123,53 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
                              lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=list(targets or []),
                              learning_rate=float(lr), max_steps=int(max_steps), epochs=float(epochs),
                              batch_size=int(batch), grad_accum=int(accum), max_length=int(max_len),
-                             sample_every=int(sample_every), probe_size=int(probe_size), seed=int(seed))
-        job = JOBS.start(config)
+                             sample_every=int(sample_every), probe_size=int(probe_size), seed=int(seed),
+                             save_steps=int(save_steps))
+        job = JOBS.start(config, owner=_user(request))
     except (ConfigError, Busy) as exc:
         return f"**{exc}**"
     return f"Started run **{job.run.name}**."
 
 
-def stop():
+def stop(request: gr.Request = None):
+    job = JOBS.active()
+    if job is not None and not _may_control(job.run, request):
+        return f"**Only {job.run.status().get('owner')} (who started {job.run.name}) or an admin can stop it.**"
     return JOBS.stop()
+
+
+def resume(request: gr.Request = None):
+    run = current_run()
+    if run is None or run.state() not in RESUMABLE:
+        return "Nothing to resume: the latest run is not stopped, failed or interrupted."
+    if not _may_control(run, request):
+        return f"**Only {run.status().get('owner')} (who started {run.name}) or an admin can resume it.**"
+    try:
+        job = JOBS.start(resume=run.path, owner=run.status().get("owner"))
+    except (ValueError, Busy) as exc:
+        return f"**{exc}**"
+    return f"Resuming run **{job.run.name}**: {job.resume_note}."
+
+
+# ---------- login ----------
+
+def auth_users() -> list[tuple[str, str]]:
+    """PRICETUNE_AUTH="user:password,user2:password2" turns login on."""
+    pairs = [p.split(":", 1) for p in os.environ.get("PRICETUNE_AUTH", "").split(",") if ":" in p]
+    return [(u.strip(), pw) for u, pw in pairs if u.strip()]
+
+
+def _user(request: gr.Request | None) -> str | None:
+    return getattr(request, "username", None) if request is not None else None
+
+
+def _may_control(run: RunFolder, request: gr.Request | None) -> bool:
+    """With login on, only the run's owner or an admin (PRICETUNE_ADMINS) may stop or resume it; all may watch."""
+    if not auth_users():
+        return True
+    user = _user(request)
+    admins = {a.strip() for a in os.environ.get("PRICETUNE_ADMINS", "").split(",") if a.strip()}
+    return user is not None and (user == run.status().get("owner") or user in admins)
 
 
 # ---------- live view (polled) ----------
@@ -179,12 +219,13 @@ def refresh(seen):
     """Redraw from the run folder; parts that did not change since this browser's last poll are skipped."""
     run = current_run()
     if run is None:
-        return "No run yet: choose data and press **Start**.", gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
+        return "No run yet: choose data and press **Start**.", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
     status, metrics, samples = run.status(), run.metrics(), run.samples()
-    key = (run.name, len(metrics), len(samples), status.get("state"))
-    text = status_text(run, status, metrics)
+    state = run.state()
+    key = (run.name, len(metrics), len(samples), state)
+    text = status_text(run, {**status, "state": state}, metrics)
     if seen == key:
-        return text, gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
+        return text, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
     loss = charts.loss_figure(metrics)
     base = next((r["probe_error"] for r in metrics if r.get("step") == 0 and "probe_error" in r), None)
     constant = status.get("baselines", {}).get("constant_mean", {}).get("error")
@@ -193,7 +234,8 @@ def refresh(seen):
     download = gr.skip()
     if status.get("state") in FINAL_STATES and run.has_adapter():
         download = gr.DownloadButton(f"Download adapter of {run.name} (zip)", value=_adapter_zip(run), visible=True)
-    return text, loss, error, table, download, key
+    can_resume = run.state() in RESUMABLE and run.last_complete_checkpoint()[0] is not None
+    return text, loss, error, table, download, gr.Button(visible=can_resume), key
 
 
 def _adapter_zip(run: RunFolder) -> str:
@@ -202,7 +244,8 @@ def _adapter_zip(run: RunFolder) -> str:
 
     folder = Path(tempfile.gettempdir()) / "pricetune-downloads"
     folder.mkdir(exist_ok=True)
-    target = folder / f"{run.name}-adapter.zip"
+    # Named by the adapter's save time, so a resumed and re-finished run never serves a stale zip.
+    target = folder / f"{run.name}-adapter-{int(run.adapter_dir.stat().st_mtime)}.zip"
     if not target.exists():
         shutil.make_archive(str(target.with_suffix("")), "zip", root_dir=run.adapter_dir)
     return str(target)
@@ -330,9 +373,12 @@ def build_app() -> gr.Blocks:
                         probe_size = gr.Number(value=DEFAULTS.probe_size, label="held-out items priced each time",
                                                precision=0)
                         seed = gr.Number(value=DEFAULTS.seed, label="seed", precision=0)
+                        save_steps = gr.Number(value=DEFAULTS.save_steps, precision=0,
+                                               label=f"checkpoint every N steps (and every {DEFAULTS.save_minutes:g} min)")
                     with gr.Row():
                         start_btn = gr.Button("Start", variant="primary")
                         stop_btn = gr.Button("Stop", variant="stop")
+                        resume_btn = gr.Button("Resume", visible=False)
                     start_msg = gr.Markdown()
                 with gr.Column(scale=3):
                     gr.Markdown("### Live")
@@ -383,11 +429,12 @@ def build_app() -> gr.Blocks:
             comp.change(estimate, [model, lora_r, targets], estimate_md, show_progress="hidden",
                         api_visibility="private")
         start_btn.click(start, [data_path, model, quant, lora_r, alpha, dropout, targets, lr, max_steps, epochs,
-                                batch, accum, max_len, sample_every, probe_size, seed, mapping], start_msg,
+                                batch, accum, max_len, sample_every, probe_size, seed, save_steps, mapping], start_msg,
                         api_name="start", concurrency_id="gpu", concurrency_limit=1)
         # Stop must never wait behind a queued start or evaluation.
         stop_btn.click(stop, outputs=start_msg, api_name="stop", concurrency_limit=None)
-        timer.tick(refresh, seen, [status_md, loss_plot, error_plot, samples_df, download, seen], show_progress="hidden",
+        resume_btn.click(resume, outputs=start_msg, api_name="resume", concurrency_id="gpu", concurrency_limit=1)
+        timer.tick(refresh, seen, [status_md, loss_plot, error_plot, samples_df, download, resume_btn, seen], show_progress="hidden",
                    concurrency_limit=None, api_name="refresh")
         predict_tab.select(runs_with_adapters, outputs=run_pick, api_visibility="private")
         predict_btn.click(predict, [run_pick, description], [predict_md, predict_plot], api_name="predict",
@@ -402,6 +449,19 @@ def build_app() -> gr.Blocks:
 
 demo = build_app()
 
+
+def main() -> None:
+    users = auth_users()
+    share = os.environ.get("PRICETUNE_SHARE", "") in ("1", "true", "yes")
+    if share and not users:
+        raise SystemExit("Refusing a public share link without login: set PRICETUNE_AUTH=user:password first, "
+                         "or anyone with the link could use your GPU.")
+    # On a Space the platform's port and host apply; locally only this machine can reach the app by default.
+    host = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    demo.queue(default_concurrency_limit=4).launch(
+        server_name=host, server_port=int(os.environ.get("PORT", 7860)), share=share, auth=users or None,
+        max_file_size=os.environ.get("PRICETUNE_MAX_FILE_SIZE", "200mb"), allowed_paths=[])
+
+
 if __name__ == "__main__":
-    demo.queue().launch(server_name=os.environ.get("HOST", "127.0.0.1"), server_port=int(os.environ.get("PORT", 7860)),
-                        max_file_size=os.environ.get("PRICETUNE_MAX_FILE_SIZE", "200mb"))
+    main()

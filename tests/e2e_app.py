@@ -18,11 +18,11 @@ def free_port() -> int:
 
 
 class LaunchedApp:
-    def __init__(self, runs: Path, log: Path, extra_env: dict | None = None):
+    def __init__(self, runs: Path | None, log: Path, extra_env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        env = {**os.environ, "PORT": str(self.port), "PRICETUNE_RUNS": str(runs), "HF_HUB_OFFLINE": "1",
-               "GRADIO_ANALYTICS_ENABLED": "False", **(extra_env or {})}
+        env = {**os.environ, "PORT": str(self.port), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+               **({"PRICETUNE_RUNS": str(runs)} if runs else {}), **(extra_env or {})}
         self.log = log.open("w")
         self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)

@@ -122,9 +122,10 @@ class TrainingJob:
     """One training run in a background thread, writing runs/<name>/ as it goes."""
 
     def __init__(self, config: TrainConfig | None = None, runs_root: Path | None = None,
-                 resume: str | Path | None = None):
+                 resume: str | Path | None = None, owner: str | None = None):
         """A new run from `config`, or with `resume`, the run folder to continue from its last complete checkpoint."""
         self.checkpoint: Path | None = None
+        self.resume_note = ""
         if resume is not None:
             self.run = RunFolder(Path(resume))
             if not self.run.config_file.is_file():
@@ -150,7 +151,7 @@ class TrainingJob:
             self.config.name = self.run.name
             self.run.config_file.write_text(self.config.to_yaml())
             self.run.update_status(state="queued", step=0, total_steps=None, created=time.time(), error=None)
-        self.run.update_status(pid=os.getpid())
+        self.run.update_status(pid=os.getpid(), owner=owner)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"train-{self.run.name}", daemon=True)
         self.nonfinite: str | None = None
@@ -330,14 +331,14 @@ class JobManager:
         self.job: TrainingJob | None = None
 
     def start(self, config: TrainConfig | None = None, runs_root: Path | None = None,
-              resume: str | Path | None = None) -> TrainingJob:
+              resume: str | Path | None = None, owner: str | None = None) -> TrainingJob:
         with self._lock:
             if self.job is not None and self.job.thread.is_alive():
                 status = self.job.run.status()
                 total = status.get("total_steps") or "?"
                 raise Busy(f"Busy: run {self.job.run.name} is {status.get('state', 'running')} "
                            f"(step {status.get('step', 0)}/{total}). Stop it or wait for it to finish.")
-            self.job = TrainingJob(config, runs_root, resume=resume).start()
+            self.job = TrainingJob(config, runs_root, resume=resume, owner=owner).start()
             return self.job
 
     def stop(self) -> str:

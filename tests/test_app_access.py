@@ -1,0 +1,73 @@
+"""Login, ownership of runs, the share-link refusal, the Space environment, and Resume from the UI."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from e2e_app import ROOT, LaunchedApp  # noqa: E402
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_proj", "v_proj"], lr=1e-3,
+            max_steps=200, epochs=1, batch=2, accum=1, max_len=0, sample_every=0, probe_size=2, seed=1, save_steps=2)
+
+
+def status_of(client) -> str:
+    return client.predict(api_name="/refresh")[0]
+
+
+def wait_status(client, pattern, timeout=300):
+    end = time.time() + timeout
+    while time.time() < end:
+        text = status_of(client)
+        if re.search(pattern, text):
+            return text
+        time.sleep(1)
+    raise AssertionError(f"status never matched {pattern!r}: {text}")
+
+
+def test_login_owner_only_stop_and_resume_on_a_space(tmp_path):
+    # A Space: SPACE_ID set and persistent storage at /data (here a temp folder); no PRICETUNE_RUNS override.
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    app = LaunchedApp(None, tmp_path / "app.log", {
+        "SPACE_ID": "someone/pricetune", "PRICETUNE_DATA_ROOT": str(data_root),
+        "PRICETUNE_AUTH": "alice:wonderland,bob:builder", "GRADIO_SERVER_NAME": "127.0.0.1"})
+    try:
+        app.wait_ready()
+        with pytest.raises(Exception):
+            Client(app.url, verbose=False).predict(api_name="/refresh")  # no login, no access
+        alice = Client(app.url, auth=("alice", "wonderland"), verbose=False)
+        bob = Client(app.url, auth=("bob", "builder"), verbose=False)
+        alice.predict(api_name="/use_sample")
+        assert alice.predict(**FORM, api_name="/start").startswith("Started run")
+        wait_status(bob, r"step [2-9]\d*/200")  # everyone logged in may watch
+        assert "Only alice" in bob.predict(api_name="/stop")
+        assert alice.predict(api_name="/stop").startswith("Stopping")
+        text = wait_status(alice, r"stopped at step \d+")
+        name = re.search(r"Run ([\w.-]+)", text).group(1)
+        run = data_root / "pricetune-runs" / name
+        assert (run / "adapter" / "adapter_model.safetensors").is_file()
+        assert any((run / "checkpoints").glob("checkpoint-*"))  # Stop also writes a resumable checkpoint
+
+        assert "Only alice" in bob.predict(api_name="/resume")
+        assert alice.predict(api_name="/resume").startswith(f"Resuming run **{name}**: resuming from checkpoint-")
+        wait_status(alice, r"training")
+        alice.predict(api_name="/stop")
+        wait_status(alice, r"stopped at step \d+")
+    finally:
+        app.close()
+
+
+def test_a_public_share_link_is_refused_without_login():
+    env = {k: v for k, v in os.environ.items() if k != "PRICETUNE_AUTH"}
+    proc = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env={**env, "PRICETUNE_SHARE": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Refusing a public share link without login" in proc.stderr
