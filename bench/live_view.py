@@ -1,0 +1,102 @@
+"""What watching costs: training tokens/s of the launched app with 0, 1 and 20 polling clients, phases alternated,
+plus app start-up time and the delay from a logged step to its point reaching a client. Prints ratios against the
+no-client baseline measured in the same run; asserts nothing.
+
+    .venv/bin/python bench/live_view.py [--phase-seconds 40] [--rounds 2]
+
+Clients poll /refresh once a second, as the page's gr.Timer does. They run on this same machine, so their own
+CPU use counts against training too: an upper bound on the server-side cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from gradio_client import Client  # noqa: E402
+
+from e2e_app import LaunchedApp  # noqa: E402
+
+FORM = dict(model="demo", quant="none", r=16, alpha=32, dropout=0.05, targets=["q_proj", "k_proj", "v_proj", "o_proj"],
+            lr=3e-4, max_steps=100000, epochs=1, batch=4, accum=1, max_len=0, sample_every=0, probe_size=2, seed=1,
+            save_steps=0)
+
+
+def poller(url: str, stop: threading.Event, latencies: list | None, runs: Path):
+    client = Client(url, verbose=False)
+    shown = None
+    while not stop.is_set():
+        t0 = time.time()
+        plot = client.predict(api_name="/refresh")[1]
+        if latencies is not None and isinstance(plot, dict) and "plot" in plot:
+            points = len(json.loads(plot["plot"])["data"][0]["y"])  # the raw-loss trace, one point per step
+            if shown is not None and points > shown:
+                step_logged = [r for r in _metrics(runs) if "loss" in r][points - 1]["time"]
+                latencies.append(time.time() - step_logged)
+            shown = points
+        stop.wait(max(0.0, 1.0 - (time.time() - t0)))
+
+
+def _metrics(runs: Path) -> list[dict]:
+    files = list(runs.glob("*/metrics.jsonl"))
+    return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()] if files else []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phase-seconds", type=float, default=40)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp())
+    runs = folder / "runs"
+    app = LaunchedApp(runs, folder / "app.log")
+    try:
+        print(f"app start-up to a ready page (model cached): {app.wait_ready():.1f} s")
+        client = Client(app.url, verbose=False)
+        client.predict(api_name="/use_sample")
+        print(client.predict(**FORM, api_name="/start"))
+        while len([r for r in _metrics(runs) if "loss" in r]) < 3:  # warm-up steps excluded
+            time.sleep(1)
+
+        phases: dict[int, list[tuple[float, float]]] = {0: [], 1: [], 20: []}
+        latencies: list[float] = []
+        for _ in range(args.rounds):
+            for clients in (0, 1, 20):
+                stop = threading.Event()
+                threads = [threading.Thread(target=poller, args=(app.url, stop, latencies if i == 0 else None, runs),
+                                            daemon=True) for i in range(clients)]
+                for t in threads:
+                    t.start()
+                start = time.time()
+                time.sleep(args.phase_seconds)
+                phases[clients].append((start + 5, time.time()))  # first 5 s: clients connecting
+                stop.set()
+                for t in threads:
+                    t.join()
+        rows = [r for r in _metrics(runs) if "loss" in r]
+        print(f"{'polling clients':<18}{'tokens/s':>10}{'vs none':>9}{'steps':>7}")
+        base = None
+        for clients, windows in phases.items():
+            rates = [r["tokens_per_s"] for r in rows if any(a <= r["time"] <= b for a, b in windows)]
+            rate = statistics.mean(rates) if rates else float("nan")
+            base = base or rate
+            print(f"{clients:<18}{rate:>10.1f}{rate / base:>8.3f}x{len(rates):>7}")
+        if latencies:
+            print(f"logged step → seen by a polling client: median {statistics.median(latencies):.2f} s, "
+                  f"max {max(latencies):.2f} s ({len(latencies)} steps)")
+        client.predict(api_name="/stop")
+    finally:
+        app.close()
+
+
+if __name__ == "__main__":
+    main()
