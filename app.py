@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -35,14 +36,14 @@ def use_sample():
 
 def use_upload(file):
     if file is None:
-        return (gr.skip(),) * 6
+        return (gr.skip(),) * 7
     return _read_upload(file, None, None)
 
 
 def remap(file, text_columns, price_column):
     """The column pickers changed: read the same uploaded file again with the chosen mapping."""
     if not file:
-        return (gr.skip(),) * 6
+        return (gr.skip(),) * 7
     return _read_upload(file, list(text_columns or []) or None, price_column or None)
 
 
@@ -56,7 +57,7 @@ def _read_upload(file, text_columns, price_column):
         columns = exc.report.columns if exc.report else D.read_columns(file)
         mapping = {"columns": columns, "text": exc.report.text_columns if exc.report else list(text_columns or []),
                    "price": exc.report.price_column if exc.report else price_column or ""}
-        return "", f"**Cannot use this file:** {exc}", None, None, file, mapping
+        return "", f"**Cannot use this file:** {exc}", None, None, None, file, mapping
     mapping = {"columns": report.columns, "text": report.text_columns, "price": report.price_column}
     described = _describe_products(products, f"**Uploaded file** `{Path(file).name}`\n\n{report.summary()}")
     return file, *described, file, mapping
@@ -83,8 +84,25 @@ def _describe_products(products, header):
     info = (f"{header}\n\n**{len(products)} products**: {len(train)} for training, {len(test)} held out "
             f"(seeded split, seed {DEFAULTS.split_seed}; never trained on).")
     preview = [[p.text[:160], round(p.price, 2)] for p in products[:PREVIEW_ROWS]]
-    return info, gr.Dataframe(value=preview, headers=["text", "price"]), charts.price_histogram(
-        [p.price for p in products])
+    return (info, gr.Dataframe(value=preview, headers=["text", "price"]),
+            charts.price_histogram([p.price for p in products]), _token_lengths(products))
+
+
+@functools.lru_cache(maxsize=1)
+def _demo_tokenizer():
+    from trainer.models import load_tokenizer
+
+    return load_tokenizer(DEMO)
+
+
+def _token_lengths(products):
+    """Tokens per example with the demo tokenizer, and the max length training would pick from the data."""
+    try:
+        tokenizer = _demo_tokenizer()
+        lengths, cutoff = D.example_lengths(tokenizer, products), D.fit_max_length(tokenizer, products)
+        return charts.token_length_figure(lengths, cutoff)
+    except (ModelError, ValueError) as exc:  # no tokenizer here: the data is still usable, only the chart is missing
+        return charts._empty("Tokens per example", f"Cannot count tokens: {exc}")
 
 
 # ---------- model form ----------
@@ -340,7 +358,9 @@ def build_app() -> gr.Blocks:
                     mapping = gr.State(None)  # {"columns", "text", "price"} of the last upload
                     data_info = gr.Markdown()
                     preview = gr.Dataframe(label="First rows", interactive=False, wrap=True)
-                    hist = gr.Plot(label="Prices")
+                    with gr.Row():
+                        hist = gr.Plot(label="Prices")
+                        tok_hist = gr.Plot(label="Tokens per example (demo tokenizer)")
 
                     gr.Markdown("### 2 · Model")
                     model = gr.Textbox(value=DEMO, label="Model: 'demo' (SmolLM2-135M, built in), a Hugging Face "
@@ -416,8 +436,8 @@ def build_app() -> gr.Blocks:
         seen = gr.State(None)
         timer = gr.Timer(1.0)
 
-        sample_btn.click(use_sample, outputs=[data_path, data_info, preview, hist], api_name="use_sample")
-        upload_outputs = [data_path, data_info, preview, hist, upload_path, mapping]
+        sample_btn.click(use_sample, outputs=[data_path, data_info, preview, hist, tok_hist], api_name="use_sample")
+        upload_outputs = [data_path, data_info, preview, hist, tok_hist, upload_path, mapping]
         upload.upload(use_upload, inputs=upload, outputs=upload_outputs, api_name="upload").then(
             show_mapping, mapping, [text_cols, price_col], api_visibility="private")
         sample_btn.click(hide_mapping, outputs=[text_cols, price_col], api_visibility="private")

@@ -85,9 +85,10 @@ def test_bad_upload_gets_a_message_and_the_app_keeps_serving(launched_app, tmp_p
     bad = tmp_path / "prices.csv"
     bad.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)  # a spreadsheet renamed .csv
     client = Client(launched_app.url, verbose=False)
-    info, _preview, _hist = client.predict(handle_file(str(bad)), api_name="/upload")
+    info, _preview, _hist, _tokens = client.predict(handle_file(str(bad)), api_name="/upload")
     assert info.startswith("**Cannot use this file:**")
     good = tmp_path / "good.csv"
     good.write_text("title,price\n" + "".join(f"Steel bolt size {i},{i + 0.5}\n" for i in range(1, 30)))
-    info, _preview, _hist = client.predict(handle_file(str(good)), api_name="/upload")
+    info, _preview, _hist, tokens = client.predict(handle_file(str(good)), api_name="/upload")
     assert "29 products" in info
+    assert "truncated" in json.loads(tokens["plot"])["layout"]["title"]["text"]  # the token-length histogram

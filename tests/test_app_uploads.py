@@ -28,12 +28,12 @@ def test_bad_uploads_get_clear_messages_and_the_app_keeps_answering(launched_app
     for name, content, words in BAD:
         path = tmp_path / name.replace("/", "_")  # the name Gradio sees; it never becomes a server path
         path.write_bytes(content)
-        info, preview, _hist = client.predict(handle_file(str(path)), api_name="/upload")
+        info, preview, _hist, _tokens = client.predict(handle_file(str(path)), api_name="/upload")
         assert info.startswith("**Cannot use this file:**") and words in info, (name, info)
     # Multi-column detection: no text column, so title + description are joined; the app still answers.
     good = tmp_path / "two.jsonl"
     good.write_text("".join(json.dumps({"title": f"Bolt {i}", "description": f"steel, size {i}", "price": i + 0.5})
                             + "\n" for i in range(1, 30)))
-    info, preview, _hist = client.predict(handle_file(str(good)), api_name="/upload")
+    info, preview, _hist, _tokens = client.predict(handle_file(str(good)), api_name="/upload")
     assert "29 of 29 rows kept" in info and "`title + description`" in info
     assert client.predict(api_name="/refresh")[0]

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import pytest
 
 from trainer.charts import (COLOURS, ROW_BACKGROUNDS, distribution_figure, ema, error_figure, loss_figure,
-                            price_histogram, samples_frame, scatter_figure)
+                            price_histogram, samples_frame, scatter_figure, token_length_figure)
 from trainer.evaluate import hit_color
 
 
@@ -77,6 +77,16 @@ def test_price_histogram():
     assert list(fig.data[0].x) == [10.0, 20.0, 20.0, 300.0]
     assert "4 products" in fig.layout.title.text
     assert len(price_histogram([]).data) == 0
+
+
+def test_token_length_figure_marks_the_cutoff_and_the_share_truncated():
+    fig = token_length_figure([40, 50, 60, 70, 130], 64)
+    assert list(fig.data[0].x) == [40, 50, 60, 70, 130]
+    assert "cut-off 64: 2 of 5 (40.0%) truncated" in fig.layout.title.text
+    (line,) = [shape for shape in fig.layout.shapes if shape.type == "line"]
+    assert line.x0 == line.x1 == 64
+    assert "0 of 3 (0.0%) truncated" in token_length_figure([10, 20, 30], 30).layout.title.text
+    assert len(token_length_figure([], 64).data) == 0
 
 
 def test_scatter_figure_colours_match_hit_color():

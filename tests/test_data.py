@@ -200,7 +200,7 @@ def test_drop_reasons_with_line_numbers_and_summary(tmp_path):
     ("header.csv", "text,price\n", "no data rows"),
     ("book.csv", None, "export it as CSV"),
     ("data.csv", gzip.compress(b"text,price\na,1\n"), "gzip"),
-    ("bad.csv", b"text,price\ncaf\xe9,12\n", "byte 14"),
+    ("bad.csv", b"text,price\ncaf\xe9\x81,12\n", "0x81 at byte 15"),  # cp1252 (the fallback) fails too
     ("nul.csv", b"text\x00,price\x00\n", "binary"),
     ("bad.jsonl", '{"text": "a", "price": 1}\n\n{"text": "b", price: 2}\n', "line 3"),
     ("list.jsonl", '{"text": "a", "price": 1}\n[1, 2]\n', "line 2"),

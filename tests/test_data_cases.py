@@ -88,6 +88,8 @@ CASES = [
     ("bom.csv", delimited().encode("utf-8-sig"), {}, OK(read=12, kept=12)),
     ("utf16.csv", delimited().encode("utf-16"), {}, OK(read=12, kept=12)),
     ("crlf.csv", delimited().replace("\n", "\r\n"), {}, OK(read=12, kept=12)),
+    ("cp1252.csv", delimited([(f"Café crème n° {i} – €", 10 + i) for i in range(12)]).encode("cp1252"), {},
+     OK(read=12, kept=12, warning="not UTF-8; read as Windows-1252 (cp1252)", has_text="Café crème n° 0 – €")),
     ("blank-lines.csv", delimited().replace("\n", "\n\n", 3), {}, OK(read=12, kept=12)),
     # --- prices
     ("formatted.csv", delimited([(f"Lamp {i}", p) for i, p in enumerate(
@@ -140,7 +142,8 @@ CASES = [
                                                              "'title'; the columns are: 'name', 'cost'"),
     ("no-price2.csv", delimited(header=("text", "cost")), {}, "no price column 'price'; the columns are: 'text', "
                                                               "'cost'"),
-    ("cp1252.csv", "text,price\ncafé,12\n".encode("cp1252"), {}, "not valid UTF-8 at byte 14 (0xe9)"),
+    ("not-cp1252.csv", "text,price\ncafé,12\n".encode("cp1252") + b"\x90,1\n" + delimited().encode()[11:], {},
+     "neither UTF-8 (invalid byte 0xe9 at byte 14) nor Windows-1252 (invalid byte 0x90 at byte 19)"),
     ("nul.csv", b"text\x00,price\x00\n", {}, "looks like a binary file"),
     ("workbook.csv", zipped({"[Content_Types].xml": "<Types/>", "xl/workbook.xml": "<workbook/>"}), {},
      "is an Excel workbook, not a text file; in Excel, export it as CSV"),
@@ -190,6 +193,9 @@ def test_each_upload_case(tmp_path, name, content, options, expected):
         assert report.text_column == expected["columns"]
     assert report.schema == expected.get("schema", "table")
     assert ("warning" in expected) == bool(report.warnings)
+    if "warning" in expected:
+        assert any(expected["warning"] in w for w in report.warnings)
+        assert expected["warning"] in report.summary()  # the UI shows the summary
 
 
 def test_there_are_at_least_35_files():
@@ -260,6 +266,15 @@ def test_check_data_reports_and_exits_0(tmp_path, capsys):
     assert "texts get truncated" in out
 
 
+def test_check_data_shows_the_encoding_warning(tmp_path, capsys):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(delimited([(f"Café {i}", 10 + i) for i in range(12)]).encode("cp1252"))
+    assert main(["check-data", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning:        not UTF-8; read as Windows-1252 (cp1252) — check accented characters" in out
+    assert "usable: yes" in out
+
+
 def test_check_data_refuses_with_one_line_and_exit_2(tmp_path, capsys):
     path = tmp_path / "bad.csv"
     path.write_text(delimited(header=("text", "cost")))
@@ -267,3 +282,63 @@ def test_check_data_refuses_with_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("not usable: bad.csv: no price column") and err.count("\n") == 1
     assert main(["check-data", str(path), "--price-column", "cost"]) == 0
+
+
+# ---------------------------------------------------------------------------
+# Hugging Face datasets: a local folder, or a Hub id (only the offline path is tested)
+
+
+def test_a_save_to_disk_folder_loads_like_a_file(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = GOOD + [GOOD[0], ("Odd", "N/A"), ("Pricey", "5000")]
+    datasets.Dataset.from_dict({"text": [t for t, _ in rows], "price": [str(p) for _, p in rows]}).save_to_disk(
+        str(tmp_path / "products"))
+    products, report = load_products(tmp_path / "products")
+    assert (report.rows_read, report.rows_kept, report.duplicates) == (15, 12, 1)
+    assert report.dropped == {"missing price": [14], "price out of range": [15]}
+    assert report.row_unit == "record" and products[0] == Product(GOOD[0][0], GOOD[0][1])
+
+
+def test_a_dataset_dict_folder_uses_its_train_split(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    split = lambda rows: datasets.Dataset.from_dict({"title": [t for t, _ in rows], "price": [p for _, p in rows]})
+    datasets.DatasetDict({"test": split(GOOD[:3]), "train": split(GOOD)}).save_to_disk(str(tmp_path / "dd"))
+    products, report = load_products(str(tmp_path / "dd"))
+    assert (report.rows_read, report.rows_kept, report.text_columns) == (12, 12, ["title"])
+
+
+def test_a_folder_of_data_files_loads_through_datasets(tmp_path):
+    pytest.importorskip("datasets")
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(jsonl(records()))
+    products, report = load_products(folder)
+    assert (report.rows_read, report.rows_kept) == (12, 12)
+
+
+def test_a_folder_that_is_no_dataset_is_a_clear_error(tmp_path):
+    pytest.importorskip("datasets")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="^empty: cannot read the folder as a Hugging Face dataset"):
+        load_products(tmp_path / "empty")
+
+
+def test_a_hub_id_offline_is_a_clear_error(monkeypatch, capsys):
+    pytest.importorskip("datasets")
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at import; set the constants too, in case they were imported
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataError) as caught:
+        load_products("someone/no-such-products")
+    assert str(caught.value).startswith("someone/no-such-products: cannot reach the Hugging Face Hub to load "
+                                        "dataset someone/no-such-products: ")
+    assert main(["check-data", "someone/no-such-products"]) == 2
+    assert "cannot reach the Hugging Face Hub" in capsys.readouterr().err
+
+
+def test_a_missing_file_is_not_taken_for_a_hub_id(tmp_path):
+    with pytest.raises(DataError, match="cannot open it"):
+        load_products("nowhere/products.csv")

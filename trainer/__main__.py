@@ -13,7 +13,8 @@ from .config import ConfigError, TrainConfig
 def _train_parser(sub):
     p = sub.add_parser("train", help="train a LoRA adapter; writes runs/NAME/ like the UI does")
     p.add_argument("--config", help="a config.yaml (as exported by the UI or written by a run); flags override it")
-    p.add_argument("--data", help="'sample' or a CSV/JSONL/JSON/Parquet file")
+    p.add_argument("--data", help="'sample', a CSV/JSONL/JSON/Parquet file, a Hugging Face dataset folder "
+                                  "(save_to_disk) or a Hub dataset id owner/name (when online)")
     p.add_argument("--model", help="'demo', a Hugging Face model id, or a local folder")
     p.add_argument("--quant", choices=["4bit", "8bit", "none"])
     p.add_argument("--lora-r", type=int, dest="lora_r")
@@ -118,7 +119,8 @@ def _estimate(args) -> int:
 
 def _check_data_parser(sub):
     p = sub.add_parser("check-data", help="read a data file the way training will and report what was cleaned")
-    p.add_argument("file", help="a CSV/TSV/JSON/JSONL/Parquet file")
+    p.add_argument("file", help="a CSV/TSV/JSON/JSONL/Parquet file, a Hugging Face dataset folder "
+                                "(save_to_disk), or a Hub dataset id owner/name")
     p.add_argument("--text-column", dest="text_column",
                    help="text column, or several comma-separated (joined in order); default: detected")
     p.add_argument("--price-column", dest="price_column", help="price column; default: detected")

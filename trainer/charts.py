@@ -109,6 +109,23 @@ def price_histogram(prices: list[float]) -> go.Figure:
     return fig
 
 
+def token_length_figure(lengths: list[int], cutoff: int) -> go.Figure:
+    """Tokens per example (course prompt + price), a line at the max-length cut-off, the share cut in the title."""
+    values = [int(n) for n in lengths if _number(n) is not None]
+    if not values:
+        return _empty("Tokens per example", "No examples", "tokens (prompt + price)", "examples")
+    cut = sum(n > cutoff for n in values)
+    fig = go.Figure(go.Histogram(x=values, nbinsx=min(50, max(10, len(values) // 10)), marker_color=LR_COLOUR,
+                                 name="examples"))
+    fig.add_vline(x=cutoff, line_dash="dash", line_color=COLOURS["red"],
+                  annotation_text=f"cut-off {cutoff}", annotation_position="top right")
+    fig.update_layout(title=f"Tokens per example — cut-off {cutoff}: {cut:,} of {len(values):,} "
+                            f"({100 * cut / len(values):.1f}%) truncated",
+                      xaxis_title="tokens (prompt + price)", yaxis_title="examples", bargap=0.05,
+                      template="plotly_white")
+    return fig
+
+
 def scatter_figure(truths: list[float], guesses: list[float | None]) -> go.Figure:
     """The course's Tester chart: truth on x, guess on y, dots coloured by hit, the y = x line, metrics in the title."""
     if not truths:

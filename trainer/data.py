@@ -316,10 +316,15 @@ class _Table:
     lines: list[int]
     unit: str = "line"
     bad_lines: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # from reading (e.g. the encoding), copied into the report
 
 
-def _decode(raw: bytes, name: str) -> str:
-    """File bytes as text: UTF-8 (BOM or not), or UTF-16 when its BOM says so."""
+FALLBACK_ENCODING = "cp1252"
+CP1252_WARNING = "not UTF-8; read as Windows-1252 (cp1252) — check accented characters"
+
+
+def _decode(raw: bytes, name: str, warnings: list[str] | None = None) -> str:
+    """File bytes as text: UTF-8 (BOM or not), UTF-16 when its BOM says so, else cp1252 with a warning appended."""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
             return raw.decode("utf-16")
@@ -327,9 +332,17 @@ def _decode(raw: bytes, name: str) -> str:
             raise DataError(f"{name}: invalid UTF-16 at byte {exc.start}; re-save the file as UTF-8") from None
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{name}: not valid UTF-8 at byte {exc.start} (0x{raw[exc.start]:02x}); "
-                        f"re-save the file as UTF-8 (in Excel: 'CSV UTF-8')") from None
+    except UnicodeDecodeError as utf8:
+        # The declared fallback: Windows-1252, what Excel on Windows writes as plain "CSV". It decodes every byte
+        # but five, so a file that fails it too is no text we can guess at.
+        try:
+            text = raw.decode(FALLBACK_ENCODING)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{name}: neither UTF-8 (invalid byte 0x{raw[utf8.start]:02x} at byte {utf8.start}) "
+                            f"nor Windows-1252 (invalid byte 0x{raw[exc.start]:02x} at byte {exc.start}); "
+                            f"re-save the file as UTF-8 (in Excel: 'CSV UTF-8')") from None
+        if warnings is not None:
+            warnings.append(CP1252_WARNING)
     if "\x00" in text:
         raise DataError(f"{name}: looks like a binary file, not text (or UTF-16 without a byte-order mark); "
                         f"upload {FORMATS} saved as UTF-8")
@@ -508,15 +521,108 @@ def _read_frame(path: Path, max_bytes: int = MAX_FILE_BYTES) -> _Table:
         frame = _read_parquet(path)
         return _Table(frame, list(range(1, len(frame) + 1)), "record")
     _check_not_binary(raw, path.name)
-    text = _decode(raw, path.name)
+    warnings: list[str] = []
+    text = _decode(raw, path.name, warnings)
     if not text.strip():
         raise DataError(f"{path.name}: the file is empty")
     if suffix in (".jsonl", ".ndjson"):
-        return _read_jsonl(text, path.name)
-    if suffix == ".json":
-        return _read_json(text, path.name)
-    sep = "\t" if suffix == ".tsv" else _sniff_delimiter(text)
-    return _read_csv(text, path.name, sep)
+        table = _read_jsonl(text, path.name)
+    elif suffix == ".json":
+        table = _read_json(text, path.name)
+    else:
+        sep = "\t" if suffix == ".tsv" else _sniff_delimiter(text)
+        table = _read_csv(text, path.name, sep)
+    table.warnings[:0] = warnings
+    return table
+
+
+# ---------------------------------------------------------------------------
+# Hugging Face datasets: a local folder (save_to_disk, or a folder of data files) or a Hub id like "owner/name"
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".xlsx", ".xls", ".ods")
+
+
+def is_hub_id(source) -> bool:
+    """True for "owner/name" that is no local path and not a data file's name."""
+    text = str(source)
+    return (bool(_HUB_ID.fullmatch(text)) and not Path(text).exists()
+            and not text.lower().endswith(_FILE_SUFFIXES + COMPRESSED_SUFFIXES))
+
+
+def _datasets(name: str):
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{name}: reading a Hugging Face dataset needs the datasets package; "
+                        f"install it (`pip install 'datasets>=3'`) or upload a {FORMATS} file") from None
+    return datasets
+
+
+def _train_split(data, name: str):
+    """The "train" split of a DatasetDict (else its only, or first, split); a Dataset as it is."""
+    if isinstance(data, dict):  # DatasetDict is a dict of split name → Dataset
+        splits = list(data.keys())
+        if not splits:
+            raise DataError(f"{name}: the dataset has no splits")
+        return data["train" if "train" in splits else splits[0]]
+    return data
+
+
+def _dataset_table(data, name: str, max_rows: int) -> _Table:
+    if data.num_rows > max_rows:  # before converting, so a huge dataset never becomes a DataFrame
+        raise DataError(f"{name}: has {data.num_rows:,} rows, more than the limit of {max_rows:,}; "
+                        f"upload a sample of the data")
+    frame = data.to_pandas()
+    return _Table(frame, list(range(1, len(frame) + 1)), "record")
+
+
+def _read_dataset_folder(path: Path, max_rows: int) -> _Table:
+    """A folder written by Dataset(Dict).save_to_disk, or a folder of data files, through `datasets`."""
+    datasets = _datasets(path.name)
+    try:
+        if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+            data = datasets.load_from_disk(str(path))
+        else:
+            data = datasets.load_dataset(str(path))
+    except DataError:
+        raise
+    except Exception as exc:  # datasets raises many types (FileNotFoundError, ValueError, DatasetGenerationError…)
+        raise DataError(f"{path.name}: cannot read the folder as a Hugging Face dataset "
+                        f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
+    return _dataset_table(_train_split(data, path.name), path.name, max_rows)
+
+
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return False
+
+
+def _read_hub_dataset(dataset_id: str, max_rows: int) -> _Table:
+    datasets = _datasets(dataset_id)
+    try:
+        data = datasets.load_dataset(dataset_id, split="train")
+    except Exception as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, (ConnectionError, TimeoutError)) or _hub_offline() or "offline" in detail.lower():
+            raise DataError(f"{dataset_id}: cannot reach the Hugging Face Hub to load dataset {dataset_id}: "
+                            f"{detail}") from None
+        raise DataError(f"{dataset_id}: cannot load dataset {dataset_id} from the Hugging Face Hub: "
+                        f"{detail}") from None
+    return _dataset_table(data, dataset_id, max_rows)
+
+
+def _read_source(source, max_bytes: int, max_rows: int) -> tuple[_Table, str]:
+    """(table, name for messages) of a file, a dataset folder, or a Hub dataset id."""
+    path = Path(source)
+    if path.is_dir():
+        return _read_dataset_folder(path, max_rows), path.name
+    if is_hub_id(source):
+        return _read_hub_dataset(str(source), max_rows), str(source)
+    return _read_frame(path, max_bytes), path.name
 
 
 def _find_column(frame: pd.DataFrame, wanted: str | None, candidates: tuple[str, ...], role: str, name: str) -> str:
@@ -639,6 +745,7 @@ def _new_report(table: _Table, text_column, price_column, name: str) -> DataRepo
     # Raw Amazon metadata is curated only when its four fields are the text, as they are when detected.
     amazon = {c.lower() for c in texts} == set(C.AMAZON_FIELDS) and C.is_amazon_metadata(columns)
     report.schema = "amazon" if amazon else "table"
+    report.warnings.extend(table.warnings)
     for line in table.bad_lines:
         report.drop("wrong number of fields", line)
     return report
@@ -647,7 +754,7 @@ def _new_report(table: _Table, text_column, price_column, name: str) -> DataRepo
 def read_columns(path, max_bytes: int = MAX_FILE_BYTES) -> list[str]:
     """The column names of a file, for the mapping step when the detected columns did not work; [] if unreadable."""
     try:
-        return [str(c) for c in _read_frame(Path(path), max_bytes).frame.columns]
+        return [str(c) for c in _read_source(path, max_bytes, 10**12)[0].frame.columns]
     except DataError:
         return []
 
@@ -658,25 +765,27 @@ def load_products(path, *, text_column: str | list[str] | None = None, price_col
                   tokenizer=None, token_budget: int = C.TOKEN_BUDGET) -> tuple[list[Product], DataReport]:
     """Read an uploaded CSV/TSV/JSON/JSONL/Parquet file into clean, unique products; every failure is a DataError.
 
+    `path` may also be a local Hugging Face dataset folder (save_to_disk, or a folder of data files) or a Hub
+    dataset id like "owner/name" (its train split; needs the Hub to be reachable).
+
     text_column may name several columns (a list, or comma-separated), joined in order. decimal_comma None detects
     it per file. tokenizer and token_budget only cut curated raw Amazon metadata.
     """
-    path = Path(path)
-    table = _read_frame(path, max_bytes)
+    table, name = _read_source(path, max_bytes, max_rows)
     if len(table.frame) == 0:
         columns = ", ".join(map(str, table.frame.columns))
-        raise DataError(f"{path.name}: has no data rows" + (f" (only a header: {columns})" if columns else ""))
+        raise DataError(f"{name}: has no data rows" + (f" (only a header: {columns})" if columns else ""))
     if len(table.frame) > max_rows:
-        raise DataError(f"{path.name}: has {len(table.frame):,} rows, more than the limit of {max_rows:,}; "
+        raise DataError(f"{name}: has {len(table.frame):,} rows, more than the limit of {max_rows:,}; "
                         f"upload a sample of the data")
-    report = _new_report(table, text_column, price_column, path.name)
+    report = _new_report(table, text_column, price_column, name)
     texts = _row_texts(table.frame, report.text_columns, report.schema, tokenizer, token_budget)
     prices = table.frame[report.price_column].tolist()
     comma = _decimal_comma(prices, decimal_comma, report.price_column, report)
     products = _clean_rows(table.lines, texts, prices, comma, min_price, max_price, report)
     report.rows_kept = len(products)
     if len(products) < min_rows:
-        raise DataError(f"{path.name}: only {len(products)} usable rows of {report.rows_read} "
+        raise DataError(f"{name}: only {len(products)} usable rows of {report.rows_read} "
                         f"(need at least {min_rows}); dropped: {_drop_reasons(report)}", report=report)
     return products, report
 
