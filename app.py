@@ -233,27 +233,69 @@ def status_text(run: RunFolder, status: dict, metrics: list[dict]) -> str:
     return "\n\n".join(lines)
 
 
+class LiveView:
+    """The rendered live view of the current run, built once per change of its files and shared by every browser.
+
+    Training shares this process (and the GIL) with the web server, so each poll must cost almost nothing:
+    a poll stats three files and, only when they changed, one poll rebuilds the figures for all.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.key = None
+        self.parts = None
+
+    @staticmethod
+    def file_key(path: Path):
+        try:
+            st = path.stat()
+            return st.st_size, st.st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def get(self, run: RunFolder):
+        # The state is in the key too: a run whose process died reads "interrupted" with no file changing.
+        key = (run.name, run.state(),
+               *(self.file_key(p) for p in (run.status_file, run.metrics_file, run.samples_file)))
+        with self.lock:
+            if key != self.key:
+                self.key, self.parts = key, self._build(run)
+            return key, self.parts
+
+    @staticmethod
+    def _build(run: RunFolder) -> dict:
+        status, metrics, samples = run.status(), run.metrics(), run.samples()
+        state = run.state()
+        base = next((r["probe_error"] for r in metrics if r.get("step") == 0 and "probe_error" in r), None)
+        constant = status.get("baselines", {}).get("constant_mean", {}).get("error")
+        download = gr.skip()
+        if state in FINAL_STATES and run.has_adapter():
+            download = gr.DownloadButton(f"Download adapter of {run.name} (zip)", value=_adapter_zip(run),
+                                         visible=True)
+        return {
+            "status": {**status, "state": state}, "metrics": metrics,
+            "loss": charts.loss_figure(metrics),
+            "error": charts.error_figure(metrics, base_error=base, constant_error=constant),
+            "table": charts.samples_frame(samples[-1]["items"]) if samples else None,
+            "download": download,
+            "resume": gr.Button(visible=state in RESUMABLE and run.last_complete_checkpoint()[0] is not None),
+        }
+
+
+LIVE = LiveView()
+
+
 def refresh(seen):
     """Redraw from the run folder; parts that did not change since this browser's last poll are skipped."""
     run = current_run()
     if run is None:
         return "No run yet: choose data and press **Start**.", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
-    status, metrics, samples = run.status(), run.metrics(), run.samples()
-    state = run.state()
-    key = (run.name, len(metrics), len(samples), state)
-    text = status_text(run, {**status, "state": state}, metrics)
+    key, parts = LIVE.get(run)
+    # The text is rebuilt every poll: elapsed time and ETA move even when no file changed.
+    text = status_text(run, parts["status"], parts["metrics"])
     if seen == key:
         return text, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
-    loss = charts.loss_figure(metrics)
-    base = next((r["probe_error"] for r in metrics if r.get("step") == 0 and "probe_error" in r), None)
-    constant = status.get("baselines", {}).get("constant_mean", {}).get("error")
-    error = charts.error_figure(metrics, base_error=base, constant_error=constant)
-    table = charts.samples_frame(samples[-1]["items"]) if samples else None
-    download = gr.skip()
-    if status.get("state") in FINAL_STATES and run.has_adapter():
-        download = gr.DownloadButton(f"Download adapter of {run.name} (zip)", value=_adapter_zip(run), visible=True)
-    can_resume = run.state() in RESUMABLE and run.last_complete_checkpoint()[0] is not None
-    return text, loss, error, table, download, gr.Button(visible=can_resume), key
+    return text, parts["loss"], parts["error"], parts["table"], parts["download"], parts["resume"], key
 
 
 def _adapter_zip(run: RunFolder) -> str:
@@ -454,8 +496,8 @@ def build_app() -> gr.Blocks:
         # Stop must never wait behind a queued start or evaluation.
         stop_btn.click(stop, outputs=start_msg, api_name="stop", concurrency_limit=None)
         resume_btn.click(resume, outputs=start_msg, api_name="resume", concurrency_id="gpu", concurrency_limit=1)
-        timer.tick(refresh, seen, [status_md, loss_plot, error_plot, samples_df, download, resume_btn, seen], show_progress="hidden",
-                   concurrency_limit=None, api_name="refresh")
+        timer.tick(refresh, seen, [status_md, loss_plot, error_plot, samples_df, download, resume_btn, seen],
+                   show_progress="hidden", concurrency_limit=None, api_name="refresh")
         predict_tab.select(runs_with_adapters, outputs=run_pick, api_visibility="private")
         predict_btn.click(predict, [run_pick, description], [predict_md, predict_plot], api_name="predict",
                           concurrency_id="gpu", concurrency_limit=1)

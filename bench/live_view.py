@@ -69,6 +69,7 @@ def main() -> None:
 
         phases: dict[int, list[tuple[float, float]]] = {0: [], 1: [], 20: []}
         latencies: list[float] = []
+        client_cpu: dict[int, list[float]] = {0: [], 1: [], 20: []}
         for _ in range(args.rounds):
             for clients in (0, 1, 20):
                 stop = threading.Event()
@@ -76,20 +77,22 @@ def main() -> None:
                                             daemon=True) for i in range(clients)]
                 for t in threads:
                     t.start()
-                start = time.time()
+                start, cpu0 = time.time(), time.process_time()
                 time.sleep(args.phase_seconds)
                 phases[clients].append((start + 5, time.time()))  # first 5 s: clients connecting
+                client_cpu[clients].append((time.process_time() - cpu0) / (time.time() - start))
                 stop.set()
                 for t in threads:
                     t.join()
         rows = [r for r in _metrics(runs) if "loss" in r]
-        print(f"{'polling clients':<18}{'tokens/s':>10}{'vs none':>9}{'steps':>7}")
+        print(f"{'polling clients':<18}{'tokens/s':>10}{'vs none':>9}{'steps':>7}{'client CPU (cores)':>20}")
         base = None
         for clients, windows in phases.items():
             rates = [r["tokens_per_s"] for r in rows if any(a <= r["time"] <= b for a, b in windows)]
             rate = statistics.mean(rates) if rates else float("nan")
             base = base or rate
-            print(f"{clients:<18}{rate:>10.1f}{rate / base:>8.3f}x{len(rates):>7}")
+            print(f"{clients:<18}{rate:>10.1f}{rate / base:>8.3f}x{len(rates):>7}"
+                  f"{statistics.mean(client_cpu[clients]):>20.2f}")
         if latencies:
             print(f"logged step → seen by a polling client: median {statistics.median(latencies):.2f} s, "
                   f"max {max(latencies):.2f} s ({len(latencies)} steps)")

@@ -164,3 +164,26 @@ def test_two_simultaneous_starts_give_exactly_one_job(runs_dir):
     assert len(started) == 1 and len(refused) == 1
     assert started[0].wait(300) == "done"
     assert sorted(p.name for p in runs_dir.iterdir()) == [started[0].run.name]
+
+
+def test_stop_during_a_checkpoint_save_ends_cleanly_with_a_complete_checkpoint(runs_dir, monkeypatch):
+    real_save = job_module.Trainer._save_optimizer_and_scheduler
+    saving = threading.Event()
+
+    def slow_save(self, output_dir):
+        saving.set()
+        time.sleep(3)
+        return real_save(self, output_dir)
+
+    monkeypatch.setattr(job_module.Trainer, "_save_optimizer_and_scheduler", slow_save)
+    jobs = JobManager()
+    job = jobs.start(TrainConfig(name="midsave", max_steps=50, save_steps=2, **FAST), runs_root=runs_dir)
+    assert saving.wait(300)
+    jobs.stop()
+    jobs.stop()
+    started = time.time()
+    assert job.wait(120) == "stopped"
+    assert time.time() - started < 60 and not job.thread.is_alive()
+    last, skipped = job.run.last_complete_checkpoint()
+    assert last is not None and not skipped
+    assert (job.run.adapter_dir / "adapter_model.safetensors").is_file()
