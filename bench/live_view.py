@@ -46,6 +46,21 @@ def poller(url: str, stop: threading.Event, latencies: list | None, runs: Path):
         stop.wait(max(0.0, 1.0 - (time.time() - t0)))
 
 
+def light_poller(url: str, stop: threading.Event, latencies, runs: Path):
+    """A poller that costs its own machine little: Gradio's plain HTTP API (POST, then read the event stream)."""
+    import urllib.request
+
+    while not stop.is_set():
+        t0 = time.time()
+        req = urllib.request.Request(url + "gradio_api/call/refresh", data=b'{"data": []}',
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            event = json.load(r)["event_id"]
+        with urllib.request.urlopen(url + f"gradio_api/call/refresh/{event}", timeout=30) as r:
+            r.read()
+        stop.wait(max(0.0, 1.0 - (time.time() - t0)))
+
+
 def _metrics(runs: Path) -> list[dict]:
     files = list(runs.glob("*/metrics.jsonl"))
     return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()] if files else []
@@ -55,6 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase-seconds", type=float, default=40)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--light-clients", action="store_true",
+                        help="poll with plain HTTP instead of gradio_client (less client-side CPU on this machine)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     runs = folder / "runs"
@@ -73,7 +90,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for clients in (0, 1, 20):
                 stop = threading.Event()
-                threads = [threading.Thread(target=poller, args=(app.url, stop, latencies if i == 0 else None, runs),
+                kind = light_poller if args.light_clients else poller
+                threads = [threading.Thread(target=kind, args=(app.url, stop, latencies if i == 0 else None, runs),
                                             daemon=True) for i in range(clients)]
                 for t in threads:
                     t.start()
