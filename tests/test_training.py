@@ -126,13 +126,16 @@ def test_errors_end_the_job_as_failed_and_the_next_run_starts(runs_dir):
 
 def test_nan_loss_stops_the_run_and_saves_nothing(runs_dir):
     # An absurd learning rate blows the LoRA weights up within a few steps.
-    config = TrainConfig(name="nan", max_steps=40, sample_every=0, **{**SMALL, "learning_rate": 1.0})
+    config = TrainConfig(name="nan", max_steps=40, sample_every=0, **{**SMALL, "learning_rate": 1.0, "save_steps": 1})
     job = TrainingJob(config, runs_root=runs_dir)
     job.config.learning_rate = 1e6  # past validation on purpose: validation would refuse it
     job.start()
     assert job.wait(300) == "failed"
     assert "nan" in job.run.status()["error"].lower() or "inf" in job.run.status()["error"].lower()
     assert not job.run.adapter_dir.exists()
+    # Checkpoints are written every step, but none after the weights broke.
+    bad_step = int(re.search(r"at step (\d+)", job.run.status()["error"]).group(1))
+    assert all(int(p.name.split("-")[1]) < bad_step for p in job.run.checkpoints())
 
 
 def test_four_bit_training_runs_on_the_cpu(runs_dir):

@@ -98,6 +98,7 @@ class RunCallback(TrainerCallback):
         if bad:
             self.job.nonfinite = f"{' and '.join(bad)} became {row[bad[0]]} at step {state.global_step}"
             control.should_training_stop = True
+            control.should_save = False  # the Trainer saves after logging: never checkpoint broken weights
 
     def on_save(self, args, state, control, **kwargs):
         self.last_save = time.time()
