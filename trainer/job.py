@@ -203,8 +203,7 @@ class TrainingJob:
         self.run.append(self.run.samples_file, {"step": step, "items": rows})
         if step > 0 and metrics["error"] < self.best_error:
             self.best_error = metrics["error"]
-            model.save_pretrained(self.run.best_adapter_dir)
-            self.tokenizer.save_pretrained(self.run.best_adapter_dir)
+            self.run.save_adapter(model, self.tokenizer, self.run.best_adapter_dir)
             self.run.update_status(best_step=step, best_error=metrics["error"])
 
     def _run(self) -> None:
@@ -249,8 +248,7 @@ class TrainingJob:
             step = trainer.state.global_step
             if not self.stop_event.is_set():  # the last step is never priced in on_step_end
                 self.evaluate_probe(model, step)
-            model.save_pretrained(self.run.adapter_dir)
-            tokenizer.save_pretrained(self.run.adapter_dir)
+            self.run.save_adapter(model, tokenizer, self.run.adapter_dir)
             saved = f"adapter/ = last (step {step})"
             best = self.run.status().get("best_step")
             if best is not None:

@@ -135,6 +135,18 @@ class RunFolder:
             skipped.append(f"{folder.name} skipped: {problem}")
         return None, skipped
 
+    def save_adapter(self, model, tokenizer, target: Path) -> None:
+        """Save an adapter into `target` via a sibling temp folder, so a crash never leaves a torn adapter there."""
+        tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+
     def has_adapter(self) -> bool:
         return (self.adapter_dir / "adapter_config.json").is_file()
 
