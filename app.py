@@ -17,6 +17,7 @@ from trainer import data as D
 from trainer.config import COURSE_TARGETS, ConfigError, TrainConfig
 from trainer.job import JOBS, Busy
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
+from trainer.paths import runs_dir
 from trainer.runs import FINAL_STATES, RunFolder, list_runs
 
 RESUMABLE = ("stopped", "failed", "interrupted")
@@ -196,7 +197,19 @@ def current_run() -> RunFolder | None:
     job = JOBS.active()
     if job is not None:
         return job.run
-    runs = list_runs()
+    root = runs_dir()
+    try:
+        stamp = root.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    # The 5-second bucket also catches a run folder scanned in the instant before its status file was written.
+    return _newest_run(str(root), stamp, int(time.time() // 5))
+
+
+@functools.lru_cache(maxsize=1)
+def _newest_run(root: str, stamp: int, bucket: int) -> RunFolder | None:
+    # Every poll of every browser lands here while idle: rescan the runs folder only when a run was added or removed.
+    runs = list_runs(Path(root))
     return runs[0] if runs else None
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AuthenticationError
 
 from e2e_app import ROOT, LaunchedApp  # noqa: E402
 
@@ -41,7 +42,7 @@ def test_login_owner_only_stop_and_resume_on_a_space(tmp_path):
         "PRICETUNE_AUTH": "alice:wonderland,bob:builder", "GRADIO_SERVER_NAME": "127.0.0.1"})
     try:
         app.wait_ready()
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
             Client(app.url, verbose=False).predict(api_name="/refresh")  # no login, no access
         alice = Client(app.url, auth=("alice", "wonderland"), verbose=False)
         bob = Client(app.url, auth=("bob", "builder"), verbose=False)
