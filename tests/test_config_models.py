@@ -19,6 +19,7 @@ def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):
     ("target_modules", [], "target_modules"), ("learning_rate", 0, "learning_rate"),
     ("batch_size", 0, "batch_size"), ("quant", "3bit", "quant"), ("max_length", 5, "max_length"),
     ("lr_scheduler", "zigzag", "lr_scheduler"), ("name", "../escape", "name"),
+    ("precision", "fp8", "precision"), ("max_minutes", -1, "max_minutes"),
 ])
 def test_validation_names_the_field(field, value, words):
     with pytest.raises(ConfigError, match=words):
@@ -69,3 +70,24 @@ def test_estimate_cli_prints_the_lecture_figure(capsys):
                  "--target-modules", "q_proj,k_proj,v_proj,o_proj"]) == 0
     out = capsys.readouterr().out
     assert "27.3 M trainable parameters" in out and "109 MB" in out
+
+
+def test_the_demo_model_and_other_models_have_their_own_defaults(tmp_path):
+    from trainer.config import ALL_LINEAR, COURSE_TARGETS
+
+    demo = TrainConfig.for_model("demo")
+    assert demo == TrainConfig() and demo.learning_rate == 1e-3 and demo.target_modules == ALL_LINEAR
+    big = TrainConfig.for_model("meta-llama/Llama-3.1-8B", lora_r=32)
+    assert big.learning_rate == 3e-4 and big.target_modules == COURSE_TARGETS and big.lora_r == 32
+
+
+def test_changing_the_model_in_the_form_switches_untouched_defaults_only():
+    import app
+
+    targets, lr = app.discover_targets("meta-llama/Llama-3.1-8B", list(TrainConfig().target_modules), 1e-3)
+    assert targets.value == ["q_proj", "k_proj", "v_proj", "o_proj"] and lr == 3e-4
+    targets, lr = app.discover_targets("demo", ["q_proj", "k_proj", "v_proj", "o_proj"], 3e-4)
+    assert len(targets.value) == 7 and lr == 1e-3
+    # A choice of the user's own survives the switch.
+    targets, lr = app.discover_targets("meta-llama/Llama-3.1-8B", ["v_proj", "down_proj"], 5e-4)
+    assert targets.value == ["v_proj", "down_proj"] and not isinstance(lr, float)

@@ -126,7 +126,9 @@ def test_errors_end_the_job_as_failed_and_the_next_run_starts(runs_dir):
 
 def test_nan_loss_stops_the_run_and_saves_nothing(runs_dir):
     # An absurd learning rate blows the LoRA weights up within a few steps.
-    config = TrainConfig(name="nan", max_steps=40, sample_every=0, **{**SMALL, "learning_rate": 1.0, "save_steps": 1})
+    # On attention only: LoRA on the MLP too saturates the model to a finite, flat loss instead of overflowing.
+    config = TrainConfig(name="nan", max_steps=40, sample_every=0, **{**SMALL, "learning_rate": 1.0, "save_steps": 1,
+                                                                      "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})
     job = TrainingJob(config, runs_root=runs_dir)
     job.config.learning_rate = 1e6  # past validation on purpose: validation would refuse it
     job.start()
@@ -144,3 +146,21 @@ def test_four_bit_training_runs_on_the_cpu(runs_dir):
     assert job.wait(600) == "done", job.run.status()
     assert len([row for row in job.run.metrics() if "loss" in row]) == 3
     assert (job.run.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+def test_time_limit_ends_the_run_as_done_with_its_adapter(runs_dir):
+    # A limit shorter than one step: training stops after the first step, saves, and says why.
+    job = TrainingJob(TrainConfig(name="timed", max_steps=50, sample_every=0, max_minutes=0.001, **SMALL),
+                      runs_root=runs_dir).start()
+    assert job.wait(300) == "done", job.run.status()
+    status = job.run.status()
+    assert status["step"] < 50 and "time limit of 0.001 min reached" in status["message"]
+    assert (job.run.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+def test_bf16_precision_trains_with_the_price_only_loss(runs_dir):
+    job = TrainingJob(TrainConfig(name="bf16", max_steps=3, sample_every=0, precision="bf16", **SMALL),
+                      runs_root=runs_dir).start()
+    assert job.wait(300) == "done", job.run.status()
+    losses = [row["loss"] for row in job.run.metrics() if "loss" in row]
+    assert len(losses) == 3 and all(0 < loss < 20 for loss in losses)

@@ -13,10 +13,11 @@ import traceback
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from . import data as D
 from .config import TrainConfig
+from .loss import PriceCollator, price_loss
 from .models import first_line, load_model, load_tokenizer
 from .runs import RunFolder, read_jsonl
 
@@ -80,7 +81,7 @@ class RunCallback(TrainerCallback):
             # LoRA's B matrices start at zero, so this is the base model's score: the line to beat.
             self.job.evaluate_probe(model, 0)
         self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
-        self.last_save = time.time()
+        self.last_save = self.began = time.time()
         self.job.run.update_status(training_started=self.last_time, message=self.job.data_message)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -109,6 +110,10 @@ class RunCallback(TrainerCallback):
         minutes = job.config.save_minutes
         if minutes and time.time() - self.last_save >= 60 * minutes:
             control.should_save = True
+        limit = job.config.max_minutes
+        if limit and time.time() - self.began >= 60 * limit and state.global_step < state.max_steps:
+            job.time_up = f"time limit of {limit:g} min reached at step {state.global_step} of {state.max_steps}"
+            control.should_training_stop = True
         if job.stop_event.is_set():
             control.should_training_stop = True
             # A checkpoint at the stop point lets Resume continue exactly here.
@@ -123,8 +128,11 @@ class TrainingJob:
     """One training run in a background thread, writing runs/<name>/ as it goes."""
 
     def __init__(self, config: TrainConfig | None = None, runs_root: Path | None = None,
-                 resume: str | Path | None = None, owner: str | None = None):
-        """A new run from `config`, or with `resume`, the run folder to continue from its last complete checkpoint."""
+                 resume: str | Path | None = None, owner: str | None = None, callbacks: tuple = ()):
+        """A new run from `config`, or with `resume`, the run folder to continue from its last complete checkpoint.
+
+        `callbacks` are extra Trainer callbacks (the speed benchmark times steps with one)."""
+        self.extra_callbacks = list(callbacks)
         self.checkpoint: Path | None = None
         self.resume_note = ""
         if resume is not None:
@@ -156,6 +164,7 @@ class TrainingJob:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"train-{self.run.name}", daemon=True)
         self.nonfinite: str | None = None
+        self.time_up: str | None = None
         self.tokenizer = None
         self.probe_items: list[D.Product] = []
         self.best_error = self.run.status().get("best_error") or math.inf
@@ -188,11 +197,14 @@ class TrainingJob:
 
     def evaluate_probe(self, model, step: int) -> None:
         """Price the probe set: $ metrics into metrics.jsonl, the first items into samples.jsonl, best adapter kept."""
-        from .evaluate import predict_greedy, price_metrics
+        from .evaluate import predict_expected, predict_greedy, price_metrics
 
         texts = [p.text for p in self.probe_items]
         truths = [p.price for p in self.probe_items]
-        preds = predict_greedy(model, self.tokenizer, texts, max_prompt_tokens=self.max_prompt_tokens)
+        # Greedy decoding of a digit-by-digit tokenizer collapses to round numbers ("10.00", "100.00": the likeliest
+        # first digit is 1), so the best adapter is chosen by the expected value unless the config says greedy.
+        predict = predict_expected if self.config.probe_method == "expected" else predict_greedy
+        preds = predict(model, self.tokenizer, texts, max_prompt_tokens=self.max_prompt_tokens)
         metrics = price_metrics([p.price for p in preds], truths)
         self.run.append(self.run.metrics_file, {
             "step": step, "probe_error": metrics["error"], "probe_rmsle": metrics["rmsle"],
@@ -236,10 +248,10 @@ class TrainingJob:
 
             self.data_message = (f"{len(train)} training / {len(test)} held-out products ({note}); "
                                  f"max length {max_length} tokens; $ error on {len(self.probe_items)} held-out items")
-            self.run.update_status(max_length=max_length, message=self.data_message)
+            self.run.update_status(max_length=max_length, data_summary=self.data_message, message=self.data_message)
             trainer = Trainer(model=model, args=self._training_args(), train_dataset=examples,
-                              data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True),
-                              callbacks=[RunCallback(self)])
+                              data_collator=PriceCollator(tokenizer, padding=True), compute_loss_func=price_loss,
+                              callbacks=[RunCallback(self), *self.extra_callbacks])
             trainer.remove_callback(PrinterCallback)  # progress goes to the run folder, not stdout
             trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
             if self.nonfinite:
@@ -257,8 +269,9 @@ class TrainingJob:
                 self.run.update_status(state="stopped", step=step, ended=time.time(),
                                        message=f"stopped at step {step}; saved {saved}")
             else:
+                ended = f" ({self.time_up})" if self.time_up else ""
                 self.run.update_status(state="done", step=step, ended=time.time(),
-                                       message=f"done: {step} steps; saved {saved}")
+                                       message=f"done: {step} steps{ended}; saved {saved}")
         except StopRequested:
             self.run.update_status(state="stopped", ended=time.time(), message="stopped before training began")
         except BaseException as exc:  # anything raised in the thread must end the job, never the app
@@ -317,7 +330,10 @@ class TrainingJob:
             remove_unused_columns=False,
             include_num_input_tokens_seen="non_padding",
             optim="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch",
-            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            bf16=cfg.use_bf16(),
+            # The Trainer refuses bf16 without a GPU unless told the CPU is meant.
+            use_cpu=not torch.cuda.is_available(),
+            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
             dataloader_pin_memory=torch.cuda.is_available(),
         )
 
