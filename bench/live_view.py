@@ -2,7 +2,7 @@
 plus app start-up time and the delay from a logged step to its point reaching a client. Prints ratios against the
 no-client baseline measured in the same run; asserts nothing.
 
-    .venv/bin/python bench/live_view.py [--phase-seconds 40] [--rounds 2]
+    .venv/bin/python bench/live_view.py [--phase-seconds 40] [--rounds 2] [--clients page|http|gradio_client]
 
 Clients poll /refresh once a second, as the page's gr.Timer does. They run on this same machine, so their own
 CPU use counts against training too: an upper bound on the server-side cost.
@@ -61,6 +61,40 @@ def light_poller(url: str, stop: threading.Event, latencies, runs: Path):
         stop.wait(max(0.0, 1.0 - (time.time() - t0)))
 
 
+def _refresh_event(url: str) -> tuple[int, int]:
+    """(fn_index, trigger id) of the page's timer → /refresh event, read from the app's config as a page does."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "config", timeout=30) as r:
+        config = json.load(r)
+    for index, dep in enumerate(config["dependencies"]):
+        if dep.get("api_name") == "refresh":
+            return dep.get("id", index), dep["targets"][0][0]
+    raise RuntimeError("no refresh event in the app config")
+
+
+def page_poller(url: str, stop: threading.Event, latencies, runs: Path):
+    """What an open browser tab does: one session, the timer's event joined to the queue, its result read from
+    the session's event stream. The session keeps the page's State, so unchanged charts come back as skips."""
+    import urllib.request
+    import uuid
+
+    fn_index, trigger = _refresh_event(url)
+    session = uuid.uuid4().hex[:11]
+    body = json.dumps({"data": [None], "event_data": None, "fn_index": fn_index, "trigger_id": trigger,
+                       "session_hash": session}).encode()
+    while not stop.is_set():
+        t0 = time.time()
+        req = urllib.request.Request(url + "gradio_api/queue/join", data=body,
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).read()
+        with urllib.request.urlopen(url + f"gradio_api/queue/data?session_hash={session}", timeout=30) as r:
+            for line in r:
+                if b"process_completed" in line:
+                    break
+        stop.wait(max(0.0, 1.0 - (time.time() - t0)))
+
+
 def _metrics(runs: Path) -> list[dict]:
     files = list(runs.glob("*/metrics.jsonl"))
     return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()] if files else []
@@ -70,8 +104,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase-seconds", type=float, default=40)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--light-clients", action="store_true",
-                        help="poll with plain HTTP instead of gradio_client (less client-side CPU on this machine)")
+    parser.add_argument("--clients", choices=["page", "http", "gradio_client"], default="page",
+                        help="page: what an open tab does (one session, queue + event stream; the default); "
+                             "http: a new session per call via /gradio_api/call (full figures every time); "
+                             "gradio_client: the Python client (heavy on this machine's CPU)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     runs = folder / "runs"
@@ -90,7 +126,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for clients in (0, 1, 20):
                 stop = threading.Event()
-                kind = light_poller if args.light_clients else poller
+                kind = {"page": page_poller, "http": light_poller, "gradio_client": poller}[args.clients]
                 threads = [threading.Thread(target=kind, args=(app.url, stop, latencies if i == 0 else None, runs),
                                             daemon=True) for i in range(clients)]
                 for t in threads:

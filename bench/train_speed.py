@@ -1,0 +1,257 @@
+"""Training speed: PriceTune's training path against the course recipe (TRL's SFTTrainer), on the same model, data,
+LoRA, batch, learning rate, schedule and seed. Arms run in their own processes, alternated A B B' A B B' ...
+Prints per arm real (non-pad) tokens/s, examples/s, peak RSS (and peak CUDA memory), final loss and probe $ error,
+and the ratios against B and B'. Asserts nothing.
+
+    .venv/bin/python bench/train_speed.py [--pairs 3] [--steps 12] [--warmup 2] [--examples 400]
+
+Arms:
+  A   PriceTune: TrainingJob as the app runs it (loss and logits only at the price tokens, length-grouped batches,
+      bf16 where this machine computes it natively).
+  B   The course recipe: TRL SFTTrainer on prompt/completion pairs, completion-only loss, TRL's defaults otherwise
+      (gradient checkpointing on, bf16).
+  B'  TRL with the fast options that apply on this machine: gradient checkpointing off, length-grouped batches.
+      (padding_free needs FlashAttention, which a CPU does not have.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data" / "appliances_2000.jsonl"
+ARMS = ("A", "B", "B'")
+
+
+def _products(args):
+    from trainer import data as D
+
+    if Path(args.data).is_file():
+        products, _ = D.load_products(args.data)
+    else:
+        products = D.make_sample_products()
+    if not args.probe:
+        return products[: args.examples], []
+    train, probe = D.split_products(products, test_size=args.probe, seed=42)
+    return train[: args.examples], probe
+
+
+def _step_timer():
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        """Wall time and real tokens seen at the end of every optimizer step."""
+
+        def __init__(self):
+            self.marks: list[tuple[float, int]] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
+
+    return StepTimer()
+
+
+def _config(args):
+    from trainer.config import TrainConfig
+
+    # The demo model, full precision weights on a CPU (4-bit only adds dequantization there), the course's LoRA.
+    return TrainConfig(model="demo", lora_r=16, lora_alpha=32, lora_dropout=0.05, learning_rate=3e-4,
+                       lr_scheduler="cosine", warmup_ratio=0.03, batch_size=args.batch, max_steps=args.warmup + args.steps,
+                       seed=42, sample_every=0, save_steps=0, save_minutes=0, probe_size=1, num_samples=1)
+
+
+def run_a(args, train, timer):
+    import json as _json
+
+    from trainer.inference import Predictor
+    from trainer.job import TrainingJob
+
+    folder = Path(tempfile.mkdtemp())
+    data = folder / "train.jsonl"
+    # One extra row: the job holds out one item for its own probe, so exactly `train` is trained on.
+    rows = train + train[:1]
+    data.write_text("".join(_json.dumps({"text": p.text, "price": p.price}) + "\n" for p in rows))
+    config = _config(args)
+    config.data, config.test_size, config.name = str(data), 1, "speed-a"
+    job = TrainingJob(config, runs_root=folder / "runs", callbacks=(timer,)).start()
+    if job.wait() != "done":
+        raise SystemExit(f"arm A failed: {job.run.status().get('error')}")
+    losses = [r["loss"] for r in job.run.metrics() if "loss" in r]
+    predictor = Predictor(job.run.path)
+    return losses, predictor.model, predictor.tokenizer, job.run.status()["max_length"]
+
+
+def run_b(args, train, timer, fast: bool):
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from trainer import data as D
+    from trainer.models import load_model, load_tokenizer
+
+    cfg = _config(args)
+    tokenizer = load_tokenizer(cfg.model)
+    max_length = cfg.max_length or D.fit_max_length(tokenizer, train)
+
+    def pair(p):
+        # The same cut as PriceTune's: the text is shortened so prompt + price fit, never the price.
+        answer = D.encode_completion(tokenizer, p.price)
+        prompt = D.encode_prompt(tokenizer, p.text, max_length - len(answer))
+        return {"prompt": tokenizer.decode(prompt, skip_special_tokens=True), "completion": D.completion(p.price)}
+
+    dataset = Dataset.from_list([pair(p) for p in train])
+    options = dict(gradient_checkpointing=False, train_sampling_strategy="group_by_length") if fast else {}
+    sft = SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg.batch_size,
+                    learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
+                    warmup_steps=cfg.warmup_ratio, max_steps=cfg.max_steps, seed=cfg.seed, logging_steps=1,
+                    report_to="none", save_strategy="no", disable_tqdm=True, max_length=max_length + 8,
+                    include_num_input_tokens_seen="non_padding", completion_only_loss=True,
+                    bf16=cfg.use_bf16(), use_cpu=not torch.cuda.is_available(), **options)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+    losses: list[float] = []
+
+    from transformers import TrainerCallback
+
+    class Losses(TrainerCallback):
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append(logs["loss"])
+
+    trainer = SFTTrainer(model=load_model(cfg.model, cfg.quant), args=sft, train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=lora, callbacks=[timer, Losses()])
+    trainer.train()
+    return losses, trainer.model, tokenizer, max_length
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(frozen linear weights, the LM head included and the input embedding not; LoRA weights). 4-bit counts unpacked."""
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    base = sum(m.in_features * m.out_features for n, m in model.named_modules()
+               if hasattr(m, "in_features") and hasattr(m, "out_features") and "lora_" not in n
+               and not hasattr(m, "base_layer"))  # PEFT's wrapper repeats its base layer's shape
+    return base, lora
+
+
+# Dense bf16 peak of the GPUs this check is meant for (no sparsity), in FLOP/s.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
+
+
+def peak_flops(torch) -> float | None:
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def child(args) -> None:
+    import torch
+
+    from trainer.evaluate import predict_greedy, price_metrics
+
+    torch.manual_seed(0)
+    train, probe = _products(args)
+    timer = _step_timer()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    if args.arm == "A":
+        losses, model, tokenizer, max_length = run_a(args, train, timer)
+    else:
+        losses, model, tokenizer, max_length = run_b(args, train, timer, fast=args.arm == "B'")
+    saved = Path(tempfile.mkdtemp()) / "adapter"
+    model.save_pretrained(saved)
+    adapter_mb = sum(f.stat().st_size for f in saved.glob("*.safetensors")) / 1e6
+    (t0, n0), (t1, n1) = timer.marks[args.warmup - 1], timer.marks[-1]
+    steps = len(timer.marks) - args.warmup
+    metrics = {"error": None}
+    if probe:
+        preds = predict_greedy(model, tokenizer, [p.text for p in probe], max_prompt_tokens=max_length)
+        metrics = price_metrics([p.price for p in preds], [p.price for p in probe])
+    base, lora = parameter_counts(model)
+    # The issue's count: forward 2N and backward 2N (input grads only) for the frozen base, 6 per LoRA weight.
+    flops = 4 * base + 6 * lora
+    tokens_per_s = (n1 - n0) / (t1 - t0)
+    peak = peak_flops(torch) if torch.cuda.is_available() else None
+    print(json.dumps({
+        "mfu": tokens_per_s * flops / peak if peak else None, "flops_per_token": flops,
+        "adapter_mb": adapter_mb,
+        "arm": args.arm, "tokens_per_s": tokens_per_s, "examples_per_s": steps * args.batch / (t1 - t0),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_cuda_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        "final_loss": statistics.mean(losses[-5:]), "probe_error": metrics["error"], "steps": steps,
+    }))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3, help="rounds of A, B, B' (each arm in a fresh process)")
+    parser.add_argument("--steps", type=int, default=12, help="timed optimizer steps per arm")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--examples", type=int, default=400, help="training examples the arms draw batches from")
+    parser.add_argument("--probe", type=int, default=50, help="held-out items priced after each arm")
+    parser.add_argument("--data", default=str(SHARED), help="product file; the sample generator if missing")
+    parser.add_argument("--model", default="demo", help="'demo', or a local model folder")
+    parser.add_argument("--quant", default="none", choices=["none", "4bit", "8bit"])
+    parser.add_argument("--lora-r", type=int, default=16, dest="lora_r")
+    parser.add_argument("--lora-alpha", type=int, default=32, dest="lora_alpha")
+    parser.add_argument("--max-length", type=int, default=0, dest="max_length", help="0: sized from the data")
+    parser.add_argument("--arms", default=",".join(ARMS), help="which arms, e.g. A,B")
+    parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # set in the child processes
+    args = parser.parse_args()
+    if args.arm:
+        return child(args)
+
+    print(f"data: {args.data if Path(args.data).is_file() else 'sample generator'}; {args.pairs} rounds of "
+          f"A B B', {args.warmup} warm-up + {args.steps} timed steps of batch {args.batch} each", flush=True)
+    arms = [a for a in args.arms.split(",") if a]
+    results: dict[str, list[dict]] = {arm: [] for arm in arms}
+    forward = [a for a in sys.argv[1:]]
+    for round_ in range(args.pairs):
+        for arm in arms:
+            out = subprocess.run([sys.executable, __file__, *forward, "--arm", arm], capture_output=True, text=True,
+                                 env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+            if out.returncode or not lines:
+                print(out.stderr[-3000:])
+                raise SystemExit(f"arm {arm} failed (exit {out.returncode})")
+            results[arm].append(json.loads(lines[-1]))
+            r = results[arm][-1]
+            probe = f"probe ${r['probe_error']:.2f}" if r["probe_error"] is not None else ""
+            mfu = f"MFU {100 * r['mfu']:.1f}%" if r["mfu"] else ""
+            print(f"round {round_ + 1} {arm:<3} {r['tokens_per_s']:8.1f} tokens/s  {r['examples_per_s']:.2f} ex/s  "
+                  f"loss {r['final_loss']:.3f}  {probe}  {mfu}  adapter {r['adapter_mb']:.1f} MB", flush=True)
+
+    def med(arm, key):
+        values = [r[key] for r in results[arm] if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    print(f"\nmedian of {args.pairs} runs per arm")
+    print(f"{'arm':<5}{'tokens/s':>10}{'examples/s':>12}{'peak RSS GB':>13}{'peak CUDA GB':>14}{'final loss':>12}"
+          f"{'probe $ err':>13}{'MFU':>7}{'A/this tok/s':>14}")
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    for arm in arms:
+        ratio = med("A", "tokens_per_s") / med(arm, "tokens_per_s") if "A" in arms else None
+        print(f"{arm:<5}{med(arm, 'tokens_per_s'):>10.1f}{med(arm, 'examples_per_s'):>12.2f}"
+              f"{med(arm, 'peak_rss_gb'):>13.2f}{fmt(med(arm, 'peak_cuda_gb'), '.2f'):>14}"
+              f"{med(arm, 'final_loss'):>12.3f}{fmt(med(arm, 'probe_error'), '.2f'):>13}"
+              f"{fmt(med(arm, 'mfu') and 100 * med(arm, 'mfu'), '.1f'):>7}{fmt(ratio, '.2f'):>13}x")
+    for arm in [a for a in ("B", "B'") if a in arms and "A" in arms]:
+        ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(results["A"], results[arm])]
+        print(f"A/{arm} tokens/s per round: {', '.join(f'{x:.2f}x' for x in ratios)}")
+
+
+if __name__ == "__main__":
+    main()
