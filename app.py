@@ -14,7 +14,7 @@ import pandas as pd
 
 from trainer import charts
 from trainer import data as D
-from trainer.config import COURSE_TARGETS, ConfigError, TrainConfig
+from trainer.config import COURSE_TARGETS, ConfigError, TrainConfig, model_defaults
 from trainer.job import JOBS, Busy
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
 from trainer.paths import runs_dir
@@ -108,14 +108,26 @@ def _token_lengths(products):
 
 # ---------- model form ----------
 
-def discover_targets(model_name, current):
+def _is_a_default(targets, lr) -> bool:
+    """Whether the form still shows some model's defaults (then a model change may replace them)."""
+    presets = [model_defaults(m) for m in (DEMO, "any other model")]
+    return any(sorted(targets or []) == sorted(p["target_modules"]) and float(lr or 0) == p["learning_rate"]
+               for p in presets)
+
+
+def discover_targets(model_name, current, lr):
+    """The new model's linear layers; its default targets and learning rate unless the user chose their own."""
     try:
         names = linear_module_names(model_config(model_name))
     except (ModelError, ValueError) as exc:
         gr.Warning(str(exc))
-        return gr.skip()
+        return gr.skip(), gr.skip()
+    if _is_a_default(current, lr):
+        wanted = model_defaults(model_name.strip() or DEMO)
+        keep = [n for n in wanted["target_modules"] if n in names] or names[:1]
+        return gr.CheckboxGroup(choices=names, value=keep), wanted["learning_rate"]
     keep = [n for n in current if n in names] or [n for n in COURSE_TARGETS if n in names] or names[:1]
-    return gr.CheckboxGroup(choices=names, value=keep)
+    return gr.CheckboxGroup(choices=names, value=keep), gr.skip()
 
 
 def estimate(model_name, r, targets):
@@ -391,6 +403,61 @@ def cancel_evaluation():
     return "Cancelling at the next batch…"
 
 
+# ---------- export ----------
+
+def _finished_run(run_name) -> RunFolder | None:
+    # Only names of existing runs ever reach the file system: a posted name is never used as a path.
+    return {r.name: r for r in list_runs() if r.has_adapter()}.get(run_name)
+
+
+def export_card(run_name):
+    from trainer.export import model_card
+
+    run = _finished_run(run_name)
+    if run is None:
+        return "Pick a finished run with an adapter.", gr.skip()
+    card = model_card(run.path)
+    return card.read_text(), gr.DownloadButton(value=_adapter_zip(run), visible=True,
+                                               label=f"Download adapter + card of {run.name} (zip)")
+
+
+def _run_for(run_name, request, verb) -> tuple[RunFolder | None, str]:
+    """The finished run a control may act on, or why not."""
+    run = _finished_run(run_name)
+    if run is None:
+        return None, "Pick a finished run with an adapter."
+    if not _may_control(run, request):
+        return None, f"Only the user who started this run (or an admin) may {verb} it."
+    return run, ""
+
+
+def export_merge(run_name, request: gr.Request = None):
+    from trainer.export import ExportError, merge
+
+    run, refusal = _run_for(run_name, request, "merge")
+    if run is None:
+        return refusal
+    try:
+        out = merge(run.path)
+    except (ExportError, ModelError) as exc:
+        return f"**Cannot merge:** {exc}"
+    return (f"Merged model saved on the server in `{run.name}/merged/` (safetensors): load it with "
+            f"`AutoModelForCausalLM.from_pretrained(\"{out}\")`.")
+
+
+def export_push(run_name, repo_id, token, private, request: gr.Request = None):
+    from trainer.export import ExportError, push
+
+    run, refusal = _run_for(run_name, request, "push")
+    if run is None:
+        return refusal
+    try:
+        url = push(run.path, (repo_id or "").strip(), (token or "").strip() or None, private=bool(private))
+    except ExportError as exc:
+        return f"**Cannot push:** {exc}"
+    return f"Pushed to {url}"
+
+
 # ---------- layout ----------
 
 def build_app() -> gr.Blocks:
@@ -428,8 +495,9 @@ def build_app() -> gr.Blocks:
                     alpha = gr.Number(value=DEFAULTS.lora_alpha, label="alpha", precision=0)
                     dropout = gr.Slider(0, 0.5, value=DEFAULTS.lora_dropout, step=0.01, label="dropout")
                     demo_layers = linear_module_names(model_config(DEMO))
-                    targets = gr.CheckboxGroup(demo_layers, value=list(COURSE_TARGETS), label="target modules")
-                    estimate_md = gr.Markdown(estimate(DEMO, DEFAULTS.lora_r, COURSE_TARGETS))
+                    targets = gr.CheckboxGroup(demo_layers, value=list(DEFAULTS.target_modules),
+                                               label="target modules")
+                    estimate_md = gr.Markdown(estimate(DEMO, DEFAULTS.lora_r, DEFAULTS.target_modules))
 
                     gr.Markdown("### 4 · Training")
                     with gr.Row():
@@ -488,6 +556,22 @@ def build_app() -> gr.Blocks:
                 eval_scatter = gr.Plot(label="Truth vs guess", elem_id="eval-scatter")
                 eval_buckets = gr.Plot(label="Error by price")
 
+        with gr.Tab("Export") as export_tab:
+            gr.Markdown("Take a run out of PriceTune: its adapter with a model card (config, data, the Tester's "
+                        "numbers and scatter; evaluate first for those), a merged model folder, or a push to the "
+                        "Hugging Face Hub.")
+            export_run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
+            with gr.Row():
+                card_btn = gr.Button("Write model card", variant="primary")
+                merge_btn = gr.Button("Merge adapter into the base model")
+            export_download = gr.DownloadButton("Download adapter (zip)", visible=False)
+            with gr.Row():
+                repo_box = gr.Textbox(label="Hub repo (owner/name)")
+                token_box = gr.Textbox(label="Hugging Face token (write)", type="password")
+                private_box = gr.Checkbox(value=True, label="private")
+                push_btn = gr.Button("Push adapter to the Hub")
+            export_md = gr.Markdown(elem_id="export-result")
+
         seen = gr.State(None)
         timer = gr.Timer(1.0)
 
@@ -498,8 +582,8 @@ def build_app() -> gr.Blocks:
         sample_btn.click(hide_mapping, outputs=[text_cols, price_col], api_visibility="private")
         for picker in (text_cols, price_col):
             picker.input(remap, [upload_path, text_cols, price_col], upload_outputs, api_visibility="private")
-        model.submit(discover_targets, [model, targets], targets)
-        model.blur(discover_targets, [model, targets], targets, api_visibility="private")
+        model.submit(discover_targets, [model, targets, lr], [targets, lr])
+        model.blur(discover_targets, [model, targets, lr], [targets, lr], api_visibility="private")
         for comp in (model, lora_r, targets):
             comp.change(estimate, [model, lora_r, targets], estimate_md, show_progress="hidden",
                         api_visibility="private")
@@ -519,6 +603,11 @@ def build_app() -> gr.Blocks:
                                                                           eval_buckets],
                        api_name="evaluate", concurrency_id="gpu", concurrency_limit=1)
         eval_cancel.click(cancel_evaluation, outputs=eval_md, api_name="cancel_evaluation", concurrency_limit=None)
+        export_tab.select(runs_with_adapters, outputs=export_run, api_visibility="private")
+        card_btn.click(export_card, export_run, [export_md, export_download], api_name="export_card")
+        merge_btn.click(export_merge, export_run, export_md, api_name="export_merge", concurrency_id="gpu",
+                        concurrency_limit=1)
+        push_btn.click(export_push, [export_run, repo_box, token_box, private_box], export_md, api_name="export_push")
     return app
 
 

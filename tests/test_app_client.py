@@ -80,6 +80,15 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     figure = json.loads(scatter["plot"])
     assert figure["layout"]["title"]["text"].startswith("Error=$") and len(figure["data"][0]["x"]) >= 1
 
+    # Export: the model card carries that evaluation; the zip has the card and its scatter image.
+    card, download = client.predict(run_name, api_name="/export_card")
+    assert f"# {run_name}" in card and "Error=$" in card and "scatter.png" in card
+    with zipfile.ZipFile(download) as z:
+        assert {"README.md", "scatter.png", "adapter_model.safetensors"} <= set(z.namelist())
+    pushed = client.predict(run_name, "someone/pricetune", "hf_dummy", True, api_name="/export_push")
+    assert "Cannot push" in pushed and "offline" in pushed
+    assert "Pick a finished run" in client.predict("../../etc", api_name="/export_card")[0]
+
 
 def test_bad_upload_gets_a_message_and_the_app_keeps_serving(launched_app, tmp_path):
     bad = tmp_path / "prices.csv"

@@ -33,6 +33,12 @@ def _train_parser(sub):
     p.add_argument("--save-steps", type=int, dest="save_steps")
     p.add_argument("--seed", type=int)
     p.add_argument("--save-minutes", type=float, dest="save_minutes")
+    p.add_argument("--max-minutes", type=float, dest="max_minutes",
+                   help="stop training after this many minutes and save the adapter (0: no limit)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--probe-method", choices=["expected", "greedy"], dest="probe_method",
+                   help="how the held-out probe is priced during training (default: expected)")
+    p.add_argument("--test-size", type=float, dest="test_size", help="held-out share (<1) or count (>=1)")
     p.add_argument("--output", help="run folder to create, e.g. runs/my-run")
     p.add_argument("--resume", metavar="RUN", help="continue runs/NAME from its last complete checkpoint")
 
@@ -44,7 +50,7 @@ def _train(args) -> int:
         job = TrainingJob(resume=args.resume)
         print(job.resume_note, flush=True)
         return _follow(job.start())
-    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig.for_model(args.model or "demo")
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
     if args.epochs is not None:
@@ -203,6 +209,17 @@ def _check_data(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from . import export
+
+    print(f"model card: {export.model_card(args.run)}")
+    if args.merge is not None:
+        print(f"merged model: {export.merge(args.run, args.merge or None)}")
+    if args.push:
+        print(f"pushed: {export.push(args.run, args.push, args.token, private=not args.public)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,8 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lora-r", type=int, default=16, dest="lora_r")
     p.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj", dest="target_modules")
     _check_data_parser(sub)
+    p = sub.add_parser("export", help="model card, merged model folder, or a push to the Hugging Face Hub")
+    p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--merge", metavar="FOLDER", nargs="?", const="",
+                   help="fold the adapter into the base model and save it (default folder: RUN/merged)")
+    p.add_argument("--push", metavar="OWNER/NAME", help="upload the adapter and its card to this Hub model repo")
+    p.add_argument("--token", help="Hugging Face token with write access (default: HF_TOKEN or your login)")
+    p.add_argument("--public", action="store_true", help="make a new Hub repo public (default: private)")
     args = parser.parse_args(argv)
-    commands = {"train": _train, "predict": _predict, "eval": _eval, "estimate": _estimate, "check-data": _check_data}
+    commands = {"train": _train, "predict": _predict, "eval": _eval, "estimate": _estimate, "check-data": _check_data,
+                "export": _export}
     try:
         return commands[args.command](args)
     except (ConfigError, ValueError, OSError) as exc:
