@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -18,7 +19,7 @@ from trainer.config import COURSE_TARGETS, ConfigError, TrainConfig, model_defau
 from trainer.job import JOBS, Busy
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
 from trainer.paths import runs_dir
-from trainer.runs import FINAL_STATES, RunFolder, list_runs
+from trainer.runs import ACTIVE_STATES, FINAL_STATES, RunFolder, list_runs, run_summary
 
 RESUMABLE = ("stopped", "failed", "interrupted")
 
@@ -141,25 +142,70 @@ def estimate(model_name, r, targets):
 
 # ---------- start / stop ----------
 
-def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
-          sample_every, probe_size, seed, save_steps, mapping=None, request: gr.Request = None):
-    if not data_path:
-        return "Choose data first: **Use sample data** or upload a file."
+FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
+               "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "sample_every", "probe_size", "seed",
+               "save_steps"]
+
+
+def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
+                sample_every, probe_size, seed, save_steps, mapping=None) -> TrainConfig:
+    """The TrainConfig the form describes (validated); Start and Export config share it."""
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
     mapping = (mapping or {}) if data_path != "sample" else {}
+    return TrainConfig(data=data_path or "sample", text_column=",".join(mapping.get("text") or []),
+                       price_column=mapping.get("price") or "",
+                       model=model.strip() or DEMO, quant=quant, lora_r=int(r),
+                       lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=list(targets or []),
+                       learning_rate=float(lr), max_steps=int(max_steps), epochs=float(epochs),
+                       batch_size=int(batch), grad_accum=int(accum), max_length=int(max_len),
+                       sample_every=int(sample_every), probe_size=int(probe_size), seed=int(seed),
+                       save_steps=int(save_steps)).validate()
+
+
+def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
+          sample_every, probe_size, seed, save_steps, mapping=None, request: gr.Request = None):
+    # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
+    form = {k: v for k, v in locals().items() if k != "request"}
+    if not data_path:
+        return "Choose data first: **Use sample data** or upload a file."
     try:
-        config = TrainConfig(data=data_path, text_column=",".join(mapping.get("text") or []),
-                             price_column=mapping.get("price") or "",
-                             model=model.strip() or DEMO, quant=quant, lora_r=int(r),
-                             lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=list(targets or []),
-                             learning_rate=float(lr), max_steps=int(max_steps), epochs=float(epochs),
-                             batch_size=int(batch), grad_accum=int(accum), max_length=int(max_len),
-                             sample_every=int(sample_every), probe_size=int(probe_size), seed=int(seed),
-                             save_steps=int(save_steps))
-        job = JOBS.start(config, owner=_user(request))
+        job = JOBS.start(form_config(**form), owner=_user(request))
     except (ConfigError, Busy) as exc:
         return f"**{exc}**"
     return f"Started run **{job.run.name}**."
+
+
+def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
+                  sample_every, probe_size, seed, save_steps, mapping=None):
+    """The form as the YAML that `python -m trainer train --config` takes."""
+    try:
+        config = form_config(**locals())
+    except ConfigError as exc:
+        return gr.skip(), f"**Cannot export:** {exc}"
+    folder = Path(tempfile.mkdtemp(prefix="pricetune-config-"))
+    path = folder / "pricetune-config.yaml"
+    path.write_text(config.to_yaml())
+    return gr.DownloadButton(value=str(path), visible=True, label="Download config.yaml"), (
+        f"Run it headless with `python -m trainer train --config pricetune-config.yaml`.")
+
+
+def import_config(file):
+    """Fill the form from a config.yaml (as exported, or a run's own); the data choice stays as it is."""
+    skip = [gr.skip()] * len(FORM_FIELDS)
+    if not file:
+        return *skip, ""
+    try:
+        config = TrainConfig.from_yaml(file).validate()
+    except (ConfigError, OSError, ValueError) as exc:  # yaml errors are ValueErrors too
+        return *skip, f"**Cannot import:** {exc}"
+    values = [getattr(config, f) for f in FORM_FIELDS]
+    try:
+        names = linear_module_names(model_config(config.model))
+        values[FORM_FIELDS.index("target_modules")] = gr.CheckboxGroup(choices=names, value=config.target_modules)
+    except (ModelError, ValueError):
+        pass  # the model cannot be inspected here; the targets are shown as given
+    note = "" if config.data == "sample" else f" Its data was `{config.data}`: upload that file to train on it."
+    return *values, f"Form filled from the config.{note}"
 
 
 def stop(request: gr.Request = None):
@@ -299,14 +345,17 @@ class LiveView:
                                          visible=True)
         return {
             "status": {**status, "state": state}, "metrics": metrics,
-            "loss": charts.loss_figure(metrics),
-            "error": charts.error_figure(metrics, base_error=base, constant_error=constant),
-            "table": charts.samples_frame(samples[-1]["items"]) if samples else None,
+            # Serialized here, once per change: Gradio passes ready plot/table data through untouched, where a
+            # figure or Styler would be turned into JSON again for every polling browser.
+            "loss": _PLOT.postprocess(charts.loss_figure(metrics)),
+            "error": _PLOT.postprocess(charts.error_figure(metrics, base_error=base, constant_error=constant)),
+            "table": _TABLE.postprocess(charts.samples_frame(samples[-1]["items"])).model_dump() if samples else None,
             "download": download,
             "resume": gr.Button(visible=state in RESUMABLE and run.last_complete_checkpoint()[0] is not None),
         }
 
 
+_PLOT, _TABLE = gr.Plot(render=False), gr.Dataframe(render=False, interactive=False)
 LIVE = LiveView()
 
 
@@ -325,8 +374,6 @@ def refresh(seen):
 
 def _adapter_zip(run: RunFolder) -> str:
     # Built in a temp folder the server owns: downloads never expose the runs folder itself.
-    import shutil
-
     folder = Path(tempfile.gettempdir()) / "pricetune-downloads"
     folder.mkdir(exist_ok=True)
     # Named by the adapter's save time, so a resumed and re-finished run never serves a stale zip.
@@ -401,6 +448,42 @@ def run_evaluation(run_name, file, limit, progress=gr.Progress()):
 def cancel_evaluation():
     EVAL_CANCEL.set()
     return "Cancelling at the next batch…"
+
+
+# ---------- run history ----------
+
+RUN_COLUMNS = ["run", "status", "started", "steps", "final loss", "best probe $ error", "model", "r / alpha", "targets"]
+
+
+def list_history():
+    runs = list_runs()
+    table = pd.DataFrame([run_summary(r) for r in runs], columns=RUN_COLUMNS)
+    names = [r.name for r in runs]
+    return table, gr.Dropdown(choices=names, value=names[:3], multiselect=True)
+
+
+def compare_runs(names):
+    runs = {r.name: r for r in list_runs()}
+    # Only names of existing runs ever reach the file system: a posted name is never used as a path.
+    series = {name: runs[name].metrics() for name in (names or []) if name in runs}
+    return (charts.overlay_figure(series, "loss", "Training loss (smoothed)", "loss"),
+            charts.overlay_figure(series, "probe_error", "$ error on held-out items", "$ error"))
+
+
+def delete_run(names, confirmed, request: gr.Request = None):
+    runs = {r.name: r for r in list_runs()}
+    picked = [n for n in (names or []) if n in runs]
+    if len(picked) != 1:
+        return "Select exactly one run to delete."
+    run = runs[picked[0]]
+    if not confirmed:
+        return f"Tick **I am sure** to delete run {run.name} and everything in it."
+    if run.state() in ACTIVE_STATES:
+        return f"Run {run.name} is {run.state()}: stop it first."
+    if not _may_control(run, request):
+        return "Only the user who started this run (or an admin) may delete it."
+    shutil.rmtree(run.path)
+    return f"Deleted run {run.name}."
 
 
 # ---------- export ----------
@@ -519,6 +602,11 @@ def build_app() -> gr.Blocks:
                         save_steps = gr.Number(value=DEFAULTS.save_steps, precision=0,
                                                label=f"checkpoint every N steps (and every {DEFAULTS.save_minutes:g} min)")
                     with gr.Row():
+                        config_in = gr.UploadButton("Import config", file_types=[".yaml", ".yml"], type="filepath")
+                        config_out_btn = gr.Button("Export config")
+                        config_out = gr.DownloadButton("Download config.yaml", visible=False)
+                    config_md = gr.Markdown(elem_id="config-message")
+                    with gr.Row():
                         start_btn = gr.Button("Start", variant="primary")
                         stop_btn = gr.Button("Stop", variant="stop")
                         resume_btn = gr.Button("Resume", visible=False)
@@ -556,6 +644,18 @@ def build_app() -> gr.Blocks:
                 eval_scatter = gr.Plot(label="Truth vs guess", elem_id="eval-scatter")
                 eval_buckets = gr.Plot(label="Error by price")
 
+        with gr.Tab("Runs") as runs_tab:
+            gr.Markdown("Every run in the runs folder, from the app or the CLI. Select runs to overlay their curves.")
+            history = gr.Dataframe(label="Runs", interactive=False, elem_id="runs-table")
+            history_pick = gr.Dropdown(label="Runs to compare", choices=[], multiselect=True, allow_custom_value=True)
+            with gr.Row():
+                history_loss = gr.Plot(label="Loss")
+                history_error = gr.Plot(label="$ error")
+            with gr.Row():
+                delete_sure = gr.Checkbox(label="I am sure", value=False)
+                delete_btn = gr.Button("Delete the selected run", variant="stop")
+            history_md = gr.Markdown()
+
         with gr.Tab("Export") as export_tab:
             gr.Markdown("Take a run out of PriceTune: its adapter with a model card (config, data, the Tester's "
                         "numbers and scatter; evaluate first for those), a merged model folder, or a push to the "
@@ -587,14 +687,20 @@ def build_app() -> gr.Blocks:
         for comp in (model, lora_r, targets):
             comp.change(estimate, [model, lora_r, targets], estimate_md, show_progress="hidden",
                         api_visibility="private")
-        start_btn.click(start, [data_path, model, quant, lora_r, alpha, dropout, targets, lr, max_steps, epochs,
-                                batch, accum, max_len, sample_every, probe_size, seed, save_steps, mapping], start_msg,
+        form = [model, quant, lora_r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
+                sample_every, probe_size, seed, save_steps]
+        start_btn.click(start, [data_path, *form, mapping], start_msg,
                         api_name="start", concurrency_id="gpu", concurrency_limit=1)
+        config_out_btn.click(export_config, [data_path, *form, mapping], [config_out, config_md],
+                             api_name="export_config")
+        config_in.upload(import_config, config_in, [*form, config_md], api_name="import_config")
         # Stop must never wait behind a queued start or evaluation.
         stop_btn.click(stop, outputs=start_msg, api_name="stop", concurrency_limit=None)
         resume_btn.click(resume, outputs=start_msg, api_name="resume", concurrency_id="gpu", concurrency_limit=1)
+        # Off the queue: a poll is one plain HTTP request (no queue join and event stream), which is what lets
+        # twenty open pages cost training little.
         timer.tick(refresh, seen, [status_md, loss_plot, error_plot, samples_df, download, resume_btn, seen],
-                   show_progress="hidden", concurrency_limit=None, api_name="refresh")
+                   show_progress="hidden", queue=False, api_name="refresh")
         predict_tab.select(runs_with_adapters, outputs=run_pick, api_visibility="private")
         predict_btn.click(predict, [run_pick, description], [predict_md, predict_plot], api_name="predict",
                           concurrency_id="gpu", concurrency_limit=1)
@@ -603,6 +709,11 @@ def build_app() -> gr.Blocks:
                                                                           eval_buckets],
                        api_name="evaluate", concurrency_id="gpu", concurrency_limit=1)
         eval_cancel.click(cancel_evaluation, outputs=eval_md, api_name="cancel_evaluation", concurrency_limit=None)
+        runs_tab.select(list_history, outputs=[history, history_pick], api_name="list_runs").then(
+            compare_runs, history_pick, [history_loss, history_error], api_visibility="private")
+        history_pick.change(compare_runs, history_pick, [history_loss, history_error], api_name="compare_runs")
+        delete_btn.click(delete_run, [history_pick, delete_sure], history_md, api_name="delete_run").then(
+            list_history, outputs=[history, history_pick], api_visibility="private")
         export_tab.select(runs_with_adapters, outputs=export_run, api_visibility="private")
         card_btn.click(export_card, export_run, [export_md, export_download], api_name="export_card")
         merge_btn.click(export_merge, export_run, export_md, api_name="export_merge", concurrency_id="gpu",

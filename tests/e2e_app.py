@@ -20,6 +20,7 @@ def free_port() -> int:
 class LaunchedApp:
     def __init__(self, runs: Path | None, log: Path, extra_env: dict | None = None):
         self.port = free_port()
+        self.runs = runs
         self.url = f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, "PORT": str(self.port), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
                **({"PRICETUNE_RUNS": str(runs)} if runs else {}), **(extra_env or {})}

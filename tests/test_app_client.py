@@ -101,3 +101,58 @@ def test_bad_upload_gets_a_message_and_the_app_keeps_serving(launched_app, tmp_p
     info, _preview, _hist, tokens = client.predict(handle_file(str(good)), api_name="/upload")
     assert "29 products" in info
     assert "truncated" in json.loads(tokens["plot"])["layout"]["title"]["text"]  # the token-length histogram
+
+
+def test_runs_tab_lists_app_and_cli_runs_overlays_them_and_deletes_with_confirmation(launched_app):
+    from trainer.__main__ import main
+
+    # A run made with the CLI into the same runs folder, next to any the app made.
+    assert main(["train", "--data", "sample", "--max-steps", "2", "--batch-size", "2", "--lora-r", "4",
+                 "--target-modules", "q_proj,v_proj", "--sample-every", "0", "--probe-size", "2",
+                 "--save-steps", "0", "--output", str(launched_app.runs / "from-cli")]) == 0
+    client = Client(launched_app.url, verbose=False)
+    table, pick = client.predict(api_name="/list_runs")
+    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+    assert rows["from-cli"]["status"] == "done" and rows["from-cli"]["steps"] == 2
+    assert rows["from-cli"]["final loss"] > 0 and rows["from-cli"]["targets"] == "q_proj,v_proj"
+    names = list(rows)
+    loss, error = client.predict(names, api_name="/compare_runs")
+    traces = [t["name"] for t in json.loads(loss["plot"])["data"]]
+    assert traces == names  # one line per selected run, in the app's and the CLI's runs alike
+
+    assert "Tick" in client.predict(["from-cli"], False, api_name="/delete_run")
+    # A posted name that is no run never reaches the file system.
+    assert "exactly one" in client.predict(["../.."], True, api_name="/delete_run")
+    assert client.predict(["from-cli"], True, api_name="/delete_run") == "Deleted run from-cli."
+    assert not (launched_app.runs / "from-cli").exists()
+    table, _ = client.predict(api_name="/list_runs")
+    assert "from-cli" not in [row[0] for row in table["data"]]
+
+
+def test_exported_config_imports_back_into_the_form_and_trains_headless(launched_app, tmp_path):
+    from trainer.__main__ import main
+    from trainer.config import TrainConfig
+
+    client = Client(launched_app.url, verbose=False)
+    form = {**FORM, "lr": 5e-4, "max_steps": 1, "r": 6}
+    download, message = client.predict(**form, api_name="/export_config")
+    path = file_path(download)
+    assert "--config" in message and path
+    config = TrainConfig.from_yaml(path)
+    assert (config.learning_rate, config.max_steps, config.lora_r, config.target_modules) == \
+        (5e-4, 1, 6, ["q_proj", "v_proj"])
+
+    *values, note = client.predict(handle_file(path), api_name="/import_config")
+    filled = dict(zip(["model", "quant", "r", "alpha", "dropout", "targets", "lr", "max_steps"], values))
+    targets = filled["targets"]["value"] if isinstance(filled["targets"], dict) else filled["targets"]
+    assert (filled["lr"], filled["max_steps"], filled["r"], targets) == (5e-4, 1, 6, ["q_proj", "v_proj"])
+    assert "Form filled" in note
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora_rank: 8\n")
+    assert "Cannot import" in client.predict(handle_file(str(bad)), api_name="/import_config")[-1]
+
+    # The same file drives the CLI, field for field.
+    assert main(["train", "--config", path, "--output", str(tmp_path / "runs" / "headless")]) == 0
+    trained = TrainConfig.from_yaml(tmp_path / "runs" / "headless" / "config.yaml")
+    assert {k: v for k, v in vars(trained).items() if k != "name"} == \
+        {k: v for k, v in vars(config).items() if k != "name"}

@@ -230,3 +230,21 @@ def bucket_figure(truths: list[float], guesses: list[float | None]) -> go.Figure
     fig.update_layout(title="Mean error by true price", xaxis_title="true price", yaxis_title="mean absolute error ($)",
                       template="plotly_white")
     return fig
+
+
+def overlay_figure(series: dict[str, list[dict]], key: str, title: str, y_title: str) -> go.Figure:
+    """One line per run of metric `key` by step (loss smoothed), for comparing runs."""
+    fig = go.Figure()
+    for name, metrics in series.items():
+        rows = sorted((r for r in metrics if _number(r.get(key)) is not None and _number(r.get("step")) is not None),
+                      key=lambda r: r["step"])
+        if not rows:
+            continue
+        values = [float(r[key]) for r in rows]
+        fig.add_trace(go.Scatter(x=[r["step"] for r in rows], y=ema(values) if key == "loss" else values,
+                                 name=name, mode="lines" if key == "loss" else "lines+markers"))
+    if not fig.data:
+        return _empty(title, "Select runs with data to compare.", "step", y_title)
+    fig.update_layout(title=title, xaxis=dict(title="step"), yaxis=dict(title=y_title), template="plotly_white",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
+    return fig

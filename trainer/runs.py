@@ -201,3 +201,25 @@ def list_runs(root: Path | None = None) -> list[RunFolder]:
         return []
     runs = [RunFolder(p) for p in root.iterdir() if p.is_dir() and (p / "status.json").exists()]
     return sorted(runs, key=lambda r: r.status().get("created", 0), reverse=True)
+
+
+def run_summary(run: RunFolder) -> dict:
+    """One row of the run history: what a user compares runs by."""
+    import yaml
+
+    status, metrics = run.status(), run.metrics()
+    try:
+        config = yaml.safe_load(run.config_file.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    losses = [r["loss"] for r in metrics if isinstance(r.get("loss"), (int, float))]
+    probes = [r["probe_error"] for r in metrics if isinstance(r.get("probe_error"), (int, float)) and r["step"] > 0]
+    started = status.get("started") or status.get("created")
+    return {
+        "run": run.name, "status": run.state(),
+        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else "",
+        "steps": status.get("step", 0), "final loss": round(losses[-1], 4) if losses else None,
+        "best probe $ error": round(min(probes), 2) if probes else None, "model": config.get("model", "?"),
+        "r / alpha": f"{config.get('lora_r', '?')} / {config.get('lora_alpha', '?')}",
+        "targets": ",".join(config.get("target_modules") or []),
+    }
