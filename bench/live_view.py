@@ -4,7 +4,7 @@ no-client baseline measured in the same run; asserts nothing.
 
     .venv/bin/python bench/live_view.py [--phase-seconds 40] [--rounds 2] [--clients page|http|gradio_client]
 
-Clients poll /refresh once a second, as the page's gr.Timer does. They run on this same machine, so their own
+Clients poll /refresh as often as the page's gr.Timer does (its interval is read from the app's config). They run on this same machine, so their own
 CPU use counts against training too: an upper bound on the server-side cost.
 """
 
@@ -43,7 +43,7 @@ def poller(url: str, stop: threading.Event, latencies: list | None, runs: Path):
                 step_logged = [r for r in _metrics(runs) if "loss" in r][points - 1]["time"]
                 latencies.append(time.time() - step_logged)
             shown = points
-        stop.wait(max(0.0, 1.0 - (time.time() - t0)))
+        stop.wait(max(0.0, POLL_SECONDS - (time.time() - t0)))
 
 
 def light_poller(url: str, stop: threading.Event, latencies, runs: Path):
@@ -58,41 +58,55 @@ def light_poller(url: str, stop: threading.Event, latencies, runs: Path):
             event = json.load(r)["event_id"]
         with urllib.request.urlopen(url + f"gradio_api/call/refresh/{event}", timeout=30) as r:
             r.read()
-        stop.wait(max(0.0, 1.0 - (time.time() - t0)))
+        stop.wait(max(0.0, POLL_SECONDS - (time.time() - t0)))
 
 
-def _refresh_event(url: str) -> tuple[int, int]:
-    """(fn_index, trigger id) of the page's timer → /refresh event, read from the app's config as a page does."""
+POLL_SECONDS = 1.0  # replaced by the page timer's interval once the app is up
+
+
+def _timer_seconds(url: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "config", timeout=30) as r:
+        config = json.load(r)
+    return next(float(c["props"]["value"]) for c in config["components"] if c.get("type") == "timer")
+
+
+def _refresh_event(url: str) -> tuple[int, int, bool]:
+    """(fn_index, trigger id, queued?) of the page's timer → /refresh event, from the app's config as a page reads it."""
     import urllib.request
 
     with urllib.request.urlopen(url + "config", timeout=30) as r:
         config = json.load(r)
     for index, dep in enumerate(config["dependencies"]):
         if dep.get("api_name") == "refresh":
-            return dep.get("id", index), dep["targets"][0][0]
+            return dep.get("id", index), dep["targets"][0][0], dep.get("queue") is not False
     raise RuntimeError("no refresh event in the app config")
 
 
 def page_poller(url: str, stop: threading.Event, latencies, runs: Path):
-    """What an open browser tab does: one session, the timer's event joined to the queue, its result read from
-    the session's event stream. The session keeps the page's State, so unchanged charts come back as skips."""
+    """What an open browser tab does: one session polling the timer's event. The session keeps the page's State,
+    so unchanged charts come back as skips."""
     import urllib.request
     import uuid
 
-    fn_index, trigger = _refresh_event(url)
+    fn_index, trigger, queued = _refresh_event(url)
     session = uuid.uuid4().hex[:11]
     body = json.dumps({"data": [None], "event_data": None, "fn_index": fn_index, "trigger_id": trigger,
                        "session_hash": session}).encode()
     while not stop.is_set():
         t0 = time.time()
-        req = urllib.request.Request(url + "gradio_api/queue/join", data=body,
-                                     headers={"Content-Type": "application/json"})
+        # A queued event is joined, then its result read from the session's event stream; an unqueued one is a
+        # single POST, as the page's own JavaScript does it.
+        req = urllib.request.Request(url + ("gradio_api/queue/join" if queued else "gradio_api/run/predict"),
+                                     data=body, headers={"Content-Type": "application/json"})
         urllib.request.urlopen(req, timeout=30).read()
-        with urllib.request.urlopen(url + f"gradio_api/queue/data?session_hash={session}", timeout=30) as r:
-            for line in r:
-                if b"process_completed" in line:
-                    break
-        stop.wait(max(0.0, 1.0 - (time.time() - t0)))
+        if queued:
+            with urllib.request.urlopen(url + f"gradio_api/queue/data?session_hash={session}", timeout=30) as r:
+                for line in r:
+                    if b"process_completed" in line:
+                        break
+        stop.wait(max(0.0, POLL_SECONDS - (time.time() - t0)))
 
 
 def _metrics(runs: Path) -> list[dict]:
@@ -113,7 +127,10 @@ def main() -> None:
     runs = folder / "runs"
     app = LaunchedApp(runs, folder / "app.log")
     try:
+        global POLL_SECONDS
         print(f"app start-up to a ready page (model cached): {app.wait_ready():.1f} s")
+        POLL_SECONDS = _timer_seconds(app.url)
+        print(f"each client polls every {POLL_SECONDS:g} s, as the page does")
         client = Client(app.url, verbose=False)
         client.predict(api_name="/use_sample")
         print(client.predict(**FORM, api_name="/start"))
