@@ -709,9 +709,10 @@ def build_app() -> gr.Blocks:
                                                                           eval_buckets],
                        api_name="evaluate", concurrency_id="gpu", concurrency_limit=1)
         eval_cancel.click(cancel_evaluation, outputs=eval_md, api_name="cancel_evaluation", concurrency_limit=None)
+        # Registered first so the public endpoint gets the plain name; the tab's chained call is private.
+        history_pick.change(compare_runs, history_pick, [history_loss, history_error], api_name="compare_runs")
         runs_tab.select(list_history, outputs=[history, history_pick], api_name="list_runs").then(
             compare_runs, history_pick, [history_loss, history_error], api_visibility="private")
-        history_pick.change(compare_runs, history_pick, [history_loss, history_error], api_name="compare_runs")
         delete_btn.click(delete_run, [history_pick, delete_sure], history_md, api_name="delete_run").then(
             list_history, outputs=[history, history_pick], api_visibility="private")
         export_tab.select(runs_with_adapters, outputs=export_run, api_visibility="private")

@@ -83,7 +83,7 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     # Export: the model card carries that evaluation; the zip has the card and its scatter image.
     card, download = client.predict(run_name, api_name="/export_card")
     assert f"# {run_name}" in card and "Error=$" in card and "scatter.png" in card
-    with zipfile.ZipFile(download) as z:
+    with zipfile.ZipFile(file_path(download)) as z:
         assert {"README.md", "scatter.png", "adapter_model.safetensors"} <= set(z.namelist())
     pushed = client.predict(run_name, "someone/pricetune", "hf_dummy", True, api_name="/export_push")
     assert "Cannot push" in pushed and "offline" in pushed

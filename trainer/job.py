@@ -331,8 +331,8 @@ class TrainingJob:
             include_num_input_tokens_seen="non_padding",
             optim="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch",
             bf16=cfg.use_bf16(),
-            # The Trainer refuses bf16 without a GPU unless told the CPU is meant.
-            use_cpu=not torch.cuda.is_available(),
+            # The Trainer refuses bf16 without a GPU unless told the CPU is meant (elsewhere it keeps picking MPS).
+            use_cpu=cfg.use_bf16() and not torch.cuda.is_available(),
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
             dataloader_pin_memory=torch.cuda.is_available(),
         )
