@@ -5,7 +5,7 @@
 # No internet needed; see bench/README.md for carrying the packages in as wheels. Under 8 minutes on an H100.
 #
 #   bash bench/gpu_check.sh            # the real check (needs an NVIDIA GPU)
-#   TINY=1 bash bench/gpu_check.sh     # the same steps on a tiny model, on a CPU (what the tests run)
+#   TINY=1 bash bench/gpu_check.sh     # the same steps on a tiny model, on a CPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
