@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
+import shlex
 import shutil
 import tempfile
 import threading
@@ -19,7 +21,7 @@ from trainer.config import COURSE_TARGETS, ConfigError, TrainConfig, model_defau
 from trainer.job import JOBS, Busy
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
 from trainer.paths import runs_dir
-from trainer.runs import ACTIVE_STATES, FINAL_STATES, RunFolder, list_runs, run_summary
+from trainer.runs import ACTIVE_STATES, FINAL_STATES, RunFolder, list_runs, read_jsonl, run_summary
 
 RESUMABLE = ("stopped", "failed", "interrupted")
 
@@ -185,19 +187,36 @@ def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_s
     folder = Path(tempfile.mkdtemp(prefix="pricetune-config-"))
     path = folder / "pricetune-config.yaml"
     path.write_text(config.to_yaml())
-    return gr.DownloadButton(value=str(path), visible=True, label="Download config.yaml"), (
-        f"Run it headless with `python -m trainer train --config pricetune-config.yaml`.")
+    return gr.DownloadButton(value=str(path), visible=True, label="Download config.yaml"), commands_text(config)
+
+
+def commands_text(config: TrainConfig, file: str = "pricetune-config.yaml") -> str:
+    """The headless commands of a config: one process, and every GPU of a machine (the Trainer's data parallelism)."""
+    import torch
+
+    # An upload lives in Gradio's temp folder under its own file name: point the command at that name.
+    data = "" if config.data == "sample" else f" --data {shlex.quote(Path(config.data).name)}"
+    gpus = max(torch.cuda.device_count(), 2)
+    run = f"-m trainer train --config {file}{data}"
+    return (f"Run it headless: `python {run}`\n\n"
+            f"On {gpus} GPUs of one machine (each step then takes {gpus} × batch size examples):\n\n"
+            f"```\ntorchrun --nproc_per_node {gpus} {run}\n"
+            f"accelerate launch --multi_gpu --num_processes {gpus} {run}\n```")
 
 
 def import_config(file):
     """Fill the form from a config.yaml (as exported, or a run's own); the data choice stays as it is."""
-    skip = [gr.skip()] * len(FORM_FIELDS)
     if not file:
-        return *skip, ""
+        return *[gr.skip()] * len(FORM_FIELDS), ""
     try:
         config = TrainConfig.from_yaml(file).validate()
     except (ConfigError, OSError, ValueError) as exc:  # yaml errors are ValueErrors too
-        return *skip, f"**Cannot import:** {exc}"
+        return *[gr.skip()] * len(FORM_FIELDS), f"**Cannot import:** {exc}"
+    return fill_form(config, "Form filled from the config.")
+
+
+def fill_form(config: TrainConfig, message: str):
+    """The form's values for a config, then a message (with where its data was, as uploads are not kept)."""
     values = [getattr(config, f) for f in FORM_FIELDS]
     try:
         names = linear_module_names(model_config(config.model))
@@ -205,7 +224,7 @@ def import_config(file):
     except (ModelError, ValueError):
         pass  # the model cannot be inspected here; the targets are shown as given
     note = "" if config.data == "sample" else f" Its data was `{config.data}`: upload that file to train on it."
-    return *values, f"Form filled from the config.{note}"
+    return *values, f"{message}{note}"
 
 
 def stop(request: gr.Request = None):
@@ -219,6 +238,12 @@ def resume(request: gr.Request = None):
     run = current_run()
     if run is None or run.state() not in RESUMABLE:
         return "Nothing to resume: the latest run is not stopped, failed or interrupted."
+    return _resume(run, request)
+
+
+def _resume(run: RunFolder, request: gr.Request | None) -> str:
+    if run.state() not in RESUMABLE:
+        return f"Run {run.name} is {run.state()}: only a stopped, failed or interrupted run can be resumed."
     if not _may_control(run, request):
         return f"**Only {run.status().get('owner')} (who started {run.name}) or an admin can resume it.**"
     try:
@@ -459,7 +484,13 @@ def list_history():
     runs = list_runs()
     table = pd.DataFrame([run_summary(r) for r in runs], columns=RUN_COLUMNS)
     names = [r.name for r in runs]
-    return table, gr.Dropdown(choices=names, value=names[:3], multiselect=True)
+    return (table, gr.Dropdown(choices=names, value=names[:3], multiselect=True),
+            gr.Dropdown(choices=names, value=names[0] if names else None))
+
+
+def all_runs():
+    names = [r.name for r in list_runs()]
+    return gr.Dropdown(choices=names, value=names[0] if names else None)
 
 
 def compare_runs(names):
@@ -484,6 +515,126 @@ def delete_run(names, confirmed, request: gr.Request = None):
         return "Only the user who started this run (or an admin) may delete it."
     shutil.rmtree(run.path)
     return f"Deleted run {run.name}."
+
+
+def _named_run(run_name) -> RunFolder | None:
+    # Only names of existing runs ever reach the file system: a posted name is never used as a path.
+    return {r.name: r for r in list_runs()}.get(run_name)
+
+
+def open_run(run_name):
+    """One run in full: its status, config, latest sample predictions and evaluation."""
+    run = _named_run(run_name)
+    if run is None:
+        return "Pick a run.", "", None, None
+    summary, status = run_summary(run), run.status()
+    lines = [f"**{run.name}** · {summary['status']} · step {summary['steps']}"
+             + (f"/{status['total_steps']}" if status.get("total_steps") else "")
+             + (f" · final loss {summary['final loss']}" if summary["final loss"] is not None else "")
+             + (f" · best probe ${summary['best probe $ error']}" if summary["best probe $ error"] else "")]
+    if status.get("error") or status.get("message"):
+        lines.append(status.get("error") or status.get("message"))
+    if status.get("data_summary"):
+        lines.append(f"Data: {status['data_summary']}")
+    checkpoint = run.last_complete_checkpoint()[0]
+    if run.state() in RESUMABLE:
+        lines.append(f"Resumable from {checkpoint.name}." if checkpoint else "No complete checkpoint to resume from.")
+    samples = run.samples()
+    table = charts.samples_frame(samples[-1]["items"]) if samples else None
+    evaluation = None
+    if run.eval_file.is_file():
+        from trainer.tester import summary_table
+
+        try:
+            result = json.loads(run.eval_file.read_text())
+            evaluation = pd.DataFrame(summary_table(result),
+                                      columns=["model", "error $", "RMSLE", "hits %", "unparseable"])
+            lines.append(f"Evaluated on {result['count']} items ({result['data']}).")
+        except (OSError, ValueError, KeyError):
+            lines.append("eval.json is unreadable.")
+    try:
+        config_text = run.config_file.read_text()
+    except OSError:
+        config_text = ""
+    return "\n\n".join(lines), config_text, table, evaluation
+
+
+def resume_named(run_name, request: gr.Request = None):
+    run = _named_run(run_name)
+    return "Pick a run." if run is None else _resume(run, request)
+
+
+def load_run_config(run_name):
+    """Fill the Train form with a run's config, to train a variant of it."""
+    run = _named_run(run_name)
+    try:
+        config = TrainConfig.from_yaml(run.config_file).validate() if run else None
+    except (ConfigError, OSError, ValueError) as exc:
+        return *[gr.skip()] * len(FORM_FIELDS), f"**Cannot load the config of {run.name}:** {exc}"
+    if config is None:
+        return *[gr.skip()] * len(FORM_FIELDS), "Pick a run."
+    return fill_form(config, f"Train form filled with the config of {run.name}.")
+
+
+def inside_step(run_name, text, price, progress=gr.Progress()):
+    """The four-step panel: one training step on one example, on a copy of the run's model."""
+    from trainer.inside import look_inside
+
+    run = _named_run(run_name)
+    if run is None:
+        return "Pick a run.", None, None, None
+    try:
+        price = D.parse_price(price)
+    except D.DataError as exc:
+        return f"**Price:** {exc}", None, None, None
+    if not text or not text.strip():
+        return "Type a product description (or pick a training example).", None, None, None
+    progress(0, desc="loading a copy of the model")
+    try:
+        step = look_inside(run.path, text.strip(), price)
+    except (ModelError, OSError, ValueError) as exc:
+        return f"**Cannot look inside {run.name}:** {exc}", None, None, None
+    return inside_markdown(step), *inside_tables(step)
+
+
+def inside_markdown(step) -> str:
+    top = " · ".join(f"`{t!r}` {p:.1%}" for t, p in step.top_next[:6])
+    nll = " + ".join(f"{t.nll:.3f}" for t in step.price_tokens)
+    grads = [m for m in step.lora if m.grad_norm > 0]
+    return (
+        f"Weights: **{step.source}**; true price ${step.price:,.2f}, written `{''.join(t.token for t in step.price_tokens)}`.\n\n"
+        f"**1 · Forward pass.** After “Price is $” the model's likeliest next tokens: {top}.\n\n"
+        f"**2 · Loss.** −log p of each true price token: {nll}; their mean is the loss **{step.loss:.4f}**.\n\n"
+        f"**3 · Backward pass.** {len(grads)} of {len(step.lora)} LoRA matrices received a gradient "
+        f"(at step 0 the A matrices get none: B = 0 blocks it); "
+        f"{step.base_with_grad} of {step.base_tensors} base weight tensors did (frozen).\n\n"
+        f"**4 · Optimizer step.** AdamW at learning rate {step.lr:.2e} moved the LoRA weights by "
+        f"{step.update_norm:.4f} (L2 norm of the update); the loss on this example went "
+        f"**{step.loss:.4f} → {step.loss_after:.4f}**. Done on a copy: the run is unchanged.")
+
+
+def inside_tables(step):
+    tokens = pd.DataFrame([{"token": repr(t.token), "p": round(t.prob, 4), "−log p": round(t.nll, 4)}
+                           for t in step.price_tokens])
+    rows = pd.DataFrame([{"matrix": m.name, "shape": "×".join(map(str, m.shape)), "grad norm": m.grad_norm,
+                          "update norm": m.update_norm} for m in step.lora])
+    # Per module kind (q_proj, ..., A or B), which a 30-layer model's 420 rows hide.
+    rows["kind"] = rows["matrix"].str.extract(r"\.(\w+_proj)\.lora_([AB])").agg(" ".join, axis=1)
+    kinds = rows.groupby("kind", sort=False)[["grad norm", "update norm"]].mean().reset_index()
+    kinds.columns = ["module · matrix", "mean grad norm", "mean update norm"]
+    return tokens, kinds.round(6), rows.drop(columns="kind").round(6)
+
+
+def example_of(run_name, index):
+    """The index-th training example of a run (its own train split), for the four-step panel."""
+    run = _named_run(run_name)
+    if run is None:
+        return gr.skip(), gr.skip()
+    rows = read_jsonl(run.train_file)
+    if not rows:
+        return gr.skip(), gr.skip()
+    row = rows[int(index or 0) % len(rows)]
+    return row["text"], f"{float(row['price']):.2f}"
 
 
 # ---------- export ----------
@@ -655,6 +806,34 @@ def build_app() -> gr.Blocks:
                 delete_sure = gr.Checkbox(label="I am sure", value=False)
                 delete_btn = gr.Button("Delete the selected run", variant="stop")
             history_md = gr.Markdown()
+            gr.Markdown("### One run")
+            open_pick = gr.Dropdown(label="Open a run", choices=[], allow_custom_value=True)
+            open_md = gr.Markdown(elem_id="run-detail")
+            with gr.Row():
+                open_resume_btn = gr.Button("Resume this run")
+                open_load_btn = gr.Button("Load its config into the Train form")
+            open_msg = gr.Markdown(elem_id="run-detail-message")
+            with gr.Row():
+                open_config = gr.Code(label="config.yaml", language="yaml", interactive=False)
+                open_samples = gr.Dataframe(label="Latest sample predictions", interactive=False, wrap=True)
+            open_eval = gr.Dataframe(label="Evaluation (eval.json)", interactive=False)
+
+        with gr.Tab("Inside a step") as inside_tab:
+            gr.Markdown("One training step of the lecture, on one example, with real numbers from a run's newest "
+                        "adapter weights: forward pass, loss, backward pass, optimizer step. It runs on a copy of "
+                        "the model; the run itself is not changed.")
+            with gr.Row():
+                inside_run = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
+                inside_index = gr.Number(value=0, label="training example #", precision=0)
+                inside_pick_btn = gr.Button("Take this training example")
+            inside_text = gr.Textbox(label="Product description", lines=3)
+            inside_price = gr.Textbox(label="True price ($)")
+            inside_btn = gr.Button("Run one step", variant="primary")
+            inside_md = gr.Markdown(elem_id="inside-step")
+            inside_tokens = gr.Dataframe(label="Loss: the true price tokens", interactive=False)
+            inside_kinds = gr.Dataframe(label="Backward and step, per module kind", interactive=False)
+            with gr.Accordion("Every LoRA matrix", open=False):
+                inside_all = gr.Dataframe(interactive=False)
 
         with gr.Tab("Export") as export_tab:
             gr.Markdown("Take a run out of PriceTune: its adapter with a model card (config, data, the Tester's "
@@ -711,10 +890,20 @@ def build_app() -> gr.Blocks:
         eval_cancel.click(cancel_evaluation, outputs=eval_md, api_name="cancel_evaluation", concurrency_limit=None)
         # Registered first so the public endpoint gets the plain name; the tab's chained call is private.
         history_pick.change(compare_runs, history_pick, [history_loss, history_error], api_name="compare_runs")
-        runs_tab.select(list_history, outputs=[history, history_pick], api_name="list_runs").then(
+        runs_tab.select(list_history, outputs=[history, history_pick, open_pick], api_name="list_runs").then(
             compare_runs, history_pick, [history_loss, history_error], api_visibility="private")
         delete_btn.click(delete_run, [history_pick, delete_sure], history_md, api_name="delete_run").then(
-            list_history, outputs=[history, history_pick], api_visibility="private")
+            list_history, outputs=[history, history_pick, open_pick], api_visibility="private")
+        open_pick.change(open_run, open_pick, [open_md, open_config, open_samples, open_eval], api_name="open_run")
+        open_resume_btn.click(resume_named, open_pick, open_msg, api_name="resume_run", concurrency_id="gpu",
+                              concurrency_limit=1)
+        open_load_btn.click(load_run_config, open_pick, [*form, open_msg], api_name="load_run_config")
+        inside_tab.select(all_runs, outputs=inside_run, api_visibility="private")
+        inside_pick_btn.click(example_of, [inside_run, inside_index], [inside_text, inside_price],
+                              api_name="training_example")
+        inside_btn.click(inside_step, [inside_run, inside_text, inside_price],
+                         [inside_md, inside_tokens, inside_kinds, inside_all], api_name="inside_step",
+                         concurrency_id="gpu", concurrency_limit=1)
         export_tab.select(runs_with_adapters, outputs=export_run, api_visibility="private")
         card_btn.click(export_card, export_run, [export_md, export_download], api_name="export_card")
         merge_btn.click(export_merge, export_run, export_md, api_name="export_merge", concurrency_id="gpu",

@@ -111,7 +111,7 @@ def test_runs_tab_lists_app_and_cli_runs_overlays_them_and_deletes_with_confirma
                  "--target-modules", "q_proj,v_proj", "--sample-every", "0", "--probe-size", "2",
                  "--save-steps", "0", "--output", str(launched_app.runs / "from-cli")]) == 0
     client = Client(launched_app.url, verbose=False)
-    table, pick = client.predict(api_name="/list_runs")
+    table, pick, _opened = client.predict(api_name="/list_runs")
     rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
     assert rows["from-cli"]["status"] == "done" and rows["from-cli"]["steps"] == 2
     assert rows["from-cli"]["final loss"] > 0 and rows["from-cli"]["targets"] == "q_proj,v_proj"
@@ -125,7 +125,7 @@ def test_runs_tab_lists_app_and_cli_runs_overlays_them_and_deletes_with_confirma
     assert "exactly one" in client.predict(["../.."], True, api_name="/delete_run")
     assert client.predict(["from-cli"], True, api_name="/delete_run") == "Deleted run from-cli."
     assert not (launched_app.runs / "from-cli").exists()
-    table, _ = client.predict(api_name="/list_runs")
+    table, _, _ = client.predict(api_name="/list_runs")
     assert "from-cli" not in [row[0] for row in table["data"]]
 
 
@@ -138,6 +138,9 @@ def test_exported_config_imports_back_into_the_form_and_trains_headless(launched
     download, message = client.predict(**form, api_name="/export_config")
     path = file_path(download)
     assert "--config" in message and path
+    # The multi-GPU commands of the same form (this machine has no GPU: two is the example count).
+    assert "torchrun --nproc_per_node 2 -m trainer train --config pricetune-config.yaml" in message
+    assert "accelerate launch --multi_gpu --num_processes 2 -m trainer train --config pricetune-config.yaml" in message
     config = TrainConfig.from_yaml(path)
     assert (config.learning_rate, config.max_steps, config.lora_r, config.target_modules) == \
         (5e-4, 1, 6, ["q_proj", "v_proj"])
@@ -156,3 +159,63 @@ def test_exported_config_imports_back_into_the_form_and_trains_headless(launched
     trained = TrainConfig.from_yaml(tmp_path / "runs" / "headless" / "config.yaml")
     assert {k: v for k, v in vars(trained).items() if k != "name"} == \
         {k: v for k, v in vars(config).items() if k != "name"}
+
+
+def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_step(launched_app):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from e2e_app import ROOT
+
+    from trainer.runs import RunFolder
+
+    # A CLI run killed after its first checkpoint: the Runs tab finds it interrupted and resumes it.
+    out = launched_app.runs / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "train", "--data", "sample", "--max-steps", "4", "--batch-size", "2",
+         "--lora-r", "4", "--lora-alpha", "8", "--target-modules", "q_proj,v_proj", "--sample-every", "0",
+         "--probe-size", "2", "--save-steps", "2", "--lr", "0.0007", "--output", str(out)],
+        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = RunFolder(out)
+    deadline = time.time() + 300
+    while run.last_complete_checkpoint()[0] is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert run.last_complete_checkpoint()[0] is not None and run.state() == "interrupted"
+
+    client = Client(launched_app.url, verbose=False)
+    _table, _pick, opened = client.predict(api_name="/list_runs")
+    detail, config_text, _samples, evaluation = client.predict("killed", api_name="/open_run")
+    assert "**killed** · interrupted" in detail and "Resumable from checkpoint-" in detail
+    assert "lora_r: 4" in config_text and "learning_rate: 0.0007" in config_text
+    assert "Pick a run" in client.predict("../..", api_name="/open_run")[0]
+
+    *values, note = client.predict("killed", api_name="/load_run_config")
+    filled = dict(zip(["model", "quant", "r", "alpha", "dropout", "targets", "lr", "max_steps"], values))
+    assert (filled["r"], filled["alpha"], filled["lr"], filled["max_steps"]) == (4, 8, 0.0007, 4)
+    assert "config of killed" in note
+
+    assert client.predict("killed", api_name="/resume_run").startswith("Resuming run **killed**")
+    deadline = time.time() + 300
+    while run.state() != "done" and time.time() < deadline:
+        time.sleep(1)
+    detail, *_ = client.predict("killed", api_name="/open_run")
+    assert "**killed** · done · step 4/4" in detail, detail
+    assert "only a stopped, failed or interrupted run" in client.predict("killed", api_name="/resume_run")
+    assert [r["step"] for r in run.metrics() if "loss" in r] == [1, 2, 3, 4]
+
+    # Look inside one step of that run, on its own first training example.
+    text, price = client.predict("killed", 0, api_name="/training_example")
+    assert text and re.fullmatch(r"\d+\.\d\d", price)
+    summary, tokens, kinds, every = client.predict("killed", text, price, api_name="/inside_step")
+    assert "Weights: **adapter/" in summary and "Done on a copy" in summary
+    assert "0 of" in summary.split("Backward pass.")[1]  # no base weight tensor got a gradient
+    nll = [row[2] for row in tokens["data"]]
+    loss = float(re.search(r"their mean is the loss \*\*([\d.]+)\*\*", summary).group(1))
+    assert loss == pytest.approx(sum(nll) / len(nll), abs=2e-4)
+    assert [row[0] for row in kinds["data"]] == ["q_proj A", "q_proj B", "v_proj A", "v_proj B"]
+    assert len(every["data"]) == 30 * 2 * 2
+    assert "**Price:**" in client.predict("killed", text, "twelve", api_name="/inside_step")[0]

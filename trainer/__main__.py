@@ -11,7 +11,10 @@ from .config import ConfigError, TrainConfig
 
 
 def _train_parser(sub):
-    p = sub.add_parser("train", help="train a LoRA adapter; writes runs/NAME/ like the UI does")
+    p = sub.add_parser("train", help="train a LoRA adapter; writes runs/NAME/ like the UI does",
+                       epilog="Several GPUs: the same command under `torchrun --nproc_per_node N -m trainer train …` "
+                              "or `accelerate launch --multi_gpu --num_processes N -m trainer train …`; rank 0 "
+                              "writes the run folder.")
     p.add_argument("--config", help="a config.yaml (as exported by the UI or written by a run); flags override it")
     p.add_argument("--data", help="'sample', a CSV/JSONL/JSON/Parquet file, a Hugging Face dataset folder "
                                   "(save_to_disk) or a Hub dataset id owner/name (when online)")
@@ -67,7 +70,11 @@ def _train(args) -> int:
 
 def _follow(job) -> int:
     """Print the run folder's new metric rows while the job trains; Ctrl-C stops it like the Stop button."""
-    print(f"run folder: {job.run.path}", flush=True)
+    from . import dist
+
+    # Under torchrun every rank follows its own job; rank 0 alone prints, as it alone writes the folder.
+    say = print if dist.is_writer() else (lambda *a, **k: None)
+    say(f"run folder: {job.run.path}", flush=True)
     printed = len(job.run.metrics())
     try:
         while job.thread.is_alive():
@@ -75,19 +82,20 @@ def _follow(job) -> int:
             rows = job.run.metrics()
             for row in rows[printed:]:
                 if "probe_error" in row:
-                    print(f"step {row['step']:>5}  probe ${row['probe_error']:.2f} error, "
+                    say(f"step {row['step']:>5}  probe ${row['probe_error']:.2f} error, "
                           f"{100 * row['probe_hits']:.0f}% hits", flush=True)
                 else:
-                    print(f"step {row['step']:>5}  loss {row['loss']:.4f}  lr {row['lr'] or 0:.2e}  "
+                    say(f"step {row['step']:>5}  loss {row['loss']:.4f}  lr {row['lr'] or 0:.2e}  "
                           f"{row['tokens_per_s']:.0f} tok/s", flush=True)
             printed = len(rows)
     except KeyboardInterrupt:
-        print("stopping at the next step (Ctrl-C again to abort)…", flush=True)
+        say("stopping at the next step (Ctrl-C again to abort)…", flush=True)
         job.stop()
         job.wait()
     status = job.run.status()
-    print(status.get("error") or status.get("message"))
-    return 0 if status.get("state") in ("done", "stopped") else 1
+    say(status.get("error") or status.get("message"))
+    dist.finish()
+    return 0 if job.outcome in ("done", "stopped") else 1
 
 
 def _predict(args) -> int:

@@ -16,6 +16,7 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from . import data as D
+from . import dist
 from .config import TrainConfig
 from .loss import PriceCollator, price_loss
 from .models import first_line, load_model, load_tokenizer
@@ -75,8 +76,10 @@ class RunCallback(TrainerCallback):
         self.last_tokens = 0
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.job.run.update_status(state="training", step=state.global_step, total_steps=state.max_steps)
-        if state.global_step == 0:  # not on resume: step 0 is already on the chart
+        self.job.run.update_status(
+            state="training", step=state.global_step, total_steps=state.max_steps, world_size=args.world_size,
+            examples_per_step=args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size)
+        if state.global_step == 0 and dist.is_writer():  # not on resume: step 0 is already on the chart
             self.job.run.update_status(message="pricing the probe set with the base model")
             # LoRA's B matrices start at zero, so this is the base model's score: the line to beat.
             self.job.evaluate_probe(model, 0)
@@ -107,20 +110,23 @@ class RunCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         job = self.job
         job.run.update_status(step=state.global_step, total_steps=state.max_steps)
-        minutes = job.config.save_minutes
-        if minutes and time.time() - self.last_save >= 60 * minutes:
+        now, minutes, limit = time.time(), job.config.save_minutes, job.config.max_minutes
+        save_due = bool(minutes) and now - self.last_save >= 60 * minutes
+        time_up = bool(limit) and now - self.began >= 60 * limit and state.global_step < state.max_steps
+        save_due, time_up, stop = dist.any_rank(save_due, time_up, job.stop_event.is_set())
+        if save_due:
             control.should_save = True
-        limit = job.config.max_minutes
-        if limit and time.time() - self.began >= 60 * limit and state.global_step < state.max_steps:
+        if time_up:
             job.time_up = f"time limit of {limit:g} min reached at step {state.global_step} of {state.max_steps}"
             control.should_training_stop = True
-        if job.stop_event.is_set():
+        if stop:
+            job.stop_event.set()  # Stop pressed on another rank: this one ends as stopped too
             control.should_training_stop = True
             # A checkpoint at the stop point lets Resume continue exactly here.
             control.should_save = job.checkpointing
             return
         every = job.config.sample_every
-        if every and state.global_step % every == 0 and state.global_step < state.max_steps:
+        if every and state.global_step % every == 0 and state.global_step < state.max_steps and dist.is_writer():
             job.evaluate_probe(model, state.global_step)
 
 
@@ -136,10 +142,11 @@ class TrainingJob:
         self.checkpoint: Path | None = None
         self.resume_note = ""
         if resume is not None:
-            self.run = RunFolder(Path(resume))
+            self.run = RunFolder(Path(resume), writer=dist.is_writer())
             if not self.run.config_file.is_file():
                 raise ValueError(f"{resume} is not a run folder (no config.yaml)")
-            if self.run.state() in ("queued", "loading", "training", "stopping"):
+            # Only rank 0 checks: the other ranks could already see its own "queued".
+            if self.run.writer and self.run.state() in ("queued", "loading", "training", "stopping"):
                 raise ValueError(f"run {self.run.name} is still {self.run.state()} in another process")
             self.config = TrainConfig.from_yaml(self.run.config_file).validate()
             self.checkpoint, skipped = self.run.last_complete_checkpoint()
@@ -156,9 +163,13 @@ class TrainingJob:
         else:
             self.config = config.validate()
             name = config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(config.model).name}-r{config.lora_r}"
-            self.run = RunFolder.create(name, runs_root)
+            if dist.is_writer():
+                self.run = RunFolder.create(name, runs_root)
+                self.run.config_file.write_text(self.config.to_yaml())
+            # Every rank trains into the one folder rank 0 made (its name may have a suffix or another second).
+            path = dist.from_writer(str(self.run.path) if dist.is_writer() else None)
+            self.run = RunFolder(Path(path), writer=dist.is_writer())
             self.config.name = self.run.name
-            self.run.config_file.write_text(self.config.to_yaml())
             self.run.update_status(state="queued", step=0, total_steps=None, created=time.time(), error=None)
         self.run.update_status(pid=os.getpid(), owner=owner)
         self.stop_event = threading.Event()
@@ -169,6 +180,7 @@ class TrainingJob:
         self.probe_items: list[D.Product] = []
         self.best_error = self.run.status().get("best_error") or math.inf
         self.data_message = ""
+        self.outcome: str | None = None  # this process's final state; on ranks > 0 the status file is rank 0's
 
     @property
     def checkpointing(self) -> bool:
@@ -258,7 +270,7 @@ class TrainingJob:
                 raise FloatingPointError(f"Training stopped: {self.nonfinite}. Nothing was saved from the broken "
                                          "weights; lower the learning rate or use a higher-precision dtype.")
             step = trainer.state.global_step
-            if not self.stop_event.is_set():  # the last step is never priced in on_step_end
+            if not self.stop_event.is_set() and dist.is_writer():  # the last step is never priced in on_step_end
                 self.evaluate_probe(model, step)
             self.run.save_adapter(model, tokenizer, self.run.adapter_dir)
             saved = f"adapter/ = last (step {step})"
@@ -266,25 +278,28 @@ class TrainingJob:
             if best is not None:
                 saved += f", adapter-best/ = best probe $ error (step {best}, ${self.best_error:.2f})"
             if self.stop_event.is_set():
-                self.run.update_status(state="stopped", step=step, ended=time.time(),
-                                       message=f"stopped at step {step}; saved {saved}")
+                self._finish("stopped", step=step, message=f"stopped at step {step}; saved {saved}")
             else:
                 ended = f" ({self.time_up})" if self.time_up else ""
-                self.run.update_status(state="done", step=step, ended=time.time(),
-                                       message=f"done: {step} steps{ended}; saved {saved}")
+                self._finish("done", step=step, message=f"done: {step} steps{ended}; saved {saved}")
         except StopRequested:
-            self.run.update_status(state="stopped", ended=time.time(), message="stopped before training began")
+            self._finish("stopped", message="stopped before training began")
         except BaseException as exc:  # anything raised in the thread must end the job, never the app
             traceback.print_exc()
-            self.run.update_status(state="failed", ended=time.time(), error=failure_message(exc),
-                                   message="failed")
+            self._finish("failed", error=failure_message(exc), message="failed")
         finally:
             del model, trainer
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
+    def _finish(self, state: str, **fields) -> None:
+        self.outcome = state
+        self.run.update_status(state=state, ended=time.time(), **fields)
+
     def _write_split(self, train, test) -> None:
+        if not self.run.writer:
+            return
         for path, items in ((self.run.train_file, train), (self.run.test_file, test)):
             path.write_text("".join(json.dumps({"text": p.text, "price": p.price}) + "\n" for p in items))
 
@@ -331,8 +346,9 @@ class TrainingJob:
             include_num_input_tokens_seen="non_padding",
             optim="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch",
             bf16=cfg.use_bf16(),
-            # The Trainer refuses bf16 without a GPU unless told the CPU is meant (elsewhere it keeps picking MPS).
-            use_cpu=cfg.use_bf16() and not torch.cuda.is_available(),
+            # Without a GPU the Trainer refuses bf16, and accelerate sets up several processes (gloo), only when told
+            # the CPU is meant; otherwise it keeps picking MPS where there is one.
+            use_cpu=not torch.cuda.is_available() and (cfg.use_bf16() or dist.world_size() > 1),
             train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
             dataloader_pin_memory=torch.cuda.is_available(),
         )

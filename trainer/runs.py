@@ -53,6 +53,8 @@ class RunFolder:
     """Paths and readers/writers of one runs/<name>/ folder."""
 
     path: Path
+    writer: bool = True
+    """False on the other ranks of a multi-process run: they read the folder, rank 0 alone writes it."""
 
     @classmethod
     def create(cls, name: str, root: Path | None = None) -> "RunFolder":
@@ -92,10 +94,13 @@ class RunFolder:
     def update_status(self, **fields) -> dict:
         status = self.status()
         status.update(fields, updated=time.time())
-        write_atomic(self.status_file, json.dumps(status))
+        if self.writer:
+            write_atomic(self.status_file, json.dumps(status))
         return status
 
     def append(self, path: Path, row: dict) -> None:
+        if not self.writer:
+            return
         # One write call per line: a concurrent reader sees whole lines or a torn last line, never interleaving.
         with path.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -116,6 +121,8 @@ class RunFolder:
 
     def truncate_after(self, step: int) -> None:
         """Drop metric and sample rows past `step`: a resumed run redoes those steps, so the curves stay gap-free."""
+        if not self.writer:
+            return
         for path in (self.metrics_file, self.samples_file):
             rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
             write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
@@ -137,6 +144,8 @@ class RunFolder:
 
     def save_adapter(self, model, tokenizer, target: Path) -> None:
         """Save an adapter into `target` via a sibling temp folder, so a crash never leaves a torn adapter there."""
+        if not self.writer:
+            return
         tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
