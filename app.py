@@ -332,14 +332,19 @@ def status_text(run: RunFolder, status: dict, metrics: list[dict]) -> str:
 class LiveView:
     """The rendered live view of the current run, built once per change of its files and shared by every browser.
 
-    Training shares this process (and the GIL) with the web server, so each poll must cost almost nothing:
-    a poll stats three files and, only when they changed, one poll rebuilds the figures for all.
+    Training shares this process (and the GIL, and on a CPU the cores) with the web server, so each poll must cost
+    almost nothing: a poll stats three files and, only when they changed, one poll rebuilds the figures for all.
+    A rebuild (two plotly figures, ~45 ms of CPU) happens at most every REBUILD_SECONDS while the run and its state
+    stay the same: on a fast GPU the files change every step, and the charts need not.
     """
+
+    REBUILD_SECONDS = 3.0
 
     def __init__(self):
         self.lock = threading.Lock()
         self.key = None
         self.parts = None
+        self.built = 0.0
 
     @staticmethod
     def file_key(path: Path):
@@ -354,29 +359,36 @@ class LiveView:
         key = (run.name, run.state(),
                *(self.file_key(p) for p in (run.status_file, run.metrics_file, run.samples_file)))
         with self.lock:
-            if key != self.key:
-                self.key, self.parts = key, self._build(run)
-            return key, self.parts
+            now = time.monotonic()
+            # A new run or state (stopped, done, failed) shows at once; new steps at most every REBUILD_SECONDS.
+            if key != self.key and (self.key is None or key[:2] != self.key[:2]
+                                    or now - self.built >= self.REBUILD_SECONDS):
+                self.key, self.parts, self.built = key, self._build(run, key), now
+            return self.key, self.parts
 
     @staticmethod
-    def _build(run: RunFolder) -> dict:
+    def _build(run: RunFolder, key) -> dict:
         status, metrics, samples = run.status(), run.metrics(), run.samples()
         state = run.state()
         base = next((r["probe_error"] for r in metrics if r.get("step") == 0 and "probe_error" in r), None)
         constant = status.get("baselines", {}).get("constant_mean", {}).get("error")
         download = gr.skip()
         if state in FINAL_STATES and run.has_adapter():
-            download = gr.DownloadButton(f"Download adapter of {run.name} (zip)", value=_adapter_zip(run),
+            download = gr.DownloadButton(f"Download adapter, config and metrics of {run.name} (zip)",
+                                         value=_adapter_zip(run),
                                          visible=True)
+        resumable = state in RESUMABLE and run.last_complete_checkpoint()[0] is not None
         return {
             "status": {**status, "state": state}, "metrics": metrics,
+            # What a page compares to know it must redraw the charts, or the download and resume buttons.
+            "version": f"{run.name}:{hash(key)}", "phase": f"{run.name}|{state}|{run.has_adapter()}|{resumable}",
             # Serialized here, once per change: Gradio passes ready plot/table data through untouched, where a
             # figure or Styler would be turned into JSON again for every polling browser.
             "loss": _PLOT.postprocess(charts.loss_figure(metrics)),
             "error": _PLOT.postprocess(charts.error_figure(metrics, base_error=base, constant_error=constant)),
             "table": _TABLE.postprocess(charts.samples_frame(samples[-1]["items"])).model_dump() if samples else None,
             "download": download,
-            "resume": gr.Button(visible=state in RESUMABLE and run.last_complete_checkpoint()[0] is not None),
+            "resume": gr.Button(visible=resumable),
         }
 
 
@@ -384,27 +396,57 @@ _PLOT, _TABLE = gr.Plot(render=False), gr.Dataframe(render=False, interactive=Fa
 LIVE = LiveView()
 
 
-def refresh(seen):
-    """Redraw from the run folder; parts that did not change since this browser's last poll are skipped."""
+NO_RUN = "No run yet: choose data and press **Start**."
+
+
+def poll():
+    """The page's timer, every second: the status text, and two short tags whose change makes the page fetch the
+    charts (redraw) or the buttons (controls). A poll returns plain values only: Gradio builds a new component
+    for every update dict, even an empty gr.skip(), which made a poll cost ~8 ms of CPU where this costs <1."""
     run = current_run()
     if run is None:
-        return "No run yet: choose data and press **Start**.", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
-    key, parts = LIVE.get(run)
+        return NO_RUN, "", ""
+    _, parts = LIVE.get(run)
     # The text is rebuilt every poll: elapsed time and ETA move even when no file changed.
-    text = status_text(run, parts["status"], parts["metrics"])
-    if seen == key:
-        return text, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
-    return text, parts["loss"], parts["error"], parts["table"], parts["download"], parts["resume"], key
+    return status_text(run, parts["status"], parts["metrics"]), parts["version"], parts["phase"]
+
+
+def redraw():
+    """The charts and sample table, fetched by a page when its version tag changed (a new step, probe or run)."""
+    run = current_run()
+    if run is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    _, parts = LIVE.get(run)
+    return parts["loss"], parts["error"], parts["table"]
+
+
+def controls():
+    """The download and resume buttons, fetched when the run's phase tag changed (it ended, or became resumable)."""
+    run = current_run()
+    if run is None:
+        return gr.skip(), gr.skip()
+    _, parts = LIVE.get(run)
+    return parts["download"], parts["resume"]
+
+
+def refresh():
+    """The whole live view in one call, for API clients: status, loss chart, $-error chart, samples, download."""
+    text, _, _ = poll()
+    if current_run() is None:
+        return text, None, None, None, None
+    return text, *redraw(), controls()[0]
 
 
 def _adapter_zip(run: RunFolder) -> str:
     # Built in a temp folder the server owns: downloads never expose the runs folder itself.
     folder = Path(tempfile.gettempdir()) / "pricetune-downloads"
     folder.mkdir(exist_ok=True)
-    # Named by the adapter's save time, so a resumed and re-finished run never serves a stale zip.
-    target = folder / f"{run.name}-adapter-{int(run.adapter_dir.stat().st_mtime)}.zip"
+    # Named by the adapter's and the evaluation's save times, so a resumed, re-finished or re-evaluated run never
+    # serves a stale zip.
+    stamps = [int(p.stat().st_mtime) for p in (run.adapter_dir, run.eval_file) if p.exists()]
+    target = folder / f"{run.name}-adapter-{'-'.join(map(str, stamps))}.zip"
     if not target.exists():
-        shutil.make_archive(str(target.with_suffix("")), "zip", root_dir=run.adapter_dir)
+        run.zip_adapter(target)
     return str(target)
 
 
@@ -652,7 +694,7 @@ def export_card(run_name):
         return "Pick a finished run with an adapter.", gr.skip()
     card = model_card(run.path)
     return card.read_text(), gr.DownloadButton(value=_adapter_zip(run), visible=True,
-                                               label=f"Download adapter + card of {run.name} (zip)")
+                                               label=f"Download adapter + card, config and metrics of {run.name} (zip)")
 
 
 def _run_for(run_name, request, verb) -> tuple[RunFolder | None, str]:
@@ -851,7 +893,10 @@ def build_app() -> gr.Blocks:
                 push_btn = gr.Button("Push adapter to the Hub")
             export_md = gr.Markdown(elem_id="export-result")
 
-        seen = gr.State(None)
+        # Hidden but in the page: the browser fires .change when a poll brings a new tag. (A gr.State would not do:
+        # its change events are dispatched only for queued events, and the poll is off the queue.)
+        version, phase = gr.Textbox(visible="hidden"), gr.Textbox(visible="hidden")
+        refresh_api = gr.Button(visible=False)  # no page presses it: the whole view over HTTP for API clients
         timer = gr.Timer(1.0)
 
         sample_btn.click(use_sample, outputs=[data_path, data_info, preview, hist, tok_hist], api_name="use_sample")
@@ -878,8 +923,13 @@ def build_app() -> gr.Blocks:
         resume_btn.click(resume, outputs=start_msg, api_name="resume", concurrency_id="gpu", concurrency_limit=1)
         # Off the queue: a poll is one plain HTTP request (no queue join and event stream), which is what lets
         # twenty open pages cost training little.
-        timer.tick(refresh, seen, [status_md, loss_plot, error_plot, samples_df, download, resume_btn, seen],
-                   show_progress="hidden", queue=False, api_name="refresh")
+        timer.tick(poll, outputs=[status_md, version, phase], show_progress="hidden", queue=False, api_name="poll")
+        version.change(redraw, outputs=[loss_plot, error_plot, samples_df], show_progress="hidden", queue=False,
+                       api_visibility="private")
+        phase.change(controls, outputs=[download, resume_btn], show_progress="hidden", queue=False,
+                     api_visibility="private")
+        refresh_api.click(refresh, outputs=[status_md, loss_plot, error_plot, samples_df, download], queue=False,
+                          api_name="refresh")
         predict_tab.select(runs_with_adapters, outputs=run_pick, api_visibility="private")
         predict_btn.click(predict, [run_pick, description], [predict_md, predict_plot], api_name="predict",
                           concurrency_id="gpu", concurrency_limit=1)

@@ -66,7 +66,8 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     assert client.predict(api_name="/stop").startswith("Stopping")
     status, _, download = poll(client, lambda s, n, d: "stopped at step" in s and d)
     with zipfile.ZipFile(download) as z:
-        assert {"adapter_model.safetensors", "adapter_config.json"} <= set(z.namelist())
+        assert {"adapter_model.safetensors", "adapter_config.json", "config.yaml", "metrics.jsonl"} <= set(z.namelist())
+        assert z.read("config.yaml").decode().count("lora_r: 4") == 1
 
     run_name = re.search(r"Run ([\w.-]+)", status).group(1)
     table, _plot = client.predict(run_name, "Premium 12-inch cast iron skillet, pack of 2", api_name="/predict")
@@ -84,7 +85,8 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     card, download = client.predict(run_name, api_name="/export_card")
     assert f"# {run_name}" in card and "Error=$" in card and "scatter.png" in card
     with zipfile.ZipFile(file_path(download)) as z:
-        assert {"README.md", "scatter.png", "adapter_model.safetensors"} <= set(z.namelist())
+        assert {"README.md", "scatter.png", "adapter_model.safetensors", "config.yaml", "metrics.jsonl",
+                "eval.json"} <= set(z.namelist())
     pushed = client.predict(run_name, "someone/pricetune", "hf_dummy", True, api_name="/export_push")
     assert "Cannot push" in pushed and "offline" in pushed
     assert "Pick a finished run" in client.predict("../../etc", api_name="/export_card")[0]

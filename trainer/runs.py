@@ -8,6 +8,7 @@ import re
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,10 +160,19 @@ class RunFolder:
     def has_adapter(self) -> bool:
         return (self.adapter_dir / "adapter_config.json").is_file()
 
-    def zip_adapter(self) -> Path:
-        """A zip of the adapter folder, built next to it (downloads never point anywhere else)."""
-        archive = shutil.make_archive(str(self.path / f"{self.name}-adapter"), "zip", root_dir=self.adapter_dir)
-        return Path(archive)
+    def zip_adapter(self, target: Path) -> Path:
+        """The adapter folder zipped with the run's config, metrics and evaluation beside it, written via a temp file
+        so a download never reads half a zip."""
+        tmp = target.with_name(f".{target.name}.tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(self.adapter_dir.rglob("*")):
+                if f.is_file():
+                    z.write(f, f.relative_to(self.adapter_dir).as_posix())
+            for f in (self.config_file, self.metrics_file, self.eval_file):
+                if f.is_file():
+                    z.write(f, f.name)
+        os.replace(tmp, target)
+        return target
 
 
 def _process_alive(pid) -> bool:
