@@ -63,3 +63,20 @@ def test_torchrun_two_processes_write_one_run_with_twice_the_examples_per_step(t
     assert final_epoch(single) == pytest.approx(STEPS / math.ceil(n_train / BATCH), abs=6e-5)
     assert final_epoch(run) == pytest.approx(STEPS / math.ceil(n_train / (2 * BATCH)), abs=6e-5)
     assert json.loads(single.status_file.read_text())["examples_per_step"] == BATCH
+
+
+def test_accelerate_launch_runs_the_same_command_as_two_processes(tmp_path):
+    runs = tmp_path / "runs"
+    # The command the UI prints, with --multi_gpu: on a machine without GPUs accelerate still starts the processes
+    # and the Trainer joins them over gloo.
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *ARGS],
+        cwd=ROOT, env={**os.environ, "PRICETUNE_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+    (folder,) = runs.iterdir()
+    run = RunFolder(folder)
+    status = run.status()
+    assert (status["state"], status["world_size"], status["examples_per_step"]) == ("done", 2, 2 * BATCH)
+    assert [r["step"] for r in run.metrics() if "loss" in r] == list(range(1, STEPS + 1))
