@@ -164,3 +164,11 @@ def test_bf16_precision_trains_with_the_price_only_loss(runs_dir):
     assert job.wait(300) == "done", job.run.status()
     losses = [row["loss"] for row in job.run.metrics() if "loss" in row]
     assert len(losses) == 3 and all(0 < loss < 20 for loss in losses)
+
+
+def test_a_taken_run_name_is_suffixed_and_the_config_names_the_real_folder(runs_dir):
+    first = TrainingJob(TrainConfig(name="same", **SMALL), runs_root=runs_dir)
+    second = TrainingJob(TrainConfig(name="same", **SMALL), runs_root=runs_dir)
+    assert (first.run.name, second.run.name) == ("same", "same-1")
+    # The config in the folder is the one a resume or an export reads: it must name that folder.
+    assert TrainConfig.from_yaml(second.run.config_file).name == "same-1"

@@ -165,6 +165,7 @@ class TrainingJob:
             name = config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(config.model).name}-r{config.lora_r}"
             if dist.is_writer():
                 self.run = RunFolder.create(name, runs_root)
+                self.config.name = self.run.name  # the folder's real name, suffixed if the name was taken
                 self.run.config_file.write_text(self.config.to_yaml())
             # Every rank trains into the one folder rank 0 made (its name may have a suffix or another second).
             path = dist.from_writer(str(self.run.path) if dist.is_writer() else None)
