@@ -432,10 +432,12 @@ def controls():
 
 def refresh():
     """The whole live view in one call, for API clients: status, loss chart, $-error chart, samples, download."""
-    text, _, _ = poll()
-    if current_run() is None:
-        return text, None, None, None, None
-    return text, *redraw(), controls()[0]
+    run = current_run()
+    if run is None:
+        return NO_RUN, None, None, None, None
+    _, parts = LIVE.get(run)
+    return (status_text(run, parts["status"], parts["metrics"]), parts["loss"], parts["error"], parts["table"],
+            parts["download"])
 
 
 def _adapter_zip(run: RunFolder) -> str:

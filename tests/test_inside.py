@@ -33,7 +33,6 @@ def check_consistent(step, price):
     # Optimizer: AdamW's first step moves each weight by at most the learning rate (its update is lr·m/√v).
     for m in step.lora:
         assert m.update_norm <= step.lr * math.sqrt(math.prod(m.shape)) * (1 + 1e-3)
-    assert step.update_norm == pytest.approx(math.sqrt(sum(m.update_norm ** 2 for m in step.lora)))
     assert math.isfinite(step.loss_after)
 
 
