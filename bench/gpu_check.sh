@@ -26,6 +26,6 @@ else
   time "$PY" bench/random_model.py --out "$WORK/model"
 fi
 "$PY" bench/train_speed.py --model "$WORK/model" --data "$WORK/model/products.jsonl" --quant 4bit \
-  --lora-r 32 --lora-alpha 64 --batch 16 --max-length 182 --steps "$STEPS" --warmup 3 --pairs 1 --arms A,B \
+  --lora-r 32 --lora-alpha 64 --lora-dropout 0.1 --targets q_proj,k_proj,v_proj,o_proj --batch 16 --max-length 182 --steps "$STEPS" --warmup 3 --pairs 1 --arms A,B \
   --probe 0 --examples $(( (STEPS + 3) * 16 ))
 rm -rf "$WORK/model"

@@ -27,7 +27,8 @@ LLAMA_31_8B = dict(
                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
     hidden_act="silu", tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
 )
-TINY = {**LLAMA_31_8B, "vocab_size": 4096, "hidden_size": 64, "intermediate_size": 224, "num_hidden_layers": 2,
+# 3.5 x hidden as in the 8B, and every in_features a multiple of 64: bitsandbytes' 4-bit CPU kernels need whole blocks.
+TINY = {**LLAMA_31_8B, "vocab_size": 4096, "hidden_size": 128, "intermediate_size": 448, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2}
 
 

@@ -50,13 +50,23 @@ def _step_timer():
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
-        """Wall time and real tokens seen at the end of every optimizer step."""
+        """Wall time and real tokens seen at the end of every optimizer step; at the end of training, the peak CUDA
+        memory and the parameter counts of the model as trained (before anything else is loaded)."""
 
         def __init__(self):
             self.marks: list[tuple[float, int]] = []
+            self.peak_cuda_gb: float | None = None
+            self.counts: tuple[int, int] = (0, 0)
 
         def on_step_end(self, args, state, control, **kwargs):
             self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            import torch
+
+            if torch.cuda.is_available():
+                self.peak_cuda_gb = torch.cuda.max_memory_allocated() / 2**30
+            self.counts = parameter_counts(model)
 
     return StepTimer()
 
@@ -64,10 +74,13 @@ def _step_timer():
 def _config(args):
     from trainer.config import TrainConfig
 
-    # The demo model, full precision weights on a CPU (4-bit only adds dequantization there), the course's LoRA.
-    return TrainConfig(model="demo", lora_r=16, lora_alpha=32, lora_dropout=0.05, learning_rate=3e-4,
-                       lr_scheduler="cosine", warmup_ratio=0.03, batch_size=args.batch, max_steps=args.warmup + args.steps,
-                       seed=42, sample_every=0, save_steps=0, save_minutes=0, probe_size=1, num_samples=1)
+    # Both arms train exactly this; the target modules default to the model's own (the demo model: all seven).
+    targets = {"target_modules": args.targets.split(",")} if args.targets else {}
+    return TrainConfig.for_model(args.model, quant=args.quant, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                                 lora_dropout=args.lora_dropout, learning_rate=3e-4, lr_scheduler="cosine",
+                                 warmup_ratio=0.03, batch_size=args.batch, max_steps=args.warmup + args.steps,
+                                 max_length=args.max_length, seed=42, sample_every=0, save_steps=0, save_minutes=0,
+                                 probe_size=1, num_samples=1, **targets).validate()
 
 
 def run_a(args, train, timer):
@@ -87,8 +100,12 @@ def run_a(args, train, timer):
     if job.wait() != "done":
         raise SystemExit(f"arm A failed: {job.run.status().get('error')}")
     losses = [r["loss"] for r in job.run.metrics() if "loss" in r]
-    predictor = Predictor(job.run.path)
-    return losses, predictor.model, predictor.tokenizer, job.run.status()["max_length"]
+
+    def trained():  # reloaded from the run folder only when the probe needs it (an 8B model takes a minute)
+        predictor = Predictor(job.run.path)
+        return predictor.model, predictor.tokenizer
+
+    return losses, _adapter_mb(job.run.adapter_dir), trained, job.run.status()["max_length"]
 
 
 def run_b(args, train, timer, fast: bool):
@@ -132,7 +149,13 @@ def run_b(args, train, timer, fast: bool):
     trainer = SFTTrainer(model=load_model(cfg.model, cfg.quant), args=sft, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=lora, callbacks=[timer, Losses()])
     trainer.train()
-    return losses, trainer.model, tokenizer, max_length
+    saved = Path(tempfile.mkdtemp()) / "adapter"
+    trainer.model.save_pretrained(saved)
+    return losses, _adapter_mb(saved), lambda: (trainer.model, tokenizer), max_length
+
+
+def _adapter_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
 
 
 def parameter_counts(model) -> tuple[int, int]:
@@ -164,19 +187,17 @@ def child(args) -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if args.arm == "A":
-        losses, model, tokenizer, max_length = run_a(args, train, timer)
+        losses, adapter_mb, trained, max_length = run_a(args, train, timer)
     else:
-        losses, model, tokenizer, max_length = run_b(args, train, timer, fast=args.arm == "B'")
-    saved = Path(tempfile.mkdtemp()) / "adapter"
-    model.save_pretrained(saved)
-    adapter_mb = sum(f.stat().st_size for f in saved.glob("*.safetensors")) / 1e6
+        losses, adapter_mb, trained, max_length = run_b(args, train, timer, fast=args.arm == "B'")
     (t0, n0), (t1, n1) = timer.marks[args.warmup - 1], timer.marks[-1]
     steps = len(timer.marks) - args.warmup
     metrics = {"error": None}
     if probe:
+        model, tokenizer = trained()
         preds = predict_greedy(model, tokenizer, [p.text for p in probe], max_prompt_tokens=max_length)
         metrics = price_metrics([p.price for p in preds], [p.price for p in probe])
-    base, lora = parameter_counts(model)
+    base, lora = timer.counts
     # The issue's count: forward 2N and backward 2N (input grads only) for the frozen base, 6 per LoRA weight.
     flops = 4 * base + 6 * lora
     tokens_per_s = (n1 - n0) / (t1 - t0)
@@ -186,7 +207,7 @@ def child(args) -> None:
         "adapter_mb": adapter_mb,
         "arm": args.arm, "tokens_per_s": tokens_per_s, "examples_per_s": steps * args.batch / (t1 - t0),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "peak_cuda_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        "peak_cuda_gb": timer.peak_cuda_gb, "base_params": base, "lora_params": lora,
         "final_loss": statistics.mean(losses[-5:]), "probe_error": metrics["error"], "steps": steps,
     }))
 
@@ -204,6 +225,8 @@ def main() -> None:
     parser.add_argument("--quant", default="none", choices=["none", "4bit", "8bit"])
     parser.add_argument("--lora-r", type=int, default=16, dest="lora_r")
     parser.add_argument("--lora-alpha", type=int, default=32, dest="lora_alpha")
+    parser.add_argument("--lora-dropout", type=float, default=0.05, dest="lora_dropout")
+    parser.add_argument("--targets", default="", help="LoRA target modules, comma-separated; the model's default if empty")
     parser.add_argument("--max-length", type=int, default=0, dest="max_length", help="0: sized from the data")
     parser.add_argument("--arms", default=",".join(ARMS), help="which arms, e.g. A,B")
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # set in the child processes
@@ -211,9 +234,12 @@ def main() -> None:
     if args.arm:
         return child(args)
 
-    print(f"data: {args.data if Path(args.data).is_file() else 'sample generator'}; {args.pairs} rounds of "
-          f"A B B', {args.warmup} warm-up + {args.steps} timed steps of batch {args.batch} each", flush=True)
     arms = [a for a in args.arms.split(",") if a]
+    config = _config(args)  # a bad option fails here, before any arm starts
+    print(f"model: {args.model} ({config.quant}), LoRA r{config.lora_r} alpha {config.lora_alpha} dropout "
+          f"{config.lora_dropout} on {','.join(config.target_modules)}, max length {config.max_length or 'auto'}")
+    print(f"data: {args.data if Path(args.data).is_file() else 'sample generator'}; {args.pairs} rounds of "
+          f"{' '.join(arms)}, {args.warmup} warm-up + {args.steps} timed steps of batch {args.batch} each", flush=True)
     results: dict[str, list[dict]] = {arm: [] for arm in arms}
     forward = [a for a in sys.argv[1:]]
     for round_ in range(args.pairs):
