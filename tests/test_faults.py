@@ -80,6 +80,36 @@ def test_sigkill_mid_save_and_mid_step_then_resume_loses_nothing(tmp_path):
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
 
 
+def test_sigkill_after_the_last_checkpoint_resumes_to_done_without_an_extra_step(tmp_path):
+    out = tmp_path / "runs" / "last"
+    run = RunFolder(out)
+    train = ["train", "--data", "sample", "--quant", "none", "--lora-r", "4", "--batch-size", "2",
+             "--target-modules", "q_proj,v_proj", "--max-steps", "4", "--save-steps", "2", "--sample-every", "0",
+             "--probe-size", "2", "--output", str(out)]
+    # Killed while the final adapter is being saved: checkpoint-4 and the step-4 probe are written, the adapter not.
+    proc = cli(train, {"SLOW_ADAPTER": "1", "SLOW_SECONDS": "120"})
+    wait_for(lambda: any(r["step"] == 4 and "probe_error" in r for r in run.metrics()))
+    time.sleep(2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run.state() == "interrupted" and not run.has_adapter()
+    assert checkpoint_problem(out / "checkpoints" / "checkpoint-4") is None
+
+    proc = cli(["train", "--resume", str(out)])
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output
+    assert "resuming from checkpoint-4" in output
+    assert run.state() == "done" and run.status()["step"] == 4
+    # The Trainer alone would have trained a step 5 (at learning rate 0): nothing is left to train.
+    assert loss_steps(run) == [1, 2, 3, 4]
+    assert [r["step"] for r in run.metrics() if "probe_error" in r] == [0, 4]  # step 4 was priced before the kill
+    from safetensors.torch import load_file
+
+    saved = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
+    checkpoint = load_file(str(out / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors"))
+    assert saved.keys() == checkpoint.keys() and all(torch.equal(saved[k], checkpoint[k]) for k in saved)
+
+
 def test_out_of_memory_fails_with_advice_and_the_next_run_starts(runs_dir, monkeypatch):
     real_step = job_module.Trainer.training_step
 

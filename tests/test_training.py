@@ -150,12 +150,14 @@ def test_four_bit_training_runs_on_the_cpu(runs_dir):
 
 def test_time_limit_ends_the_run_as_done_with_its_adapter(runs_dir):
     # A limit shorter than one step: training stops after the first step, saves, and says why.
-    job = TrainingJob(TrainConfig(name="timed", max_steps=50, sample_every=0, max_minutes=0.001, **SMALL),
+    job = TrainingJob(TrainConfig(name="timed", max_steps=50, sample_every=1, max_minutes=0.001, **SMALL),
                       runs_root=runs_dir).start()
     assert job.wait(300) == "done", job.run.status()
     status = job.run.status()
     assert status["step"] < 50 and "time limit of 0.001 min reached" in status["message"]
     assert (job.run.adapter_dir / "adapter_model.safetensors").is_file()
+    # The step the limit ended on was priced once, in the step's own probe, not again at the end.
+    assert [r["step"] for r in job.run.metrics() if "probe_error" in r] == [0, status["step"]]
 
 
 def test_bf16_precision_trains_with_the_price_only_loss(runs_dir):

@@ -13,6 +13,8 @@ import traceback
 from pathlib import Path
 
 import torch
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from . import data as D
@@ -20,7 +22,7 @@ from . import dist
 from .config import TrainConfig
 from .loss import PriceCollator, price_loss
 from .models import first_line, load_model, load_tokenizer
-from .runs import RunFolder, read_jsonl
+from .runs import RunFolder, finished_at, read_jsonl
 
 
 class Busy(RuntimeError):
@@ -262,16 +264,25 @@ class TrainingJob:
             self.data_message = (f"{len(train)} training / {len(test)} held-out products ({note}); "
                                  f"max length {max_length} tokens; $ error on {len(self.probe_items)} held-out items")
             self.run.update_status(max_length=max_length, data_summary=self.data_message, message=self.data_message)
-            trainer = Trainer(model=model, args=self._training_args(), train_dataset=examples,
-                              data_collator=PriceCollator(tokenizer, padding=True), compute_loss_func=price_loss,
-                              callbacks=[RunCallback(self), *self.extra_callbacks])
-            trainer.remove_callback(PrinterCallback)  # progress goes to the run folder, not stdout
-            trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
+            step = finished_at(self.checkpoint) if self.checkpoint else None
+            if step is None:
+                trainer = Trainer(model=model, args=self._training_args(), train_dataset=examples,
+                                  data_collator=PriceCollator(tokenizer, padding=True), compute_loss_func=price_loss,
+                                  callbacks=[RunCallback(self), *self.extra_callbacks])
+                trainer.remove_callback(PrinterCallback)  # progress goes to the run folder, not stdout
+                trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
+                step = trainer.state.global_step
+            else:
+                # Stopped between the last step's checkpoint and the end: nothing is left to train, and the Trainer
+                # would still run one step past max_steps before checking it. Finish from the checkpoint's weights.
+                set_peft_model_state_dict(model, load_file(str(self.checkpoint / "adapter_model.safetensors")))
             if self.nonfinite:
                 raise FloatingPointError(f"Training stopped: {self.nonfinite}. Nothing was saved from the broken "
                                          "weights; lower the learning rate or use a higher-precision dtype.")
-            step = trainer.state.global_step
-            if not self.stop_event.is_set() and dist.is_writer():  # the last step is never priced in on_step_end
+            # The last step is never priced in on_step_end, except when the time limit ended the run there; a resumed
+            # finished run may have priced it before it was stopped.
+            if not self.stop_event.is_set() and dist.is_writer() and not any(
+                    r.get("step") == step and "probe_error" in r for r in self.run.metrics()):
                 self.evaluate_probe(model, step)
             self.run.save_adapter(model, tokenizer, self.run.adapter_dir)
             saved = f"adapter/ = last (step {step})"

@@ -213,6 +213,13 @@ def checkpoint_problem(folder: Path) -> str | None:
     return None
 
 
+def finished_at(checkpoint: Path) -> int | None:
+    """The step of a (complete) checkpoint taken at the run's last step, or None when steps remain after it."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    step, last = int(state["global_step"]), int(state.get("max_steps") or 0)
+    return step if last and step >= last else None
+
+
 def list_runs(root: Path | None = None) -> list[RunFolder]:
     """Run folders, newest first."""
     root = Path(root) if root else runs_dir()
