@@ -386,13 +386,15 @@ class LiveView:
             # figure or Styler would be turned into JSON again for every polling browser.
             "loss": _PLOT.postprocess(charts.loss_figure(metrics)),
             "error": _PLOT.postprocess(charts.error_figure(metrics, base_error=base, constant_error=constant)),
-            "table": _TABLE.postprocess(charts.samples_frame(samples[-1]["items"])).model_dump() if samples else None,
+            "table": _TABLE.postprocess(charts.samples_frame(samples[-1]["items"] if samples else [])).model_dump(),
             "download": download,
             "resume": gr.Button(visible=resumable),
         }
 
 
 _PLOT, _TABLE = gr.Plot(render=False), gr.Dataframe(render=False, interactive=False)
+SAMPLE_WIDTHS = ["58%", "14%", "14%", "14%"]  # description, true, predicted, error: prices stay in view
+EVAL_COLUMNS = ["model", "error $", "RMSLE", "hits %", "unparseable"]
 LIVE = LiveView()
 
 
@@ -510,7 +512,7 @@ def run_evaluation(run_name, file, limit, progress=gr.Progress()):
         return f"**Cannot evaluate:** {exc}", None, None, None
     truths = [item["truth"] for item in result["items"]]
     guesses = [item["guess"] for item in result["items"]]
-    table = pd.DataFrame(summary_table(result), columns=["model", "error $", "RMSLE", "hits %", "unparseable"])
+    table = pd.DataFrame(summary_table(result), columns=EVAL_COLUMNS)
     return (f"{one_line(result)}  \nWritten to `{run_name}/eval.json`.", table,
             charts.scatter_figure(truths, guesses), charts.bucket_figure(truths, guesses))
 
@@ -571,7 +573,7 @@ def open_run(run_name):
     """One run in full: its status, config, latest sample predictions and evaluation."""
     run = _named_run(run_name)
     if run is None:
-        return "Pick a run.", "", None, None
+        return "Pick a run.", "", charts.samples_frame([]), pd.DataFrame(columns=EVAL_COLUMNS)
     summary, status = run_summary(run), run.status()
     lines = [f"**{run.name}** · {summary['status']} · step {summary['steps']}"
              + (f"/{status['total_steps']}" if status.get("total_steps") else "")
@@ -585,15 +587,17 @@ def open_run(run_name):
     if run.state() in RESUMABLE:
         lines.append(f"Resumable from {checkpoint.name}." if checkpoint else "No complete checkpoint to resume from.")
     samples = run.samples()
-    table = charts.samples_frame(samples[-1]["items"]) if samples else None
-    evaluation = None
-    if run.eval_file.is_file():
+    table = charts.samples_frame(samples[-1]["items"] if samples else [])
+    evaluation = pd.DataFrame(columns=EVAL_COLUMNS)
+    if not run.eval_file.is_file():
+        lines.append(f"Not evaluated yet: the Evaluate tab, or `python -m trainer eval --run {run.path}`, writes "
+                     "eval.json.")
+    else:
         from trainer.tester import summary_table
 
         try:
             result = json.loads(run.eval_file.read_text())
-            evaluation = pd.DataFrame(summary_table(result),
-                                      columns=["model", "error $", "RMSLE", "hits %", "unparseable"])
+            evaluation = pd.DataFrame(summary_table(result), columns=EVAL_COLUMNS)
             lines.append(f"Evaluated on {result['count']} items ({result['data']}).")
         except (OSError, ValueError, KeyError):
             lines.append("eval.json is unreadable.")
@@ -815,8 +819,9 @@ def build_app() -> gr.Blocks:
                     with gr.Row():
                         loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
                         error_plot = gr.Plot(label="$ error on held-out items", elem_id="error-plot")
-                    samples_df = gr.Dataframe(label="Sample predictions on held-out items", interactive=False,
-                                              wrap=True, elem_id="samples", column_widths=["58%", "14%", "14%", "14%"])
+                    samples_df = gr.Dataframe(charts.samples_frame([]), label="Sample predictions on held-out items",
+                                              interactive=False, wrap=True, elem_id="samples",
+                                              column_widths=SAMPLE_WIDTHS)
                     download = gr.DownloadButton("Download adapter (zip)", visible=False)
         with gr.Tab("Predict") as predict_tab:
             run_pick = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
@@ -862,8 +867,10 @@ def build_app() -> gr.Blocks:
             open_msg = gr.Markdown(elem_id="run-detail-message")
             with gr.Row():
                 open_config = gr.Code(label="config.yaml", language="yaml", interactive=False)
-                open_samples = gr.Dataframe(label="Latest sample predictions", interactive=False, wrap=True)
-            open_eval = gr.Dataframe(label="Evaluation (eval.json)", interactive=False)
+                open_samples = gr.Dataframe(charts.samples_frame([]), label="Latest sample predictions",
+                                            interactive=False, wrap=True, column_widths=SAMPLE_WIDTHS)
+            open_eval = gr.Dataframe(pd.DataFrame(columns=EVAL_COLUMNS), label="Evaluation (eval.json)",
+                                     interactive=False)
 
         with gr.Tab("Inside a step") as inside_tab:
             gr.Markdown("One training step of the lecture, on one example, with real numbers from a run's newest "

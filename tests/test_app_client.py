@@ -102,7 +102,7 @@ def test_bad_upload_gets_a_message_and_the_app_keeps_serving(launched_app, tmp_p
     good.write_text("title,price\n" + "".join(f"Steel bolt size {i},{i + 0.5}\n" for i in range(1, 30)))
     info, _preview, _hist, tokens = client.predict(handle_file(str(good)), api_name="/upload")
     assert "29 products" in info
-    assert "truncated" in json.loads(tokens["plot"])["layout"]["title"]["text"]  # the token-length histogram
+    assert "truncated" in json.loads(tokens["plot"])["layout"]["title"]["subtitle"]["text"]  # token-length histogram
 
 
 def test_runs_tab_lists_app_and_cli_runs_overlays_them_and_deletes_with_confirmation(launched_app):
@@ -192,6 +192,8 @@ def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_s
     _table, _pick, opened = client.predict(api_name="/list_runs")
     detail, config_text, _samples, evaluation = client.predict("killed", api_name="/open_run")
     assert "**killed** · interrupted" in detail and "Resumable from checkpoint-" in detail
+    assert "Not evaluated yet" in detail and evaluation["headers"] == ["model", "error $", "RMSLE", "hits %",
+                                                                       "unparseable"]
     assert "lora_r: 4" in config_text and "learning_rate: 0.0007" in config_text
     assert "Pick a run" in client.predict("../..", api_name="/open_run")[0]
 

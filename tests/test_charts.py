@@ -31,7 +31,7 @@ def test_loss_figure_traces():
     assert lr.yaxis == "y2" and list(lr.y) == pytest.approx([1e-4 * (1 - i / 10) for i in range(10)])
     assert fig.layout.yaxis2.overlaying == "y"
     assert fig.layout.xaxis.title.text == "step"
-    assert fig.layout.title.text
+    assert fig.layout.title.subtitle.text == f"step 10, loss {losses[-1]:.3f}"
 
 
 def test_loss_figure_without_lr_and_unsorted():
@@ -75,17 +75,17 @@ def test_error_figure_empty_and_baselines_only():
 def test_price_histogram():
     fig = price_histogram([10.0, 20.0, 20.0, 300.0])
     assert list(fig.data[0].x) == [10.0, 20.0, 20.0, 300.0]
-    assert "4 products" in fig.layout.title.text
+    assert fig.layout.title.text == "Prices" and "4 products" in fig.layout.title.subtitle.text
     assert len(price_histogram([]).data) == 0
 
 
 def test_token_length_figure_marks_the_cutoff_and_the_share_truncated():
     fig = token_length_figure([40, 50, 60, 70, 130], 64)
     assert list(fig.data[0].x) == [40, 50, 60, 70, 130]
-    assert "cut-off 64: 2 of 5 (40.0%) truncated" in fig.layout.title.text
+    assert "cut-off 64:<br>2 of 5 (40.0%) truncated" in fig.layout.title.subtitle.text
     (line,) = [shape for shape in fig.layout.shapes if shape.type == "line"]
     assert line.x0 == line.x1 == 64
-    assert "0 of 3 (0.0%) truncated" in token_length_figure([10, 20, 30], 30).layout.title.text
+    assert "0 of 3 (0.0%) truncated" in token_length_figure([10, 20, 30], 30).layout.title.subtitle.text
     assert len(token_length_figure([], 64).data) == 0
 
 

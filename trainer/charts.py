@@ -22,6 +22,19 @@ def _number(value) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _title(head: str, *details: str) -> dict:
+    """A short title, its details below it in smaller type, a line each: the charts sit in narrow columns, where
+    plotly cuts a long title off instead of wrapping it."""
+    return dict(text=head, subtitle=dict(text="<br>".join(d for d in details if d)), font=dict(size=15))
+
+
+# The data charts sit two to a narrow column: plotly's default 80 px right margin would take a third of the width.
+NARROW = dict(l=60, r=20, t=100, b=60)
+
+# Below the plot: at the top right a legend overlaps the title (and its subtitle) in a narrow column.
+LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0)
+
+
 def _empty(title: str, message: str, x_title: str = "", y_title: str = "") -> go.Figure:
     fig = go.Figure()
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, template="plotly_white",
@@ -60,13 +73,12 @@ def loss_figure(metrics: list[dict]) -> go.Figure:
                                  name="learning rate", mode="lines", yaxis="y2",
                                  line=dict(color=LR_COLOUR, width=1.5, dash="dot")))
     fig.update_layout(
-        title=f"Training loss — step {steps[-1]}, loss {losses[-1]:.3f}",
+        title=_title("Training loss", f"step {steps[-1]}, loss {losses[-1]:.3f}"),
         xaxis=dict(title="step"),
         yaxis=dict(title="loss"),
         yaxis2=dict(title="learning rate", overlaying="y", side="right", showgrid=False, exponentformat="e",
                     rangemode="tozero"),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
-        template="plotly_white", hovermode="x unified",
+        legend=LEGEND_BELOW, template="plotly_white", hovermode="x unified",
     )
     return fig
 
@@ -87,10 +99,8 @@ def error_figure(metrics: list[dict], base_error: float | None = None,
         if _number(value) is not None:
             fig.add_hline(y=value, line=dict(color=colour, dash="dash", width=1.5),
                           annotation_text=f"{label} ${value:,.2f}", annotation_position="top left")
-    title = "Price error on the probe set"
-    if rows:
-        title += f" — ${float(rows[-1]['probe_error']):,.2f} at step {rows[-1]['step']}"
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="mean absolute error ($)",
+    latest = f"${float(rows[-1]['probe_error']):,.2f} at step {rows[-1]['step']}" if rows else ""
+    fig.update_layout(title=_title("Price error on the probe set", latest), xaxis_title="step", yaxis_title="mean absolute error ($)",
                       yaxis=dict(rangemode="tozero"), template="plotly_white")
     return fig
 
@@ -103,9 +113,10 @@ def price_histogram(prices: list[float]) -> go.Figure:
     fig = go.Figure(go.Histogram(x=values, nbinsx=min(50, max(10, len(values) // 10)), marker_color=LOSS_COLOUR,
                                  name="products"))
     average = sum(values) / len(values)
-    fig.update_layout(title=f"Prices — {len(values):,} products, average ${average:,.2f}, "
-                            f"max ${max(values):,.2f}",
-                      xaxis_title="price ($)", yaxis_title="products", bargap=0.05, template="plotly_white")
+    fig.update_layout(title=_title("Prices", f"{len(values):,} products",
+                                   f"average ${average:,.2f}, max ${max(values):,.2f}"),
+                      xaxis_title="price ($)", yaxis_title="products", bargap=0.05, template="plotly_white",
+                      margin=NARROW)
     return fig
 
 
@@ -119,10 +130,10 @@ def token_length_figure(lengths: list[int], cutoff: int) -> go.Figure:
                                  name="examples"))
     fig.add_vline(x=cutoff, line_dash="dash", line_color=COLOURS["red"],
                   annotation_text=f"cut-off {cutoff}", annotation_position="top right")
-    fig.update_layout(title=f"Tokens per example — cut-off {cutoff}: {cut:,} of {len(values):,} "
-                            f"({100 * cut / len(values):.1f}%) truncated",
+    fig.update_layout(title=_title("Tokens per example", f"cut-off {cutoff}:",
+                                   f"{cut:,} of {len(values):,} ({100 * cut / len(values):.1f}%) truncated"),
                       xaxis_title="tokens (prompt + price)", yaxis_title="examples", bargap=0.05,
-                      template="plotly_white")
+                      template="plotly_white", margin=NARROW)
     return fig
 
 
@@ -246,5 +257,5 @@ def overlay_figure(series: dict[str, list[dict]], key: str, title: str, y_title:
     if not fig.data:
         return _empty(title, "Select runs with data to compare.", "step", y_title)
     fig.update_layout(title=title, xaxis=dict(title="step"), yaxis=dict(title=y_title), template="plotly_white",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
+                      legend=LEGEND_BELOW)
     return fig
