@@ -664,15 +664,19 @@ def inside_markdown(step) -> str:
         f"**{step.loss:.4f} → {step.loss_after:.4f}**. Done on a copy: the run is unchanged.")
 
 
+TOKEN_COLUMNS, KIND_COLUMNS = ["token", "p", "−log p"], ["module · matrix", "mean grad norm", "mean update norm"]
+MATRIX_COLUMNS = ["matrix", "shape", "grad norm", "update norm"]
+
+
 def inside_tables(step):
-    tokens = pd.DataFrame([{"token": repr(t.token), "p": round(t.prob, 4), "−log p": round(t.nll, 4)}
-                           for t in step.price_tokens])
-    rows = pd.DataFrame([{"matrix": m.name, "shape": "×".join(map(str, m.shape)), "grad norm": m.grad_norm,
-                          "update norm": m.update_norm} for m in step.lora])
+    tokens = pd.DataFrame([(repr(t.token), round(t.prob, 4), round(t.nll, 4)) for t in step.price_tokens],
+                          columns=TOKEN_COLUMNS)
+    rows = pd.DataFrame([(m.name, "×".join(map(str, m.shape)), m.grad_norm, m.update_norm) for m in step.lora],
+                        columns=MATRIX_COLUMNS)
     # Per module kind (q_proj, ..., A or B), which a 30-layer model's 420 rows hide.
     rows["kind"] = rows["matrix"].str.extract(r"\.([^.]+)\.lora_([AB])\.").agg(" ".join, axis=1)
     kinds = rows.groupby("kind", sort=False)[["grad norm", "update norm"]].mean().reset_index()
-    kinds.columns = ["module · matrix", "mean grad norm", "mean update norm"]
+    kinds.columns = KIND_COLUMNS
     return tokens, kinds.round(6), rows.drop(columns="kind").round(6)
 
 
@@ -764,7 +768,8 @@ def build_app() -> gr.Blocks:
                     upload_path = gr.State("")  # Gradio's temp path of the last upload, kept server-side
                     mapping = gr.State(None)  # {"columns", "text", "price"} of the last upload
                     data_info = gr.Markdown()
-                    preview = gr.Dataframe(label="First rows", interactive=False, wrap=True)
+                    preview = gr.Dataframe(pd.DataFrame(columns=["text", "price"]), label="First rows",
+                                           interactive=False, wrap=True)
                     with gr.Row():
                         hist = gr.Plot(label="Prices")
                         tok_hist = gr.Plot(label="Tokens per example (demo tokenizer)")
@@ -842,14 +847,16 @@ def build_app() -> gr.Blocks:
                 eval_btn = gr.Button("Evaluate", variant="primary")
                 eval_cancel = gr.Button("Cancel")
             eval_md = gr.Markdown()
-            eval_table = gr.Dataframe(label="Results", interactive=False, elem_id="eval-table")
+            eval_table = gr.Dataframe(pd.DataFrame(columns=EVAL_COLUMNS), label="Results", interactive=False,
+                                      elem_id="eval-table")
             with gr.Row():
                 eval_scatter = gr.Plot(label="Truth vs guess", elem_id="eval-scatter")
                 eval_buckets = gr.Plot(label="Error by price")
 
         with gr.Tab("Runs") as runs_tab:
             gr.Markdown("Every run in the runs folder, from the app or the CLI. Select runs to overlay their curves.")
-            history = gr.Dataframe(label="Runs", interactive=False, elem_id="runs-table")
+            history = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), label="Runs", interactive=False,
+                                   elem_id="runs-table")
             history_pick = gr.Dropdown(label="Runs to compare", choices=[], multiselect=True, allow_custom_value=True)
             with gr.Row():
                 history_loss = gr.Plot(label="Loss")
@@ -884,10 +891,12 @@ def build_app() -> gr.Blocks:
             inside_price = gr.Textbox(label="True price ($)")
             inside_btn = gr.Button("Run one step", variant="primary")
             inside_md = gr.Markdown(elem_id="inside-step")
-            inside_tokens = gr.Dataframe(label="Loss: the true price tokens", interactive=False)
-            inside_kinds = gr.Dataframe(label="Backward and step, per module kind", interactive=False)
+            inside_tokens = gr.Dataframe(pd.DataFrame(columns=TOKEN_COLUMNS), label="Loss: the true price tokens",
+                                         interactive=False)
+            inside_kinds = gr.Dataframe(pd.DataFrame(columns=KIND_COLUMNS),
+                                        label="Backward and step, per module kind", interactive=False)
             with gr.Accordion("Every LoRA matrix", open=False):
-                inside_all = gr.Dataframe(interactive=False)
+                inside_all = gr.Dataframe(pd.DataFrame(columns=MATRIX_COLUMNS), interactive=False)
 
         with gr.Tab("Export") as export_tab:
             gr.Markdown("Take a run out of PriceTune: its adapter with a model card (config, data, the Tester's "

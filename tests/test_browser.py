@@ -41,6 +41,8 @@ def chart_points(page) -> int:
 
 def test_upload_train_watch_reload_stop(launched_app, page):
     page.goto(launched_app.url)
+    # Before any run the samples table already names its columns (not Gradio's placeholder 1 2 3).
+    page.locator("#samples").get_by_text("Predicted $").wait_for(timeout=30_000)
     page.get_by_role("button", name="Use sample data (synthetic)").click()
     page.get_by_text("Synthetic sample data").wait_for(timeout=60_000)
     assert page.get_by_text(re.compile(r"\d+ products")).count() > 0
@@ -66,6 +68,13 @@ def test_upload_train_watch_reload_stop(launched_app, page):
     page.wait_for_function("""() => {
         const gd = document.querySelector('#error-plot .js-plotly-plot');
         return gd && gd.data && gd.data.length && gd.data[0].y.length >= 2; }""", timeout=120_000)
+    # The loss chart's legend sits below the plot, clear of the title and subtitle whatever the column's width.
+    legend = page.evaluate("""() => {
+        const box = s => document.querySelector('#loss-plot ' + s).getBoundingClientRect();
+        const legend = box('.legend'), title = box('.gtitle'), subtitle = box('.gtitle-subtitle');
+        const hits = r => legend.left < r.right && r.left < legend.right && legend.top < r.bottom && r.top < legend.bottom;
+        return {overlaps: hits(title) || hits(subtitle), below: legend.top >= box('.g-xtitle').bottom}; }""")
+    assert legend == {"overlaps": False, "below": True}
     run_name = re.search(r"Run ([\w.-]+)", status.inner_text()).group(1)
     assert "step" in status.inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
