@@ -457,22 +457,31 @@ def _adapter_zip(run: RunFolder) -> str:
 
 # ---------- predict ----------
 
+def _runs(with_adapter: bool = False) -> dict[str, RunFolder]:
+    """The runs by name, newest first. Only these names ever reach the file system: a posted name is looked up here,
+    never used as a path."""
+    return {r.name: r for r in list_runs() if not with_adapter or r.has_adapter()}
+
+
+def _named_run(run_name, with_adapter: bool = False) -> RunFolder | None:
+    return _runs(with_adapter).get(run_name)
+
+
 def runs_with_adapters():
-    return gr.Dropdown(choices=[r.name for r in list_runs() if r.has_adapter()],
-                       value=next((r.name for r in list_runs() if r.has_adapter()), None))
+    names = list(_runs(with_adapter=True))
+    return gr.Dropdown(choices=names, value=names[0] if names else None)
 
 
 def predict(run_name, text):
     from trainer.inference import predictor_for
 
-    runs = {r.name: r for r in list_runs() if r.has_adapter()}
-    if run_name not in runs:
-        # Only names of existing runs ever reach the file system: a posted name is never used as a path.
+    run = _named_run(run_name, with_adapter=True)
+    if run is None:
         return "Pick a finished run with an adapter.", None
     if not text or not text.strip():
         return "Type a product description.", None
     try:
-        predictor = predictor_for(runs[run_name].path)
+        predictor = predictor_for(run.path)
     except (ModelError, OSError, ValueError) as exc:
         return f"Cannot load run {run_name}: {exc}", None
     tuned = predictor.predict([text])[0]
@@ -498,12 +507,12 @@ EVAL_CANCEL = threading.Event()
 def run_evaluation(run_name, file, limit, progress=gr.Progress()):
     from trainer.tester import Cancelled, evaluate_run, one_line, summary_table
 
-    runs = {r.name: r for r in list_runs() if r.has_adapter()}
-    if run_name not in runs:
+    run = _named_run(run_name, with_adapter=True)
+    if run is None:
         return "Pick a finished run with an adapter.", None, None, None
     EVAL_CANCEL.clear()
     try:
-        result = evaluate_run(runs[run_name].path, data=file or None, limit=int(limit or 0) or None,
+        result = evaluate_run(run.path, data=file or None, limit=int(limit or 0) or None,
                               progress=lambda done, total, what: progress((done, total), desc=what),
                               cancel=EVAL_CANCEL)
     except Cancelled:
@@ -536,20 +545,19 @@ def list_history():
 
 
 def all_runs():
-    names = [r.name for r in list_runs()]
+    names = list(_runs())
     return gr.Dropdown(choices=names, value=names[0] if names else None)
 
 
 def compare_runs(names):
-    runs = {r.name: r for r in list_runs()}
-    # Only names of existing runs ever reach the file system: a posted name is never used as a path.
+    runs = _runs()
     series = {name: runs[name].metrics() for name in (names or []) if name in runs}
     return (charts.overlay_figure(series, "loss", "Training loss (smoothed)", "loss"),
             charts.overlay_figure(series, "probe_error", "$ error on held-out items", "$ error"))
 
 
 def delete_run(names, confirmed, request: gr.Request = None):
-    runs = {r.name: r for r in list_runs()}
+    runs = _runs()
     picked = [n for n in (names or []) if n in runs]
     if len(picked) != 1:
         return "Select exactly one run to delete."
@@ -562,11 +570,6 @@ def delete_run(names, confirmed, request: gr.Request = None):
         return "Only the user who started this run (or an admin) may delete it."
     shutil.rmtree(run.path)
     return f"Deleted run {run.name}."
-
-
-def _named_run(run_name) -> RunFolder | None:
-    # Only names of existing runs ever reach the file system: a posted name is never used as a path.
-    return {r.name: r for r in list_runs()}.get(run_name)
 
 
 def open_run(run_name):
@@ -694,15 +697,10 @@ def example_of(run_name, index):
 
 # ---------- export ----------
 
-def _finished_run(run_name) -> RunFolder | None:
-    # Only names of existing runs ever reach the file system: a posted name is never used as a path.
-    return {r.name: r for r in list_runs() if r.has_adapter()}.get(run_name)
-
-
 def export_card(run_name):
     from trainer.export import model_card
 
-    run = _finished_run(run_name)
+    run = _named_run(run_name, with_adapter=True)
     if run is None:
         return "Pick a finished run with an adapter.", gr.skip()
     card = model_card(run.path)
@@ -712,7 +710,7 @@ def export_card(run_name):
 
 def _run_for(run_name, request, verb) -> tuple[RunFolder | None, str]:
     """The finished run a control may act on, or why not."""
-    run = _finished_run(run_name)
+    run = _named_run(run_name, with_adapter=True)
     if run is None:
         return None, "Pick a finished run with an adapter."
     if not _may_control(run, request):
