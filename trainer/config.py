@@ -68,6 +68,8 @@ class TrainConfig:
     """'demo' (SmolLM2-135M-Instruct, built in), a Hugging Face model id, or a local model folder."""
     quant: str = field(default_factory=_default_quant)
     """Base-model quantization: 4bit (NF4, double quant), 8bit, or none."""
+    fp32_norms: bool = True
+    """With 4/8-bit, cast norms and embeddings to fp32 (PEFT's prepare_model_for_kbit_training); False: less memory."""
     lora_r: int = 16
     """LoRA rank r: width of the A/B matrices."""
     lora_alpha: int = 32

@@ -323,8 +323,8 @@ class TrainingJob:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
         cfg = self.config
-        if cfg.quant != "none":
-            # Casts norms to fp32 and enables input grads, as QLoRA needs; no gradient checkpointing on short prompts.
+        if cfg.quant != "none" and cfg.fp32_norms:
+            # Casts norms and embeddings to fp32; no gradient checkpointing on short prompts.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
