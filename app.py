@@ -455,7 +455,7 @@ def _adapter_zip(run: RunFolder) -> str:
     return str(target)
 
 
-# ---------- predict ----------
+# ---------- runs by name (every tab) ----------
 
 def _runs(with_adapter: bool = False) -> dict[str, RunFolder]:
     """The runs by name, newest first. Only these names ever reach the file system: a posted name is looked up here,
@@ -466,6 +466,8 @@ def _runs(with_adapter: bool = False) -> dict[str, RunFolder]:
 def _named_run(run_name, with_adapter: bool = False) -> RunFolder | None:
     return _runs(with_adapter).get(run_name)
 
+
+# ---------- predict ----------
 
 def runs_with_adapters():
     names = list(_runs(with_adapter=True))
