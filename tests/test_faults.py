@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from trainer import job as job_module
 from trainer.config import TrainConfig
@@ -103,8 +104,6 @@ def test_sigkill_after_the_last_checkpoint_resumes_to_done_without_an_extra_step
     # The Trainer alone would have trained a step 5 (at learning rate 0): nothing is left to train.
     assert loss_steps(run) == [1, 2, 3, 4]
     assert [r["step"] for r in run.metrics() if "probe_error" in r] == [0, 4]  # step 4 was priced before the kill
-    from safetensors.torch import load_file
-
     saved = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
     checkpoint = load_file(str(out / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors"))
     assert saved.keys() == checkpoint.keys() and all(torch.equal(saved[k], checkpoint[k]) for k in saved)

@@ -32,8 +32,7 @@ def test_gpu_check_script_trains_every_arm_on_the_tiny_model(tmp_path):
     assert str(tmp_path / "work" / "model") in model_line and "(4bit)" in model_line
     assert "LoRA r32 alpha 64 dropout 0.1 on q_proj,k_proj,v_proj,o_proj, max length 182" in model_line
     rows = {line.split()[0]: line.split() for line in lines if line.split()[:1] in (["A"], ["A16"], ["B"])}
-    assert set(rows) == {"A", "A16", "B"}
-    assert float(rows["A"][-1].rstrip("x")) == 1.0
+    assert set(rows) == {"A", "A16", "B"} and all(float(row[1]) > 0 for row in rows.values())  # tokens/s
     assert not (tmp_path / "work" / "model").exists()  # the random model is removed at the end
 
 
