@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -224,6 +225,14 @@ def fill_form(config: TrainConfig, message: str):
     except (ModelError, ValueError):
         pass  # the model cannot be inspected here; the targets are shown as given
     note = "" if config.data == "sample" else f" Its data was `{config.data}`: upload that file to train on it."
+    # Settings the form has no field for: a run started from the form gets their defaults, so say which differ.
+    default, own = TrainConfig(), set(FORM_FIELDS) | {"name", "data", "text_column", "price_column"}
+    dropped = [f"{f.name} {getattr(config, f.name)} (default {getattr(default, f.name)})"
+               for f in dataclasses.fields(TrainConfig)
+               if f.name not in own and getattr(config, f.name) != getattr(default, f.name)]
+    if dropped:
+        note += (f" Not in the form, so a run started here uses the defaults instead: {', '.join(dropped)}; "
+                 "to keep them, train headless with this config.yaml.")
     return *values, f"{message}{note}"
 
 

@@ -4,6 +4,7 @@ import json
 import re
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -151,7 +152,12 @@ def test_exported_config_imports_back_into_the_form_and_trains_headless(launched
     filled = dict(zip(["model", "quant", "r", "alpha", "dropout", "targets", "lr", "max_steps"], values))
     targets = filled["targets"]["value"] if isinstance(filled["targets"], dict) else filled["targets"]
     assert (filled["lr"], filled["max_steps"], filled["r"], targets) == (5e-4, 1, 6, ["q_proj", "v_proj"])
-    assert "Form filled" in note
+    assert "Form filled" in note and "Not in the form" not in note
+    # Settings the form cannot hold are named, not silently dropped.
+    variant = tmp_path / "variant.yaml"
+    variant.write_text(TrainConfig(**{**vars(config), "max_minutes": 30, "precision": "fp32"}).to_yaml())
+    note = client.predict(handle_file(str(variant)), api_name="/import_config")[-1]
+    assert "Not in the form" in note and "max_minutes 30 (default 0.0)" in note and "precision fp32 (default auto)" in note
     bad = tmp_path / "bad.yaml"
     bad.write_text("lora_rank: 8\n")
     assert "Cannot import" in client.predict(handle_file(str(bad)), api_name="/import_config")[-1]
