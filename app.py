@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import gradio as gr
@@ -18,9 +19,9 @@ import pandas as pd
 
 from trainer import charts
 from trainer import data as D
-from trainer.config import COURSE_TARGETS, ConfigError, TrainConfig, model_defaults
+from trainer.config import COURSE_TARGETS, RUN_DATA, ConfigError, TrainConfig, model_defaults
 from trainer.job import JOBS, Busy
-from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
+from trainer.models import DEMO, ModelError, estimate_adapter, first_line, linear_module_names, model_config
 from trainer.paths import runs_dir
 from trainer.runs import ACTIVE_STATES, FINAL_STATES, RunFolder, list_runs, read_jsonl, run_summary
 
@@ -28,10 +29,41 @@ RESUMABLE = ("stopped", "failed", "interrupted")
 
 DEFAULTS = TrainConfig()
 PREVIEW_ROWS = 8
+PREVIEW_COLUMNS = ["price", "text"]  # the price first: a long text column would push it out of view
+
+
+# ---------- errors ----------
+
+def reports_errors(outputs: int = 1, at: int = 0):
+    """Whatever a handler raises reaches the user: a toast, and the message in its output `at` (of `outputs`),
+    next to the button that caused it. Gradio alone shows a bare "Error" or nothing."""
+    def wrap(fn):
+        @functools.wraps(fn)  # Gradio reads the wrapped signature: API parameter names, gr.Request, gr.Progress
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                traceback.print_exc()
+                message = f"**Something went wrong:** {type(exc).__name__}: {first_line(exc)}"
+                gr.Warning(message)
+                if outputs == 1:
+                    return message
+                values = [gr.skip()] * outputs
+                values[at] = message
+                return tuple(values)
+        return handler
+    return wrap
+
+
+def refused(message: str) -> str:
+    """A handler's answer to bad input: shown next to its button and as a toast."""
+    gr.Warning(message.replace("**", ""))
+    return message
 
 
 # ---------- data ----------
 
+@reports_errors(5, at=1)
 def use_sample():
     products = D.make_sample_products()
     return "sample", *_describe_products(products, "**Synthetic sample data** (made by PriceTune's own seeded "
@@ -39,12 +71,14 @@ def use_sample():
                                                    "material).")
 
 
+@reports_errors(7, at=1)
 def use_upload(file):
     if file is None:
         return (gr.skip(),) * 7
     return _read_upload(file, None, None)
 
 
+@reports_errors(7, at=1)
 def remap(file, text_columns, price_column):
     """The column pickers changed: read the same uploaded file again with the chosen mapping."""
     if not file:
@@ -54,6 +88,8 @@ def remap(file, text_columns, price_column):
 
 def _read_upload(file, text_columns, price_column):
     # `file` is the temp path Gradio saved the upload under: the name the user gave it is shown, never used as a path.
+    # Gradio hands it over as a str subclass, which YAML (config.yaml) cannot write: keep a plain str.
+    file = str(file)
     try:
         products, report = D.load_products(file, text_column=text_columns, price_column=price_column)
     except D.DataError as exc:
@@ -62,7 +98,8 @@ def _read_upload(file, text_columns, price_column):
         columns = exc.report.columns if exc.report else D.read_columns(file)
         mapping = {"columns": columns, "text": exc.report.text_columns if exc.report else list(text_columns or []),
                    "price": exc.report.price_column if exc.report else price_column or ""}
-        return "", f"**Cannot use this file:** {exc}", None, None, None, file, mapping
+        return ("", refused(f"**Cannot use this file:** {exc}"), pd.DataFrame(columns=PREVIEW_COLUMNS), None, None,
+                file, mapping)
     mapping = {"columns": report.columns, "text": report.text_columns, "price": report.price_column}
     described = _describe_products(products, f"**Uploaded file** `{Path(file).name}`\n\n{report.summary()}")
     return file, *described, file, mapping
@@ -88,8 +125,9 @@ def _describe_products(products, header):
     train, test = D.split_products(products, test_size=test_size, seed=DEFAULTS.split_seed)
     info = (f"{header}\n\n**{len(products)} products**: {len(train)} for training, {len(test)} held out "
             f"(seeded split, seed {DEFAULTS.split_seed}; never trained on).")
-    preview = [[p.text[:160], round(p.price, 2)] for p in products[:PREVIEW_ROWS]]
-    return (info, gr.Dataframe(value=preview, headers=["text", "price"]),
+    preview = [[round(p.price, 2), p.text[:160]] for p in products[:PREVIEW_ROWS]]
+    return (info, gr.Dataframe(value=preview, headers=PREVIEW_COLUMNS,
+                               label=f"First {len(preview)} of {len(products):,} rows"),
             charts.price_histogram([p.price for p in products]), _token_lengths(products))
 
 
@@ -152,39 +190,42 @@ FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target
 
 def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
                 sample_every, probe_size, seed, save_steps, mapping=None) -> TrainConfig:
-    """The TrainConfig the form describes (validated); Start and Export config share it."""
+    """The TrainConfig the form describes, every field converted and checked by the config itself (a cleared number
+    field is refused by its name); Start and Export config share it."""
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
     mapping = (mapping or {}) if data_path != "sample" else {}
-    return TrainConfig(data=data_path or "sample", text_column=",".join(mapping.get("text") or []),
-                       price_column=mapping.get("price") or "",
-                       model=model.strip() or DEMO, quant=quant, lora_r=int(r),
-                       lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=list(targets or []),
-                       learning_rate=float(lr), max_steps=int(max_steps), epochs=float(epochs),
-                       batch_size=int(batch), grad_accum=int(accum), max_length=int(max_len),
-                       sample_every=int(sample_every), probe_size=int(probe_size), seed=int(seed),
-                       save_steps=int(save_steps)).validate()
+    values = dict(zip(FORM_FIELDS, (model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum,
+                                    max_len, sample_every, probe_size, seed, save_steps)))
+    values["model"] = str(model or "").strip() or DEMO
+    values["target_modules"] = list(targets or [])
+    return TrainConfig.from_dict({"data": str(data_path or "sample"), "text_column": ",".join(mapping.get("text") or []),
+                                  "price_column": mapping.get("price") or "", **values}).validate()
 
 
+@reports_errors()
 def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
           sample_every, probe_size, seed, save_steps, mapping=None, request: gr.Request = None):
     # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
     form = {k: v for k, v in locals().items() if k != "request"}
     if not data_path:
-        return "Choose data first: **Use sample data** or upload a file."
+        return refused("Choose data first: **Use sample data** or upload a file.")
     try:
-        job = JOBS.start(form_config(**form), owner=_user(request))
-    except (ConfigError, Busy) as exc:
-        return f"**{exc}**"
+        config = form_config(**form)
+        model_config(config.model)  # a mistyped id is refused now, not after the data is read and tokenized
+        job = JOBS.start(config, owner=_user(request))
+    except (ConfigError, ModelError, Busy) as exc:
+        return refused(f"**Cannot start:** {exc}")
     return f"Started run **{job.run.name}**."
 
 
+@reports_errors(2, at=1)
 def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
                   sample_every, probe_size, seed, save_steps, mapping=None):
     """The form as the YAML that `python -m trainer train --config` takes."""
     try:
         config = form_config(**locals())
     except ConfigError as exc:
-        return gr.skip(), f"**Cannot export:** {exc}"
+        return gr.skip(), refused(f"**Cannot export:** {exc}")
     folder = Path(tempfile.mkdtemp(prefix="pricetune-config-"))
     path = folder / "pricetune-config.yaml"
     path.write_text(config.to_yaml())
@@ -205,6 +246,7 @@ def commands_text(config: TrainConfig, file: str = "pricetune-config.yaml") -> s
             f"accelerate launch --multi_gpu --num_processes {gpus} {run}\n```")
 
 
+@reports_errors(len(FORM_FIELDS) + 1, at=len(FORM_FIELDS))
 def import_config(file):
     """Fill the form from a config.yaml (as exported, or a run's own); the data choice stays as it is."""
     if not file:
@@ -212,11 +254,11 @@ def import_config(file):
     try:
         config = TrainConfig.from_yaml(file).validate()
     except (ConfigError, OSError, ValueError) as exc:  # yaml errors are ValueErrors too
-        return *[gr.skip()] * len(FORM_FIELDS), f"**Cannot import:** {exc}"
+        return *[gr.skip()] * len(FORM_FIELDS), refused(f"**Cannot import:** {exc}")
     return fill_form(config, "Form filled from the config.")
 
 
-def fill_form(config: TrainConfig, message: str):
+def fill_form(config: TrainConfig, message: str, data_kept: bool = False):
     """The form's values for a config, then a message (with where its data was, as uploads are not kept)."""
     values = [getattr(config, f) for f in FORM_FIELDS]
     try:
@@ -224,10 +266,12 @@ def fill_form(config: TrainConfig, message: str):
         values[FORM_FIELDS.index("target_modules")] = gr.CheckboxGroup(choices=names, value=config.target_modules)
     except (ModelError, ValueError):
         pass  # the model cannot be inspected here; the targets are shown as given
-    note = "" if config.data == "sample" else f" Its data was `{config.data}`: upload that file to train on it."
+    upload = not (data_kept or config.data == "sample" or config.data.startswith(RUN_DATA))
+    note = f" Its data was `{Path(config.data).name}`: upload that file to train on it." if upload else ""
     # Settings the form has no field for: a run started from the form gets their defaults, so say which differ.
     default, own = TrainConfig(), set(FORM_FIELDS) | {"name", "data", "text_column", "price_column"}
-    dropped = [f"{f.name} {getattr(config, f.name)} (default {getattr(default, f.name)})"
+    shown = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    dropped = [f"{f.name} {shown(getattr(config, f.name))} (default {shown(getattr(default, f.name))})"
                for f in dataclasses.fields(TrainConfig)
                if f.name not in own and getattr(config, f.name) != getattr(default, f.name)]
     if dropped:
@@ -310,7 +354,7 @@ def _fmt_seconds(s):
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def status_text(run: RunFolder, status: dict, metrics: list[dict]) -> str:
+def status_text(run: RunFolder, status: dict, metrics: list[dict], settings: str = "") -> str:
     state = status.get("state", "?")
     step, total = status.get("step", 0), status.get("total_steps")
     now = status.get("ended") or time.time()
@@ -321,9 +365,9 @@ def status_text(run: RunFolder, status: dict, metrics: list[dict]) -> str:
         parts.append(f"step {step}/{total}")
     if status.get("started"):
         parts.append(f"elapsed {_fmt_seconds(now - status['started'])}")
-    began = status.get("training_started")
-    if state == "training" and began and step and total:
-        parts.append(f"ETA {_fmt_seconds((time.time() - began) / step * (total - step))}")
+    eta = _eta(status, metrics)
+    if eta is not None:
+        parts.append(f"ETA {_fmt_seconds(eta)}")
     recent = [r["tokens_per_s"] for r in metrics if "tokens_per_s" in r][-10:]
     if recent:
         parts.append(f"{sum(recent) / len(recent):.0f} tokens/s")
@@ -331,11 +375,43 @@ def status_text(run: RunFolder, status: dict, metrics: list[dict]) -> str:
     if probes:
         parts.append(f"probe error ${probes[-1]['probe_error']:,.2f}")
     lines = [" · ".join(parts)]
+    if settings:
+        lines.append(settings)
     if status.get("error"):
         lines.append(f"**Error:** {status['error']}")
+    elif state == "training" and status.get("pricing_probe") is not None:
+        lines.append(f"Pricing the probe set at step {status['pricing_probe']}…")
     elif status.get("message"):
         lines.append(status["message"])
     return "\n\n".join(lines)
+
+
+def _eta(status: dict, metrics: list[dict]) -> float | None:
+    """Seconds left: the average time per step so far (probe pricing included, as it recurs) times the steps left,
+    counted from the end of the last step, so the estimate runs down smoothly while a probe is priced instead of
+    jumping up."""
+    began, total = status.get("training_started"), status.get("total_steps")
+    steps = [r for r in metrics if "loss" in r and isinstance(r.get("time"), (int, float))]
+    if status.get("state") != "training" or not began or not total or not steps:
+        return None
+    last = steps[-1]
+    done = last["step"] - (status.get("training_started_step") or 0)
+    if done <= 0:
+        return None
+    per_step = (last["time"] - began) / done
+    return max(per_step * (total - last["step"]) - (time.time() - last["time"]), 0.0)
+
+
+def run_settings(run: RunFolder) -> str:
+    """The settings a run trains with, in one line: after a reload the form shows defaults, not these."""
+    try:
+        c = TrainConfig.from_yaml(run.config_file)
+    except (ConfigError, OSError):
+        return ""
+    data = "sample data" if c.data == "sample" else (c.data if c.data.startswith("run:") else Path(c.data).name)
+    return (f"Settings of this run: {c.model} ({c.quant}) · LoRA r {c.lora_r}, alpha {c.lora_alpha}, dropout "
+            f"{c.lora_dropout:g} on {', '.join(c.target_modules)} · lr {c.learning_rate:g} · batch {c.batch_size}"
+            f"×{c.grad_accum} · {f'{c.max_steps} steps' if c.max_steps else f'{c.epochs:g} epochs'} · data {data}")
 
 
 class LiveView:
@@ -387,8 +463,9 @@ class LiveView:
                                          value=_adapter_zip(run),
                                          visible=True)
         resumable = state in RESUMABLE and run.last_complete_checkpoint()[0] is not None
+        ended = {"done": "finished", "stopped": "stopped", "failed": "failed", "interrupted": "was interrupted"}
         return {
-            "status": {**status, "state": state}, "metrics": metrics,
+            "status": {**status, "state": state}, "metrics": metrics, "settings": run_settings(run),
             # What a page compares to know it must redraw the charts, or the download and resume buttons.
             "version": f"{run.name}:{hash(key)}", "phase": f"{run.name}|{state}|{run.has_adapter()}|{resumable}",
             # Serialized here, once per change: Gradio passes ready plot/table data through untouched, where a
@@ -397,13 +474,17 @@ class LiveView:
             "error": _PLOT.postprocess(charts.error_figure(metrics, base_error=base, constant_error=constant)),
             "table": _TABLE.postprocess(charts.samples_frame(samples[-1]["items"] if samples else [])).model_dump(),
             "download": download,
-            "resume": gr.Button(visible=resumable),
+            "resume": gr.Button(f"Resume run {run.name}", visible=resumable),
+            # Replaces "Stopping … at the next step" under Start once the run has ended.
+            "message": f"Run **{run.name}** {ended[state]}." if state in ended else gr.skip(),
         }
 
 
 _PLOT, _TABLE = gr.Plot(render=False), gr.Dataframe(render=False, interactive=False)
 SAMPLE_WIDTHS = ["58%", "14%", "14%", "14%"]  # description, true, predicted, error: prices stay in view
 EVAL_COLUMNS = ["model", "error $", "RMSLE", "hits %", "unparseable"]
+COLOUR_KEY = ("<small>Colours, as the course's Tester: **green** within $40 or 20% of the true price (a hit), "
+              "**orange** within $80 or 40%, **red** further off; grey: no price could be read.</small>")
 LIVE = LiveView()
 
 
@@ -420,7 +501,7 @@ def poll():
         return NO_RUN, "", ""
     _, parts = LIVE.get(run)
     # The text is rebuilt every poll: elapsed time and ETA move even when no file changed.
-    return status_text(run, parts["status"], parts["metrics"]), parts["version"], parts["phase"]
+    return status_text(run, parts["status"], parts["metrics"], parts["settings"]), parts["version"], parts["phase"]
 
 
 def redraw():
@@ -433,12 +514,13 @@ def redraw():
 
 
 def controls():
-    """The download and resume buttons, fetched when the run's phase tag changed (it ended, or became resumable)."""
+    """The download and resume buttons and the message under Start, fetched when the run's phase tag changed (it
+    ended, or became resumable)."""
     run = current_run()
     if run is None:
-        return gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip()
     _, parts = LIVE.get(run)
-    return parts["download"], parts["resume"]
+    return parts["download"], parts["resume"], parts["message"]
 
 
 def refresh():
@@ -447,8 +529,8 @@ def refresh():
     if run is None:
         return NO_RUN, None, None, None, None
     _, parts = LIVE.get(run)
-    return (status_text(run, parts["status"], parts["metrics"]), parts["loss"], parts["error"], parts["table"],
-            parts["download"])
+    return (status_text(run, parts["status"], parts["metrics"], parts["settings"]), parts["loss"], parts["error"],
+            parts["table"], parts["download"])
 
 
 def _adapter_zip(run: RunFolder) -> str:
@@ -465,6 +547,8 @@ def _adapter_zip(run: RunFolder) -> str:
 
 
 # ---------- runs by name (every tab) ----------
+
+PICK_FINISHED = "Pick a finished run with an adapter."
 
 def _runs(with_adapter: bool = False) -> dict[str, RunFolder]:
     """The runs by name, newest first. Only these names ever reach the file system: a posted name is looked up here,
@@ -483,30 +567,33 @@ def runs_with_adapters():
     return gr.Dropdown(choices=names, value=names[0] if names else None)
 
 
+@reports_errors(2, at=0)
 def predict(run_name, text):
+    from trainer.evaluate import expected_price
     from trainer.inference import predictor_for
 
     run = _named_run(run_name, with_adapter=True)
     if run is None:
-        return "Pick a finished run with an adapter.", None
+        return refused(PICK_FINISHED), None
     if not text or not text.strip():
-        return "Type a product description.", None
+        return refused("Type a product description."), None
     try:
         predictor = predictor_for(run.path)
     except (ModelError, OSError, ValueError) as exc:
-        return f"Cannot load run {run_name}: {exc}", None
-    tuned = predictor.predict([text])[0]
-    base = predictor.predict([text], base=True)[0]
+        return refused(f"**Cannot load run {run_name}:** {exc}"), None
     candidates = predictor.distribution(text)
-    expected = sum(p * w for p, w in candidates) / max(sum(w for _, w in candidates), 1e-9) if candidates else None
+    expected = expected_price(candidates)
+    greedy = predictor.predict([text])[0]
+    base = predictor.predict([text], base=True)[0]
 
     def show(pred):
         return f"${pred.price:,.2f}" if pred.price is not None else f"unparseable ({pred.text!r})"
 
-    md = (f"| | price |\n|---|---|\n| fine-tuned ({run_name}) | **{show(tuned)}** |\n"
-          f"| base model | {show(base)} |\n")
-    if expected is not None:
-        md += f"| fine-tuned, expected value | ${expected:,.2f} |\n"
+    headline = f"**${expected:,.2f}**" if expected is not None else "no price among the candidates"
+    md = (f"| | price |\n|---|---|\n| **fine-tuned ({run_name}), expected value** | {headline} |\n"
+          f"| fine-tuned, greedy | {show(greedy)} |\n| base model, greedy | {show(base)} |\n\n"
+          "The expected value weighs each candidate price by its probability (the chart); greedy decoding reads "
+          "the single likeliest digits, which for a digit-by-digit tokenizer collapse to round prices.")
     return md, charts.distribution_figure(candidates, expected)
 
 
@@ -515,25 +602,26 @@ def predict(run_name, text):
 EVAL_CANCEL = threading.Event()
 
 
+@reports_errors(4, at=0)
 def run_evaluation(run_name, file, limit, progress=gr.Progress()):
     from trainer.tester import Cancelled, evaluate_run, one_line, summary_table
 
     run = _named_run(run_name, with_adapter=True)
     if run is None:
-        return "Pick a finished run with an adapter.", None, None, None
+        return refused(PICK_FINISHED), None, None, None
     EVAL_CANCEL.clear()
     try:
-        result = evaluate_run(run.path, data=file or None, limit=int(limit or 0) or None,
-                              progress=lambda done, total, what: progress((done, total), desc=what),
+        result = evaluate_run(run.path, data=str(file) if file else None, limit=int(limit or 0) or None,
+                              progress=lambda done, total, what: progress(done / total, desc=what),
                               cancel=EVAL_CANCEL)
     except Cancelled:
         return "Evaluation cancelled; nothing was written.", None, None, None
     except ValueError as exc:  # DataError, ModelError: bad test file or unloadable run
-        return f"**Cannot evaluate:** {exc}", None, None, None
+        return refused(f"**Cannot evaluate:** {exc}"), None, None, None
     truths = [item["truth"] for item in result["items"]]
     guesses = [item["guess"] for item in result["items"]]
     table = pd.DataFrame(summary_table(result), columns=EVAL_COLUMNS)
-    return (f"{one_line(result)}  \nWritten to `{run_name}/eval.json`.", table,
+    return (f"{one_line(result)}  \nSaved with run {run_name}: its model card and adapter zip include it.", table,
             charts.scatter_figure(truths, guesses), charts.bucket_figure(truths, guesses))
 
 
@@ -552,7 +640,7 @@ def list_history():
     table = pd.DataFrame([run_summary(r) for r in runs], columns=RUN_COLUMNS)
     names = [r.name for r in runs]
     return (table, gr.Dropdown(choices=names, value=names[:3], multiselect=True),
-            gr.Dropdown(choices=names, value=names[0] if names else None))
+            gr.Dropdown(choices=names, value=names[0] if names else None), gr.Dropdown(choices=names, value=None))
 
 
 def all_runs():
@@ -567,18 +655,17 @@ def compare_runs(names):
             charts.overlay_figure(series, "probe_error", "$ error on held-out items", "$ error"))
 
 
-def delete_run(names, confirmed, request: gr.Request = None):
-    runs = _runs()
-    picked = [n for n in (names or []) if n in runs]
-    if len(picked) != 1:
-        return "Select exactly one run to delete."
-    run = runs[picked[0]]
+@reports_errors()
+def delete_run(run_name, confirmed, request: gr.Request = None):
+    run = _named_run(run_name)
+    if run is None:
+        return refused("Pick the run to delete.")
     if not confirmed:
-        return f"Tick **I am sure** to delete run {run.name} and everything in it."
+        return refused(f"Tick **I am sure** to delete run {run.name} and everything in it.")
     if run.state() in ACTIVE_STATES:
-        return f"Run {run.name} is {run.state()}: stop it first."
+        return refused(f"Run {run.name} is {run.state()}: stop it first.")
     if not _may_control(run, request):
-        return "Only the user who started this run (or an admin) may delete it."
+        return refused("Only the user who started this run (or an admin) may delete it.")
     shutil.rmtree(run.path)
     return f"Deleted run {run.name}."
 
@@ -627,16 +714,24 @@ def resume_named(run_name, request: gr.Request = None):
     return "Pick a run." if run is None else _resume(run, request)
 
 
+@reports_errors(len(FORM_FIELDS) + 4, at=len(FORM_FIELDS))
 def load_run_config(run_name):
-    """Fill the Train form with a run's config, to train a variant of it."""
+    """Fill the Train form with a run's config, and take its train/held-out split as the data, to train a variant."""
     run = _named_run(run_name)
+    unchanged = [gr.skip()] * 3
+    if run is None:
+        return *[gr.skip()] * len(FORM_FIELDS), refused("Pick a run."), *unchanged
     try:
-        config = TrainConfig.from_yaml(run.config_file).validate() if run else None
-    except (ConfigError, OSError, ValueError) as exc:
-        return *[gr.skip()] * len(FORM_FIELDS), f"**Cannot load the config of {run.name}:** {exc}"
-    if config is None:
-        return *[gr.skip()] * len(FORM_FIELDS), "Pick a run."
-    return fill_form(config, f"Train form filled with the config of {run.name}.")
+        config = TrainConfig.from_yaml(run.config_file).validate()
+    except (ConfigError, OSError) as exc:
+        return *[gr.skip()] * len(FORM_FIELDS), refused(f"**Cannot load the config of {run.name}:** {exc}"), *unchanged
+    train, test = run.split(), run.split(test=True)
+    if not train or not test:
+        return *fill_form(config, f"Train form filled with the config of {run.name}."), *unchanged
+    info = (f"**The data of run {run.name}**: its own {len(train):,} training and {len(test):,} held-out products, "
+            "unchanged, so the variant is measured on the same rows.")
+    return (*fill_form(config, f"Train form filled with the config and data of {run.name}.", data_kept=True),
+            f"{RUN_DATA}{run.name}", info, None)
 
 
 def inside_step(run_name, text, price, progress=gr.Progress()):
@@ -708,22 +803,35 @@ def example_of(run_name, index):
 
 # ---------- export ----------
 
+@reports_errors(3, at=0)
 def export_card(run_name):
     from trainer.export import model_card
 
     run = _named_run(run_name, with_adapter=True)
     if run is None:
-        return "Pick a finished run with an adapter.", gr.skip()
+        return refused(PICK_FINISHED), gr.skip(), None
     card = model_card(run.path)
-    return card.read_text(), gr.DownloadButton(value=_adapter_zip(run), visible=True,
-                                               label=f"Download adapter + card, config and metrics of {run.name} (zip)")
+    scatter = card.with_name("scatter.png")
+    return (card_preview(card.read_text()), gr.DownloadButton(
+        value=_adapter_zip(run), visible=True, label=f"Download adapter + card, config and metrics of {run.name} (zip)"),
+            str(scatter) if scatter.is_file() else None)
+
+
+def card_preview(card: str) -> str:
+    """The model card as the page shows it: its YAML front matter as YAML (Markdown would make it a heading), its
+    scatter image beside it (a relative link the page cannot follow)."""
+    front, body = "", card
+    if card.startswith("---\n") and "\n---\n" in card[4:]:
+        front, body = card[4:].split("\n---\n", 1)
+        front = f"```yaml\n{front}\n```\n"
+    return front + body.replace("![truth vs estimate](scatter.png)", "*(truth vs estimate: the image beside)*")
 
 
 def _run_for(run_name, request, verb) -> tuple[RunFolder | None, str]:
     """The finished run a control may act on, or why not."""
     run = _named_run(run_name, with_adapter=True)
     if run is None:
-        return None, "Pick a finished run with an adapter."
+        return None, PICK_FINISHED
     if not _may_control(run, request):
         return None, f"Only the user who started this run (or an admin) may {verb} it."
     return run, ""
@@ -761,14 +869,15 @@ def export_push(run_name, repo_id, token, private, request: gr.Request = None):
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="PriceTune") as app:
         gr.Markdown("# PriceTune\nFine-tune a language model with QLoRA to predict product prices.")
-        with gr.Tab("Train"):
+        with gr.Tab("Train") as train_tab:
             with gr.Row():
                 with gr.Column(scale=2):
                     gr.Markdown("### 1 · Data")
                     data_path = gr.State("")
                     with gr.Row():
                         sample_btn = gr.Button("Use sample data (synthetic)")
-                    upload = gr.File(label="…or upload a CSV or JSONL with a text and a price column",
+                    upload = gr.File(label="…or upload CSV, TSV, JSON, JSONL or Parquet with a text and a price "
+                                           "column",
                                      file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"], type="filepath")
                     with gr.Row():
                         text_cols = gr.Dropdown(label="Text column(s), joined in this order", multiselect=True,
@@ -777,8 +886,8 @@ def build_app() -> gr.Blocks:
                     upload_path = gr.State("")  # Gradio's temp path of the last upload, kept server-side
                     mapping = gr.State(None)  # {"columns", "text", "price"} of the last upload
                     data_info = gr.Markdown()
-                    preview = gr.Dataframe(pd.DataFrame(columns=["text", "price"]), label="First rows",
-                                           interactive=False, wrap=True)
+                    preview = gr.Dataframe(pd.DataFrame(columns=PREVIEW_COLUMNS), label="First rows",
+                                           interactive=False, wrap=True, column_widths=["15%", "85%"])
                     with gr.Row():
                         hist = gr.Plot(label="Prices")
                         tok_hist = gr.Plot(label="Tokens per example (demo tokenizer)")
@@ -836,6 +945,7 @@ def build_app() -> gr.Blocks:
                     samples_df = gr.Dataframe(charts.samples_frame([]), label="Sample predictions on held-out items",
                                               interactive=False, wrap=True, elem_id="samples",
                                               column_widths=SAMPLE_WIDTHS)
+                    gr.Markdown(COLOUR_KEY)
                     download = gr.DownloadButton("Download adapter (zip)", visible=False)
         with gr.Tab("Predict") as predict_tab:
             run_pick = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
@@ -861,6 +971,7 @@ def build_app() -> gr.Blocks:
             with gr.Row():
                 eval_scatter = gr.Plot(label="Truth vs guess", elem_id="eval-scatter")
                 eval_buckets = gr.Plot(label="Error by price")
+            gr.Markdown(COLOUR_KEY)
 
         with gr.Tab("Runs") as runs_tab:
             gr.Markdown("Every run in the runs folder, from the app or the CLI. Select runs to overlay their curves.")
@@ -871,9 +982,10 @@ def build_app() -> gr.Blocks:
                 history_loss = gr.Plot(label="Loss")
                 history_error = gr.Plot(label="$ error")
             with gr.Row():
+                delete_pick = gr.Dropdown(label="Run to delete", choices=[], allow_custom_value=True)
                 delete_sure = gr.Checkbox(label="I am sure", value=False)
-                delete_btn = gr.Button("Delete the selected run", variant="stop")
-            history_md = gr.Markdown()
+                delete_btn = gr.Button("Delete this run", variant="stop")
+            history_md = gr.Markdown(elem_id="delete-message")
             gr.Markdown("### One run")
             open_pick = gr.Dropdown(label="Open a run", choices=[], allow_custom_value=True)
             open_md = gr.Markdown(elem_id="run-detail")
@@ -916,6 +1028,8 @@ def build_app() -> gr.Blocks:
                 card_btn = gr.Button("Write model card", variant="primary")
                 merge_btn = gr.Button("Merge adapter into the base model")
             export_download = gr.DownloadButton("Download adapter (zip)", visible=False)
+            export_scatter = gr.Image(label="Truth vs estimate (in the card)", type="filepath", interactive=False,
+                                      height=360)
             with gr.Row():
                 repo_box = gr.Textbox(label="Hub repo (owner/name)")
                 token_box = gr.Textbox(label="Hugging Face token (write)", type="password")
@@ -928,6 +1042,9 @@ def build_app() -> gr.Blocks:
         version, phase = gr.Textbox(visible="hidden"), gr.Textbox(visible="hidden")
         refresh_api = gr.Button(visible=False)  # no page presses it: the whole view over HTTP for API clients
         timer = gr.Timer(1.0)
+        # A chart redrawn while its tab was hidden is laid out at a fallback width; plotly's responsive charts
+        # re-measure their container on a window resize.
+        train_tab.select(None, js="() => { setTimeout(() => window.dispatchEvent(new Event('resize')), 100); }")
 
         sample_btn.click(use_sample, outputs=[data_path, data_info, preview, hist, tok_hist], api_name="use_sample")
         upload_outputs = [data_path, data_info, preview, hist, tok_hist, upload_path, mapping]
@@ -956,7 +1073,7 @@ def build_app() -> gr.Blocks:
         timer.tick(poll, outputs=[status_md, version, phase], show_progress="hidden", queue=False, api_name="poll")
         version.change(redraw, outputs=[loss_plot, error_plot, samples_df], show_progress="hidden", queue=False,
                        api_visibility="private")
-        phase.change(controls, outputs=[download, resume_btn], show_progress="hidden", queue=False,
+        phase.change(controls, outputs=[download, resume_btn, start_msg], show_progress="hidden", queue=False,
                      api_visibility="private")
         refresh_api.click(refresh, outputs=[status_md, loss_plot, error_plot, samples_df, download], queue=False,
                           api_name="refresh")
@@ -966,18 +1083,23 @@ def build_app() -> gr.Blocks:
         eval_tab.select(runs_with_adapters, outputs=eval_run, api_visibility="private")
         eval_btn.click(run_evaluation, [eval_run, eval_file, eval_limit], [eval_md, eval_table, eval_scatter,
                                                                           eval_buckets],
-                       api_name="evaluate", concurrency_id="gpu", concurrency_limit=1)
+                       api_name="evaluate", concurrency_id="gpu", concurrency_limit=1, show_progress_on=eval_md)
         eval_cancel.click(cancel_evaluation, outputs=eval_md, api_name="cancel_evaluation", concurrency_limit=None)
         # Registered first so the public endpoint gets the plain name; the tab's chained call is private.
         history_pick.change(compare_runs, history_pick, [history_loss, history_error], api_name="compare_runs")
-        runs_tab.select(list_history, outputs=[history, history_pick, open_pick], api_name="list_runs").then(
+        runs_tab.select(list_history, outputs=[history, history_pick, open_pick, delete_pick],
+                        api_name="list_runs").then(
             compare_runs, history_pick, [history_loss, history_error], api_visibility="private")
-        delete_btn.click(delete_run, [history_pick, delete_sure], history_md, api_name="delete_run").then(
-            list_history, outputs=[history, history_pick, open_pick], api_visibility="private")
+        delete_pick.change(lambda name: gr.Button(f"Delete run {name}" if name else "Delete this run"), delete_pick,
+                           delete_btn, api_visibility="private", queue=False)
+        delete_btn.click(delete_run, [delete_pick, delete_sure], history_md, api_name="delete_run").then(
+            list_history, outputs=[history, history_pick, open_pick, delete_pick], api_visibility="private")
         open_pick.change(open_run, open_pick, [open_md, open_config, open_samples, open_eval], api_name="open_run")
         open_resume_btn.click(resume_named, open_pick, open_msg, api_name="resume_run", concurrency_id="gpu",
                               concurrency_limit=1)
-        open_load_btn.click(load_run_config, open_pick, [*form, open_msg], api_name="load_run_config")
+        open_load_btn.click(load_run_config, open_pick, [*form, open_msg, data_path, data_info, mapping],
+                            api_name="load_run_config").then(hide_mapping, outputs=[text_cols, price_col],
+                                                              api_visibility="private")
         inside_tab.select(all_runs, outputs=inside_run, api_visibility="private")
         inside_pick_btn.click(example_of, [inside_run, inside_index], [inside_text, inside_price],
                               api_name="training_example")
@@ -985,7 +1107,7 @@ def build_app() -> gr.Blocks:
                          [inside_md, inside_tokens, inside_kinds, inside_all], api_name="inside_step",
                          concurrency_id="gpu", concurrency_limit=1)
         export_tab.select(runs_with_adapters, outputs=export_run, api_visibility="private")
-        card_btn.click(export_card, export_run, [export_md, export_download], api_name="export_card")
+        card_btn.click(export_card, export_run, [export_md, export_download, export_scatter], api_name="export_card")
         merge_btn.click(export_merge, export_run, export_md, api_name="export_merge", concurrency_id="gpu",
                         concurrency_limit=1)
         push_btn.click(export_push, [export_run, repo_box, token_box, private_box], export_md, api_name="export_push")

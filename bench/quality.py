@@ -94,8 +94,9 @@ def main() -> None:
             for name, value in constant_guesses(train_items).items()}
     rows["linear_bow"] = price_metrics(linear_bow(train_items)([p.text for p in test_items]), truths)
     rows["base_model"] = result["baselines"]["base_model"]
-    rows["fine-tuned greedy"] = result["metrics"]
-    rows["fine-tuned expected"] = result["baselines"]["expected_value"]
+    other = "greedy" if result["method"] == "expected" else "expected_value"
+    rows[f"fine-tuned {result['method']}"] = result["metrics"]
+    rows[f"fine-tuned {other.replace('_value', '')}"] = result["baselines"][other]
     names = {"constant_median": "median constant", "constant_mean": "mean constant",
              "linear_bow": "bag-of-words linear", "base_model": "base model (greedy)"}
     used = TrainConfig.from_yaml(run.config_file).__dict__

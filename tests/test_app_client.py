@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
+from trainer.runs import RunFolder
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_proj", "v_proj"], lr=1e-3,
@@ -72,19 +74,27 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
 
     run_name = re.search(r"Run ([\w.-]+)", status).group(1)
     table, _plot = client.predict(run_name, "Premium 12-inch cast iron skillet, pack of 2", api_name="/predict")
-    assert "fine-tuned" in table and "base model" in table and "$" in table
+    # One headline price (the expected value), the others labelled.
+    assert re.search(r"\*\*fine-tuned \([\w.-]+\), expected value\*\* \| \*\*\$[\d,.]+\*\*", table), table
+    assert "| fine-tuned, greedy |" in table and "| base model, greedy |" in table
     assert "Pick a finished run" in client.predict("../../etc", "x", api_name="/predict")[0]
 
     # The Tester on the run's held-out split: a results table and the course's scatter chart.
     summary, table, scatter, _buckets = client.predict(run_name, None, 6, api_name="/evaluate")
-    assert "on 6 items" in summary and "Error=$" in summary
-    assert [row[0] for row in table["data"]][:3] == ["fine-tuned, greedy", "base model", "fine-tuned, expected value"]
+    assert "on 6 items" in summary and "fine-tuned, expected value: Error=$" in summary
+    assert "eval.json" not in summary and "Saved with run" in summary  # no server paths
+    assert [row[0] for row in table["data"]][:3] == ["fine-tuned, expected value", "fine-tuned, greedy",
+                                                     "base model, greedy"]
     figure = json.loads(scatter["plot"])
     assert figure["layout"]["title"]["text"].startswith("Error=$") and len(figure["data"][0]["x"]) >= 1
 
     # Export: the model card carries that evaluation; the zip has the card and its scatter image.
-    card, download = client.predict(run_name, api_name="/export_card")
-    assert f"# {run_name}" in card and "Error=$" in card and "scatter.png" in card
+    card, download, scatter = client.predict(run_name, api_name="/export_card")
+    assert f"# {run_name}" in card and "Error=$" in card
+    # The preview shows the front matter as YAML with the demo's real hub id, and the scatter as an image.
+    assert card.startswith("```yaml\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n")
+    assert "](scatter.png)" not in card and Path(scatter).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| fine-tuned, expected value |" in card and "| base model, greedy |" in card  # the Evaluate tab's names
     with zipfile.ZipFile(file_path(download)) as z:
         assert {"README.md", "scatter.png", "adapter_model.safetensors", "config.yaml", "metrics.jsonl",
                 "eval.json"} <= set(z.namelist())
@@ -114,7 +124,7 @@ def test_runs_tab_lists_app_and_cli_runs_overlays_them_and_deletes_with_confirma
                  "--target-modules", "q_proj,v_proj", "--sample-every", "0", "--probe-size", "2",
                  "--save-steps", "0", "--output", str(launched_app.runs / "from-cli")]) == 0
     client = Client(launched_app.url, verbose=False)
-    table, pick, _opened = client.predict(api_name="/list_runs")
+    table, pick, _opened, _delete = client.predict(api_name="/list_runs")
     rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
     assert rows["from-cli"]["status"] == "done" and rows["from-cli"]["steps"] == 2
     assert rows["from-cli"]["final loss"] > 0 and rows["from-cli"]["targets"] == "q_proj,v_proj"
@@ -123,12 +133,13 @@ def test_runs_tab_lists_app_and_cli_runs_overlays_them_and_deletes_with_confirma
     traces = [t["name"] for t in json.loads(loss["plot"])["data"]]
     assert traces == names  # one line per selected run, in the app's and the CLI's runs alike
 
-    assert "Tick" in client.predict(["from-cli"], False, api_name="/delete_run")
+    # Delete has its own picker, and its confirmation names the run.
+    assert "Tick **I am sure** to delete run from-cli" in client.predict("from-cli", False, api_name="/delete_run")
     # A posted name that is no run never reaches the file system.
-    assert "exactly one" in client.predict(["../.."], True, api_name="/delete_run")
-    assert client.predict(["from-cli"], True, api_name="/delete_run") == "Deleted run from-cli."
+    assert "Pick the run to delete" in client.predict("../..", True, api_name="/delete_run")
+    assert client.predict("from-cli", True, api_name="/delete_run") == "Deleted run from-cli."
     assert not (launched_app.runs / "from-cli").exists()
-    table, _, _ = client.predict(api_name="/list_runs")
+    table, *_ = client.predict(api_name="/list_runs")
     assert "from-cli" not in [row[0] for row in table["data"]]
 
 
@@ -157,7 +168,7 @@ def test_exported_config_imports_back_into_the_form_and_trains_headless(launched
     variant = tmp_path / "variant.yaml"
     variant.write_text(TrainConfig(**{**vars(config), "max_minutes": 30, "precision": "fp32"}).to_yaml())
     note = client.predict(handle_file(str(variant)), api_name="/import_config")[-1]
-    assert "Not in the form" in note and "max_minutes 30 (default 0.0)" in note and "precision fp32 (default auto)" in note
+    assert "Not in the form" in note and "max_minutes 30 (default 0)" in note and "precision fp32 (default auto)" in note
     bad = tmp_path / "bad.yaml"
     bad.write_text("lora_rank: 8\n")
     assert "Cannot import" in client.predict(handle_file(str(bad)), api_name="/import_config")[-1]
@@ -177,7 +188,6 @@ def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_s
 
     from e2e_app import ROOT
 
-    from trainer.runs import RunFolder
 
     # A CLI run killed after its first checkpoint: the Runs tab finds it interrupted and resumes it.
     out = launched_app.runs / "killed"
@@ -195,7 +205,7 @@ def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_s
     assert run.last_complete_checkpoint()[0] is not None and run.state() == "interrupted"
 
     client = Client(launched_app.url, verbose=False)
-    _table, _pick, opened = client.predict(api_name="/list_runs")
+    client.predict(api_name="/list_runs")
     detail, config_text, _samples, evaluation = client.predict("killed", api_name="/open_run")
     assert "**killed** · interrupted" in detail and "Resumable from checkpoint-" in detail
     assert "Not evaluated yet" in detail and evaluation["headers"] == ["model", "error $", "RMSLE", "hits %",
@@ -203,10 +213,21 @@ def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_s
     assert "lora_r: 4" in config_text and "learning_rate: 0.0007" in config_text
     assert "Pick a run" in client.predict("../..", api_name="/open_run")[0]
 
-    *values, note = client.predict("killed", api_name="/load_run_config")
+    *values, note, data_info = client.predict("killed", api_name="/load_run_config")
     filled = dict(zip(["model", "quant", "r", "alpha", "dropout", "targets", "lr", "max_steps"], values))
     assert (filled["r"], filled["alpha"], filled["lr"], filled["max_steps"]) == (4, 8, 0.0007, 4)
-    assert "config of killed" in note
+    assert "config and data of killed" in note and "upload" not in note
+    # The data comes along: Start trains a variant on the same split at once, without asking for data again.
+    assert "The data of run killed" in data_info
+    variant = client.predict(**{**FORM, "max_steps": 1, "sample_every": 0}, api_name="/start")
+    assert variant.startswith("Started run"), variant
+    variant_run = RunFolder(launched_app.runs / re.search(r"\*\*([\w.-]+)\*\*", variant).group(1))
+    deadline = time.time() + 300
+    while variant_run.state() != "done" and time.time() < deadline:
+        time.sleep(1)
+    assert variant_run.state() == "done", variant_run.status()
+    assert variant_run.test_file.read_text() == run.test_file.read_text()
+    assert "data: run:killed" in variant_run.config_file.read_text()
 
     assert client.predict("killed", api_name="/resume_run").startswith("Resuming run **killed**")
     deadline = time.time() + 300
@@ -229,3 +250,34 @@ def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_s
     assert [row[0] for row in kinds["data"]] == ["q_proj A", "q_proj B", "v_proj A", "v_proj B"]
     assert len(every["data"]) == 30 * 2 * 2
     assert "**Price:**" in client.predict("killed", text, "twelve", api_name="/inside_step")[0]
+
+
+def test_upload_then_start_in_one_session_trains_on_the_uploaded_file(launched_app, tmp_path):
+    # As the page does: the upload and Start share one Gradio session, so the state holds what Gradio put there
+    # (its own str subclass of the temp path), not a string the test chose.
+    own = tmp_path / "catalog.jsonl"
+    own.write_text("".join(json.dumps({"title": f"Walnut desk organiser no. {i}", "price": 10 + i}) + "\n"
+                           for i in range(60)))
+    client = Client(launched_app.url, verbose=False)
+    info, *_ = client.predict(handle_file(str(own)), api_name="/upload")
+    assert "60 of 60 rows kept" in info
+    before = set(launched_app.runs.iterdir()) if launched_app.runs.exists() else set()
+
+    # Refusals name the field or the model, leave no run folder, and reach the page as a message.
+    cleared = client.predict(**{**FORM, "batch": None}, api_name="/start")
+    assert "batch_size: is empty: enter a number" in cleared, cleared
+    typo = client.predict(**{**FORM, "model": "no-such-owner/no-such-model-xyz"}, api_name="/start")
+    assert "Cannot start" in typo and "no-such-owner/no-such-model-xyz" in typo, typo
+    exported = client.predict(**FORM, api_name="/export_config")
+    assert "--data catalog.jsonl" in exported[1]
+    assert (set(launched_app.runs.iterdir()) if launched_app.runs.exists() else set()) == before
+
+    started = client.predict(**{**FORM, "max_steps": 2, "sample_every": 0}, api_name="/start")
+    assert started.startswith("Started run"), started
+    run = RunFolder(launched_app.runs / re.search(r"\*\*([\w.-]+)\*\*", started).group(1))
+    deadline = time.time() + 300
+    while run.state() != "done" and time.time() < deadline:
+        time.sleep(1)
+    assert run.state() == "done", run.status()
+    texts = {json.loads(line)["text"] for line in (run.train_file.read_text() + run.test_file.read_text()).splitlines()}
+    assert texts == {f"Walnut desk organiser no. {i}" for i in range(60)}

@@ -1,8 +1,10 @@
-"""A real browser (Debian's chromium via Playwright) clicks through: sample data → r → start → live chart and
-samples → reload shows the same run → stop → "stopped"."""
+"""A real browser (Debian's chromium via Playwright) takes the user's path: upload their own file → a cleared field is
+refused by name → start → live chart and samples → another tab and back (charts keep their width) → reload shows
+the same run → stop → "stopped" → download."""
 
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,24 +41,47 @@ def chart_points(page) -> int:
         return gd && gd.data ? Math.max(0, ...gd.data.map(t => (t.y || []).length)) : 0; }""")
 
 
-def test_upload_train_watch_reload_stop(launched_app, page):
+def chart_fills_its_box(page, elem_id) -> dict:
+    return page.evaluate(f"""() => {{
+        const box = document.querySelector('#{elem_id}').getBoundingClientRect();
+        const svg = document.querySelector('#{elem_id} .main-svg').getBoundingClientRect();
+        return {{box: Math.round(box.width), svg: Math.round(svg.width)}}; }}""")
+
+
+def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
+    # The user's own file, not the sample: a CSV with a price column first and a title column.
+    own = tmp_path / "my products.csv"
+    own.write_text("price,title\n" + "".join(
+        f"{5 + (i * 37) % 190}.99,{['Steel', 'Oak', 'Glass'][i % 3]} shelf bracket model {i} - pack of {i % 7 + 1}\n"
+        for i in range(120)))
     page.goto(launched_app.url)
     # Before any run the samples table already names its columns (not Gradio's placeholder 1 2 3).
     page.locator("#samples").get_by_text("Predicted $").wait_for(timeout=30_000)
-    page.get_by_role("button", name="Use sample data (synthetic)").click()
-    page.get_by_text("Synthetic sample data").wait_for(timeout=60_000)
-    assert page.get_by_text(re.compile(r"\d+ products")).count() > 0
+    page.locator("input[type=file]").first.set_input_files(str(own))
+    page.get_by_text("Uploaded file").wait_for(timeout=60_000)
+    assert page.get_by_text("120 products").count() > 0
+    assert page.get_by_text("First 8 of 120 rows").count() > 0
 
     r = page.locator("input[type=number][aria-label='number input for rank r']")
     if r.count() == 0:
         r = page.get_by_label("rank r").locator("xpath=self::input[@type='number']")
     r.fill("4")
     r.press("Enter")
-    for label, value in (("batch size", "2"), ("sample predictions every N steps", "2"),
-                         ("held-out items priced each time", "6"), ("max steps (0 = use epochs)", "80")):
+    for label, value in (("sample predictions every N steps", "2"), ("held-out items priced each time", "6"),
+                         ("max steps (0 = use epochs)", "80")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Tab")
+
+    # A cleared number field: Start says which field, and no run folder appears.
+    batch = page.get_by_label("batch size", exact=True)
+    batch.fill("")
+    batch.press("Tab")
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_text("batch_size: is empty: enter a number").first.wait_for(timeout=30_000)
+    assert not launched_app.runs.exists() or not any(launched_app.runs.iterdir())
+    batch.fill("2")
+    batch.press("Tab")
 
     page.get_by_role("button", name="Start", exact=True).click()
     page.get_by_text("Started run").wait_for(timeout=30_000)
@@ -75,8 +100,21 @@ def test_upload_train_watch_reload_stop(launched_app, page):
         const hits = r => legend.left < r.right && r.left < legend.right && legend.top < r.bottom && r.top < legend.bottom;
         return {overlaps: hits(title) || hits(subtitle), below: legend.top >= box('.g-xtitle').bottom}; }""")
     assert legend == {"overlaps": False, "below": True}
-    run_name = re.search(r"Run ([\w.-]+)", status.inner_text()).group(1)
-    assert "step" in status.inner_text()
+    text = status.inner_text()
+    run_name = re.search(r"Run ([\w.-]+)", text).group(1)
+    assert "step" in text and "Settings of this run: demo" in text and "r 4" in text and "my products.csv" in text
+
+    # Another tab while the charts keep redrawing, then back: both charts fill their boxes again.
+    seen = chart_points(page)
+    page.get_by_role("tab", name="Predict").click()
+    page.wait_for_function(f"""() => {{
+        const gd = document.querySelector('#loss-plot .js-plotly-plot');
+        return Math.max(...gd.data.map(t => (t.y || []).length)) > {seen}; }}""", timeout=120_000)
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_timeout(1_500)
+    for chart in ("loss-plot", "error-plot"):
+        size = chart_fills_its_box(page, chart)
+        assert abs(size["svg"] - size["box"]) <= 30, (chart, size)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "training.png"), full_page=True)
 
@@ -92,5 +130,12 @@ def test_upload_train_watch_reload_stop(launched_app, page):
     page.get_by_role("button", name="Stop", exact=True).click()
     page.wait_for_function("() => document.querySelector('#run-status')?.innerText.includes('stopped at step')",
                            timeout=120_000)
-    page.get_by_role("button", name=re.compile("Download adapter")).wait_for(timeout=30_000)
+    # The message under Start follows the run: no "Stopping …" once it has stopped.
+    page.get_by_text(f"Run {run_name} stopped.").wait_for(timeout=30_000)
+    assert page.get_by_text("at the next step").count() == 0
+    with page.expect_download() as download:
+        page.get_by_role("button", name=re.compile("Download adapter")).click()
+    with zipfile.ZipFile(download.value.path()) as z:
+        assert "adapter_model.safetensors" in z.namelist()
+        assert "data: " in z.read("config.yaml").decode()
     page.screenshot(path=str(ARTIFACTS / "stopped.png"), full_page=True)

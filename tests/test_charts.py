@@ -58,18 +58,28 @@ def test_error_figure():
     metrics = [{"step": 1, "loss": 2.0}, {"step": 10, "probe_error": 80.0}, {"step": 20, "probe_error": 60.0},
                {"step": 15, "loss": 1.0}]
     fig = error_figure(metrics, base_error=120.5, constant_error=100.0)
-    [curve] = fig.data
+    curve, *lines = fig.data
     assert list(curve.x) == [10, 20] and list(curve.y) == [80.0, 60.0]
-    lines = sorted(shape.y0 for shape in fig.layout.shapes)
-    assert lines == [100.0, 120.5]
-    assert "base model $120.50" in _annotations(fig) and "constant guess $100.00" in _annotations(fig)
+    # Baselines are flat lines across the whole step range, named in the legend (a label on the line gets covered).
+    assert {line.name: set(line.y) for line in lines} == {"base model $120.50": {120.5},
+                                                          "constant guess $100.00": {100.0}}
+    assert all(min(line.x) == 0 and max(line.x) >= 20 for line in lines)
+    assert fig.layout.xaxis.range[0] == 0 and fig.layout.yaxis.rangemode == "tozero"
+
+
+def test_step_axes_are_whole_steps_from_zero():
+    # One point (the base model's probe at step 0) sits at the left edge, not centred on -1…1.
+    fig = error_figure([{"step": 0, "probe_error": 50.0}])
+    assert fig.layout.xaxis.range[0] == 0 and fig.layout.xaxis.range[1] > 0
+    fig = loss_figure([{"step": s, "loss": 1.0} for s in (1, 2, 3)])
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == "d"  # no 1.5 tick on a short run
 
 
 def test_error_figure_empty_and_baselines_only():
     fig = error_figure([{"step": 1, "loss": 2.0}])
     assert len(fig.data) == 0 and "waiting" in _annotations(fig).lower()
     fig = error_figure([], base_error=90.0)
-    assert len(fig.data) == 0 and [s.y0 for s in fig.layout.shapes] == [90.0]
+    assert [set(t.y) for t in fig.data] == [{90.0}]
 
 
 def test_price_histogram():

@@ -39,6 +39,49 @@ def test_unknown_yaml_key_is_refused(tmp_path):
         TrainConfig.from_yaml(path)
 
 
+@pytest.mark.parametrize("field, value, words", [
+    ("batch_size", None, "batch_size: is empty: enter a number"),  # a cleared number field in the form
+    ("learning_rate", "", "learning_rate: is empty: enter a number"),
+    ("lora_alpha", "abc", "lora_alpha: must be a number (got 'abc')"),
+    ("max_steps", 2.5, "max_steps: must be a whole number"),
+    ("model", ["a", "b"], "model: must be text"),
+    ("group_by_length", "yes", "group_by_length: must be true or false"),
+    ("target_modules", [1, 2], "target_modules: must be a list of names"),
+    ("learning_rate", float("nan"), "learning_rate: must be a finite number"),
+])
+def test_wrong_types_are_refused_by_field_name(field, value, words):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**{field: value}).validate()
+    assert words in str(err.value)
+
+
+def test_form_values_are_converted_and_str_subclasses_become_plain_text():
+    class UploadPath(str):  # what Gradio keeps for an uploaded file; yaml.safe_dump refuses str subclasses
+        pass
+
+    config = TrainConfig.from_dict({"data": UploadPath("/tmp/x/products.csv"), "lora_r": 8.0, "batch_size": "4",
+                                    "learning_rate": "0.0005", "target_modules": "q_proj, v_proj"}).validate()
+    assert type(config.data) is str and (config.lora_r, config.batch_size) == (8, 4)
+    assert config.learning_rate == 5e-4 and config.target_modules == ["q_proj", "v_proj"]
+    assert "data: /tmp/x/products.csv" in config.to_yaml()
+    assert type(TrainConfig(data=UploadPath("/tmp/y.csv")).validate().data) is str
+
+
+def test_broken_yaml_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("lora_r: 8\ntarget_modules: [q_proj\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml is not valid YAML: .*line"):
+        TrainConfig.from_yaml(path)
+
+
+def test_a_refused_config_leaves_no_run_folder(runs_dir):
+    from trainer.job import TrainingJob
+
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainingJob(TrainConfig(batch_size=None), runs_root=runs_dir)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
 def test_course_model_adapter_is_109_mb_offline():
     # The lecture's figure: Llama 3.1 8B, r=32 on q,k,v,o → 27.3 M parameters, 109 MB in fp32.
     est = estimate_adapter(model_config("meta-llama/Llama-3.1-8B"), 32, ["q_proj", "k_proj", "v_proj", "o_proj"])

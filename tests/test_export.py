@@ -29,7 +29,7 @@ def trained_run(tmp_path_factory):
 
 def test_model_card_has_the_config_the_tester_metrics_and_the_scatter(trained_run):
     card = model_card(trained_run.path).read_text()
-    assert "Not evaluated yet" in card and "base_model: demo" in card
+    assert "Not evaluated yet" in card and "base_model: HuggingFaceTB/SmolLM2-135M-Instruct\n" in card
     result = evaluate_run(trained_run.path, limit=6)
     card = model_card(trained_run.path).read_text()
     assert f"{result['metrics']['error']:.2f}" in card and "| lora_r | 8 |" in card

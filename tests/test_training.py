@@ -64,7 +64,7 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     assert [s["step"] for s in samples] == [0, 8, 16]
     best = min(probes[1:], key=lambda r: r["probe_error"])
     assert status["best_step"] == best["step"] and (run.best_adapter_dir / "adapter_model.safetensors").is_file()
-    assert "constant_mean" in status["baselines"] and "adapter-best/" in status["message"]
+    assert "constant_mean" in status["baselines"] and "the best probe $ error (step" in status["message"]
     assert len(samples[-1]["items"]) == 4 and all("truth" in i and "guess" in i for i in samples[-1]["items"])
     # The held-out split is on disk and disjoint from the training split.
     train = {json.loads(line)["text"] for line in run.train_file.read_text().splitlines()}
@@ -79,10 +79,12 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     assert main(["eval", "--run", str(run.path), "--limit", "4"]) == 0
     result = json.loads(run.eval_file.read_text())
     items = result["items"]
-    assert len(items) == 4 and all(i["method"] == "greedy" for i in items)
+    # The headline is the run's probe method (expected value); greedy is kept beside it, labelled.
+    assert result["method"] == "expected" and len(items) == 4 and all(i["method"] == "expected" for i in items)
     assert result["metrics"] == price_metrics([i["guess"] for i in items], [i["truth"] for i in items])
+    assert result["baselines"]["greedy"] == price_metrics([i["greedy"] for i in items], [i["truth"] for i in items])
     assert result["baselines"]["base_model"] == price_metrics([i["base"] for i in items], [i["truth"] for i in items])
-    assert {"constant_mean", "constant_median", "linear_bow", "expected_value"} <= set(result["baselines"])
+    assert {"constant_mean", "constant_median", "linear_bow", "greedy"} <= set(result["baselines"])
     assert "Error=$" in capsys.readouterr().out
     assert main(["predict", "--run", str(run.path), "Premium 6-quart stand mixer"]) == 0
     assert re.fullmatch(r"(\$\d+\.\d\d|unparseable: .*)\n", capsys.readouterr().out)

@@ -16,8 +16,9 @@ def _train_parser(sub):
                               "or `accelerate launch --multi_gpu --num_processes N -m trainer train …`; rank 0 "
                               "writes the run folder.")
     p.add_argument("--config", help="a config.yaml (as exported by the UI or written by a run); flags override it")
-    p.add_argument("--data", help="'sample', a CSV/JSONL/JSON/Parquet file, a Hugging Face dataset folder "
-                                  "(save_to_disk) or a Hub dataset id owner/name (when online)")
+    p.add_argument("--data", help="'sample', 'run:NAME' (the train/held-out split of run NAME), a "
+                                  "CSV/TSV/JSON/JSONL/Parquet file, a Hugging Face dataset folder (save_to_disk) or a "
+                                  "Hub dataset id owner/name (when online)")
     p.add_argument("--model", help="'demo', a Hugging Face model id, or a local folder")
     p.add_argument("--quant", choices=["4bit", "8bit", "none"])
     p.add_argument("--lora-r", type=int, dest="lora_r")
@@ -234,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(sub)
     p = sub.add_parser("predict", help="price descriptions with a run's adapter")
     p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
-    p.add_argument("--method", choices=["greedy", "expected"], default="greedy")
+    p.add_argument("--method", choices=["expected", "greedy"], default="expected",
+                   help="expected: probability-weighted over a beam of digits (the headline price); greedy: decoded")
     p.add_argument("text", nargs="+", help="product description(s)")
     p = sub.add_parser("eval", help="the course's Tester: fine-tuned vs base model vs baselines; writes eval.json")
     p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")

@@ -54,6 +54,12 @@ def ema(values: list[float], alpha: float = EMA_ALPHA) -> list[float]:
     return out
 
 
+def step_axis(steps: list[int]) -> dict:
+    """An x axis of whole steps from 0: plotly would tick 1.5 on a short run, and centre a single point on -1…1."""
+    return dict(title="step", range=[0, max(max(steps, default=1), 1) * 1.03], tickformat="d",
+                dtick=1 if max(steps, default=0) <= 8 else None)
+
+
 def loss_figure(metrics: list[dict]) -> go.Figure:
     """Training loss (raw and smoothed) by step, learning rate on a second y axis."""
     rows = [r for r in metrics if _number(r.get("loss")) is not None and _number(r.get("step")) is not None]
@@ -74,7 +80,7 @@ def loss_figure(metrics: list[dict]) -> go.Figure:
                                  line=dict(color=LR_COLOUR, width=1.5, dash="dot")))
     fig.update_layout(
         title=_title("Training loss", f"step {steps[-1]}, loss {losses[-1]:.3f}"),
-        xaxis=dict(title="step"),
+        xaxis=step_axis(steps),
         yaxis=dict(title="loss"),
         yaxis2=dict(title="learning rate", overlaying="y", side="right", showgrid=False, exponentformat="e",
                     rangemode="tozero"),
@@ -94,14 +100,19 @@ def error_figure(metrics: list[dict], base_error: float | None = None,
     if rows:
         fig.add_trace(go.Scatter(x=[r["step"] for r in rows], y=[float(r["probe_error"]) for r in rows],
                                  name="fine-tuned", mode="lines+markers", line=dict(color=LOSS_COLOUR, width=2)))
+    # The baselines as lines in the legend (below the plot), not annotations: a label on the line is covered by
+    # the fine-tuned curve as soon as it crosses there.
+    steps = [r["step"] for r in rows]
+    span = [0, max(max(steps, default=1), 1) * 1.03]
     for value, label, colour in ((base_error, "base model", "#7f7f7f"),
                                  (constant_error, "constant guess", "#bcbd22")):
         if _number(value) is not None:
-            fig.add_hline(y=value, line=dict(color=colour, dash="dash", width=1.5),
-                          annotation_text=f"{label} ${value:,.2f}", annotation_position="top left")
+            fig.add_trace(go.Scatter(x=span, y=[value, value], mode="lines", name=f"{label} ${value:,.2f}",
+                                     line=dict(color=colour, dash="dash", width=1.5), hoverinfo="name"))
     latest = f"${float(rows[-1]['probe_error']):,.2f} at step {rows[-1]['step']}" if rows else ""
-    fig.update_layout(title=_title("Price error on the probe set", latest), xaxis_title="step", yaxis_title="mean absolute error ($)",
-                      yaxis=dict(rangemode="tozero"), template="plotly_white")
+    fig.update_layout(title=_title("Price error on the probe set", latest), xaxis=step_axis(steps),
+                      yaxis=dict(title="mean absolute error ($)", rangemode="tozero"), legend=LEGEND_BELOW,
+                      template="plotly_white")
     return fig
 
 

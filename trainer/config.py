@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import yaml
 COURSE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 ALL_LINEAR = COURSE_TARGETS + ["gate_proj", "up_proj", "down_proj"]
 DEMO = "demo"
+RUN_DATA = "run:"
+"""`data: run:NAME` trains on the train/held-out split that run NAME saved."""
 SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -55,7 +59,7 @@ class TrainConfig:
     name: str = ""
     """Run folder name under the runs folder; empty picks a time-stamped one."""
     data: str = "sample"
-    """'sample' for the built-in synthetic products, or the path of a CSV/JSONL/JSON/Parquet file."""
+    """'sample' (built-in synthetic products), 'run:NAME' (that run's split), or a CSV/TSV/JSON/JSONL/Parquet file."""
     text_column: str = ""
     """Column holding the product text; empty detects text/prompt/description/title."""
     price_column: str = ""
@@ -118,6 +122,8 @@ class TrainConfig:
     """Stop training after this many minutes and save the adapter, as if max_steps were reached (0: no limit)."""
 
     def validate(self) -> "TrainConfig":
+        """Every field converted to its type (or refused, named), then checked against its range; returns self."""
+        vars(self).update(vars(TrainConfig.from_dict(dataclasses.asdict(self))))
         problems = []
 
         def check(ok: bool, message: str):
@@ -125,6 +131,10 @@ class TrainConfig:
                 problems.append(message)
 
         check(bool(str(self.data).strip()), "data: choose 'sample' or upload a file")
+        if self.data.startswith(RUN_DATA):
+            source = self.data[len(RUN_DATA):]
+            check(bool(source) and "/" not in source and "\\" not in source and not source.startswith("."),
+                  f"data: run:NAME takes a run folder's plain name (got {self.data!r})")
         check(bool(str(self.model).strip()), "model: give 'demo', a Hugging Face id or a folder")
         check(self.quant in ("4bit", "8bit", "none"), f"quant: must be 4bit, 8bit or none (got {self.quant!r})")
         check(isinstance(self.lora_r, int) and 1 <= self.lora_r <= 256, f"lora_r: must be 1–256 (got {self.lora_r})")
@@ -170,18 +180,63 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        """A config from plain values (a YAML mapping, the form's fields): each one checked against its field's type
+        and converted, every problem named by its field. Not yet validated for ranges."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown field(s): {', '.join(unknown)}")
-        values = dict(values)
-        if isinstance(values.get("target_modules"), str):
-            values["target_modules"] = [m.strip() for m in values["target_modules"].split(",") if m.strip()]
-        return cls(**values)
+            raise ConfigError(f"unknown field(s): {', '.join(map(str, unknown))}")
+        types, converted, problems = typing.get_type_hints(cls), {}, []
+        for name, value in values.items():
+            try:
+                converted[name] = _convert(value, types[name])
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return cls(**converted)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{Path(path).name} is not valid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of field: value")
         return cls.from_dict(values)
+
+
+def _convert(value, kind):
+    """`value` as a value of field type `kind` (int, float, str, bool, list[str]), or ValueError saying what is wrong.
+    Str subclasses (Gradio's upload paths) become plain str, which YAML can write."""
+    if value is None or (isinstance(value, str) and not value.strip() and kind in (int, float)):
+        raise ValueError("is empty: enter a number" if kind in (int, float) else "is empty")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"must be true or false (got {value!r})")
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"must be a number (got {value!r})")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"must be a number (got {value!r})") from None
+        if not math.isfinite(number):
+            raise ValueError(f"must be a finite number (got {value!r})")
+        if kind is int:
+            if number != int(number):
+                raise ValueError(f"must be a whole number (got {value!r})")
+            return int(number)
+        return number
+    if kind is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"must be text (got {type(value).__name__} {value!r})")
+        return str(value)
+    # list[str]: a list of names, or one comma-separated string of them
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"must be a list of names (got {value!r})")
+    return [str(v).strip() for v in value if str(v).strip()]

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from .config import TrainConfig
-from .models import first_line
+from .models import first_line, hub_id
 from .runs import RunFolder, write_atomic
 
 
@@ -84,13 +84,15 @@ def scatter_png(items: list[dict], path: Path, title: str) -> None:
 def model_card(run_path) -> Path:
     """Write README.md (and scatter.png when the run was evaluated) into the run's adapter folder."""
     from .evaluate import summary_line
+    from .tester import PASS_NAMES, summary_table
 
     run, config = _run(run_path)
     status = run.status()
     evaluation = json.loads(run.eval_file.read_text()) if run.eval_file.is_file() else None
+    base = hub_id(config.model)
     lines = [
-        "---", f"base_model: {config.model}", "library_name: peft", "tags: [pricetune, lora, price-prediction]",
-        "---", "", f"# {run.name}: a PriceTune price-prediction adapter", "",
+        "---", *([f"base_model: {base}"] if base else []), "library_name: peft",
+        "tags: [pricetune, lora, price-prediction]", "---", "", f"# {run.name}: a PriceTune price-prediction adapter", "",
         f"A LoRA adapter for `{config.model}` that answers the course prompt (`How much does this cost to the "
         "nearest dollar?` … `Price is $`) with a price. Trained with PriceTune.", "",
         "## Data", "", status.get("data_summary") or f"source: {config.data}", "",
@@ -100,10 +102,11 @@ def model_card(run_path) -> Path:
         "## Evaluation (the course's Tester)", "",
     ]
     if evaluation:
-        lines += [f"On {evaluation['count']} items ({evaluation['data']}): {summary_line(evaluation['metrics'])}", "",
-                  "| model | error $ | RMSLE | hits % |", "|---|---|---|---|"]
-        rows = [("fine-tuned (greedy)", evaluation["metrics"])] + list(evaluation["baselines"].items())
-        lines += [f"| {name} | {m['error']:.2f} | {m['rmsle']:.3f} | {100 * m['hits']:.1f} |" for name, m in rows]
+        lines += [f"On {evaluation['count']} items ({evaluation['data']}), "
+                  f"{PASS_NAMES[evaluation.get('method', 'greedy')]}: {summary_line(evaluation['metrics'])}", "",
+                  "| model | error $ | RMSLE | hits % | unparseable |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {error:.2f} | {rmsle:.3f} | {hits:.1f} | {unparseable} |"
+                  for name, error, rmsle, hits, unparseable in summary_table(evaluation)]
         scatter_png(evaluation["items"], run.adapter_dir / "scatter.png", summary_line(evaluation["metrics"]))
         lines += ["", "![truth vs estimate](scatter.png)"]
     else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import json
 import math
 import os
 import threading
@@ -19,10 +18,11 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from . import data as D
 from . import dist
-from .config import TrainConfig
+from .config import RUN_DATA, TrainConfig
 from .loss import PriceCollator, price_loss
 from .models import first_line, load_model, load_tokenizer
-from .runs import RunFolder, finished_at, read_jsonl
+from .paths import runs_dir
+from .runs import RunFolder, finished_at
 
 
 class Busy(RuntimeError):
@@ -37,6 +37,13 @@ def load_config_data(config: TrainConfig) -> tuple[list[D.Product], list[D.Produ
     """The train and held-out products of a config, and a one-line data summary."""
     if config.data == "sample":
         products, note = D.make_sample_products(), "synthetic sample products"
+    elif config.data.startswith(RUN_DATA):
+        # Another run's split, exactly: a variant trained on it is compared on the same held-out rows.
+        source = RunFolder(runs_dir() / config.data[len(RUN_DATA):])
+        train, test = source.split(), source.split(test=True)
+        if not train or not test:
+            raise D.DataError(f"run {source.name} has no saved train/held-out split to reuse")
+        return train, test, f"the split of run {source.name}"
     else:
         products, report = D.load_products(config.data, text_column=config.text_column or None,
                                            price_column=config.price_column or None)
@@ -87,7 +94,8 @@ class RunCallback(TrainerCallback):
             self.job.evaluate_probe(model, 0)
         self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
         self.last_save = self.began = time.time()
-        self.job.run.update_status(training_started=self.last_time, message=self.job.data_message)
+        self.job.run.update_status(training_started=self.last_time, training_started_step=state.global_step,
+                                   message=self.job.data_message)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -163,8 +171,9 @@ class TrainingJob:
             self.run.update_status(state="queued", step=resumed_at, error=None, ended=None,
                                    message=self.resume_note, resumes=resumes)
         else:
+            # Checked (types too) before any folder exists: a refused config leaves nothing behind.
             self.config = config.validate()
-            name = config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(config.model).name}-r{config.lora_r}"
+            name = self.config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(self.config.model).name}-r{self.config.lora_r}"
             if dist.is_writer():
                 self.run = RunFolder.create(name, runs_root)
                 self.config.name = self.run.name  # the folder's real name, suffixed if the name was taken
@@ -216,6 +225,8 @@ class TrainingJob:
 
         texts = [p.text for p in self.probe_items]
         truths = [p.price for p in self.probe_items]
+        # The live view shows this and holds its ETA: no step ends while the probe is priced.
+        self.run.update_status(pricing_probe=step)
         # Greedy decoding of a digit-by-digit tokenizer collapses to round numbers ("10.00", "100.00": the likeliest
         # first digit is 1), so the best adapter is chosen by the expected value unless the config says greedy.
         predict = predict_expected if self.config.probe_method == "expected" else predict_greedy
@@ -228,6 +239,7 @@ class TrainingJob:
                  "error": None if pred.price is None else abs(pred.price - item.price), "output": pred.text}
                 for item, pred in zip(self.probe_items[: self.config.num_samples], preds)]
         self.run.append(self.run.samples_file, {"step": step, "items": rows})
+        self.run.update_status(pricing_probe=None)
         if step > 0 and metrics["error"] < self.best_error:
             self.best_error = metrics["error"]
             self.run.save_adapter(model, self.tokenizer, self.run.best_adapter_dir)
@@ -241,10 +253,10 @@ class TrainingJob:
                                    message="reading data")
             if self.checkpoint is not None:
                 # The run's own split: the original upload may be gone, and the split must not change.
-                train, test, note = self._read_split(), self._read_split(test=True), "resumed run's split"
+                train, test, note = self.run.split(), self.run.split(test=True), "resumed run's split"
             else:
                 train, test, note = load_config_data(cfg)
-                self._write_split(train, test)
+                self.run.write_split(train, test)
             self.probe_items = test[: max(cfg.probe_size, cfg.num_samples)]
             self.run.update_status(baselines=constant_baselines(train, self.probe_items))
             self._check_stop()
@@ -285,10 +297,10 @@ class TrainingJob:
                     r.get("step") == step and "probe_error" in r for r in self.run.metrics()):
                 self.evaluate_probe(model, step)
             self.run.save_adapter(model, tokenizer, self.run.adapter_dir)
-            saved = f"adapter/ = last (step {step})"
+            saved = f"the adapter of step {step}"
             best = self.run.status().get("best_step")
             if best is not None:
-                saved += f", adapter-best/ = best probe $ error (step {best}, ${self.best_error:.2f})"
+                saved += f" and, kept beside it, the one with the best probe $ error (step {best}, ${self.best_error:.2f})"
             if self.stop_event.is_set():
                 self._finish("stopped", step=step, message=f"stopped at step {step}; saved {saved}")
             else:
@@ -308,16 +320,6 @@ class TrainingJob:
     def _finish(self, state: str, **fields) -> None:
         self.outcome = state
         self.run.update_status(state=state, ended=time.time(), **fields)
-
-    def _write_split(self, train, test) -> None:
-        if not self.run.writer:
-            return
-        for path, items in ((self.run.train_file, train), (self.run.test_file, test)):
-            path.write_text("".join(json.dumps({"text": p.text, "price": p.price}) + "\n" for p in items))
-
-    def _read_split(self, test: bool = False) -> list[D.Product]:
-        rows = read_jsonl(self.run.test_file if test else self.run.train_file)
-        return [D.Product(r["text"], float(r["price"])) for r in rows]
 
     def _add_lora(self, model):
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training

@@ -103,6 +103,14 @@ def model_config(name: str):
                          "Check the id or folder, network access and HF_TOKEN for gated models.") from exc
 
 
+def hub_id(name: str) -> str | None:
+    """The Hugging Face id of a model name (the demo's real one), or None for a local folder."""
+    name = (name or DEMO).strip()
+    if name == DEMO:
+        return DEMO_HUB_ID
+    return name if name.count("/") == 1 and not Path(name).exists() else None
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -12,6 +12,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data import Product
 from .paths import runs_dir
 
 ACTIVE_STATES = ("queued", "loading", "training", "stopping")
@@ -111,6 +112,16 @@ class RunFolder:
 
     def samples(self) -> list[dict]:
         return read_jsonl(self.samples_file)
+
+    def split(self, test: bool = False) -> list[Product]:
+        """The run's own training (or held-out) products, as written when it started."""
+        return [Product(r["text"], float(r["price"])) for r in read_jsonl(self.test_file if test else self.train_file)]
+
+    def write_split(self, train: list[Product], test: list[Product]) -> None:
+        if not self.writer:
+            return
+        for path, items in ((self.train_file, train), (self.test_file, test)):
+            write_atomic(path, "".join(json.dumps({"text": p.text, "price": p.price}) + "\n" for p in items))
 
     def state(self) -> str:
         """The status's state, or "interrupted" when the process that was running it is gone (a crash, a kill)."""

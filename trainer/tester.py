@@ -9,8 +9,9 @@ from typing import Callable
 
 from . import data as D
 from .baselines import constant_guesses, linear_bow
+from .config import TrainConfig
 from .evaluate import price_metrics, summary_line
-from .runs import RunFolder, read_jsonl, write_atomic
+from .runs import RunFolder, write_atomic
 
 BATCH = 16
 
@@ -19,72 +20,78 @@ class Cancelled(Exception):
     """The user cancelled a running evaluation."""
 
 
-def _products(path: Path) -> list[D.Product]:
-    return [D.Product(row["text"], float(row["price"])) for row in read_jsonl(path)]
-
-
 def test_set(run: RunFolder, data: str | None = None) -> list[D.Product]:
     """The run's held-out split, or the products of another file."""
     if data:
         products, _report = D.load_products(data)
         return products
-    return _products(run.test_file)
+    return run.split(test=True)
 
 
 def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
                  cancel: threading.Event | None = None) -> dict:
-    """Price a test set with the run's adapter (greedy and expected value) and base model; compare to baselines."""
+    """Price a test set with the run's adapter (its headline method first, then the other) and base model; compare to
+    baselines."""
     from .inference import predictor_for
 
     run = RunFolder(Path(run_path))
     items = test_set(run, data)[: limit or None]
     if not items:
         raise D.DataError("the test set is empty")
-    train = _products(run.train_file)
+    train = run.split()
     texts, truths = [p.text for p in items], [p.price for p in items]
     predictor = predictor_for(run.path)
 
-    passes = [("greedy", False), ("expected", False), ("base", True)]
+    # The headline price is the run's own probe method (expected value by default), the other method labelled.
+    headline = TrainConfig.from_yaml(run.config_file).probe_method
+    other = "greedy" if headline == "expected" else "expected"
+    passes = [(headline, False), (other, False), ("base", True)]
     guesses: dict[str, list] = {name: [] for name, _ in passes}
-    total, done = len(passes) * len(items), 0
-    for name, base in passes:
-        method = "expected" if name == "expected" else "greedy"
+    for number, (name, base) in enumerate(passes, 1):
         for start in range(0, len(texts), BATCH):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("evaluation cancelled")
             batch = texts[start:start + BATCH]
-            guesses[name] += [p.price for p in predictor.predict(batch, base=base, method=method)]
-            done += len(batch)
+            guesses[name] += [p.price for p in predictor.predict(batch, base=base, method="greedy" if base else name)]
             if progress:
-                progress(done, total, f"{name}: {min(start + BATCH, len(texts))}/{len(texts)}")
+                done = min(start + BATCH, len(texts))
+                progress((number - 1) * len(texts) + done, len(passes) * len(texts),
+                         f"pass {number} of {len(passes)} ({PASS_NAMES[name]}): {done} of {len(texts)} items")
 
-    baselines = {"base_model": price_metrics(guesses["base"], truths),
-                 "expected_value": price_metrics(guesses["expected"], truths)}
+    baselines = {OTHER_KEYS[other]: price_metrics(guesses[other], truths),
+                 "base_model": price_metrics(guesses["base"], truths)}
     if train:
         for name, value in constant_guesses(train).items():
             baselines[name] = {"guess": value, **price_metrics([value] * len(truths), truths)}
         baselines["linear_bow"] = price_metrics(linear_bow(train)(texts), truths)
     result = {
-        "run": run.name, "data": data or "held-out split", "count": len(items),
-        "metrics": price_metrics(guesses["greedy"], truths),
+        "run": run.name, "data": data or "held-out split", "count": len(items), "method": headline,
+        "metrics": price_metrics(guesses[headline], truths),
         "baselines": baselines,
-        "items": [{"text": t[:200], "truth": y, "guess": g, "method": "greedy", "expected": e, "base": b}
-                  for t, y, g, e, b in zip(texts, truths, guesses["greedy"], guesses["expected"], guesses["base"])],
+        "items": [{"text": t[:200], "truth": y, "guess": g, "method": headline, other: o, "base": b}
+                  for t, y, g, o, b in zip(texts, truths, guesses[headline], guesses[other], guesses["base"])],
     }
     write_atomic(run.eval_file, json.dumps(result))
     return result
 
 
+PASS_NAMES = {"expected": "fine-tuned, expected value", "greedy": "fine-tuned, greedy", "base": "base model, greedy"}
+# eval.json's key for the fine-tuned model priced by the method that is not the headline.
+OTHER_KEYS = {"expected": "expected_value", "greedy": "greedy"}
+ROW_NAMES = {"base_model": "base model, greedy", "expected_value": PASS_NAMES["expected"],
+             "greedy": PASS_NAMES["greedy"], "constant_mean": "constant (training mean)",
+             "constant_median": "constant (training median)", "linear_bow": "bag-of-words linear regression"}
+
+
 def summary_table(result: dict) -> list[list]:
-    """Rows of (model, error, RMSLE, hits %, unparseable) for display, fine-tuned first."""
-    names = {"base_model": "base model", "expected_value": "fine-tuned, expected value",
-             "constant_mean": "constant (training mean)", "constant_median": "constant (training median)",
-             "linear_bow": "bag-of-words linear regression"}
-    rows = [("fine-tuned, greedy", result["metrics"])] + [(names.get(k, k), v) for k, v in result["baselines"].items()]
+    """Rows of (model, error, RMSLE, hits %, unparseable) for display, the headline (fine-tuned) first."""
+    headline = PASS_NAMES[result.get("method", "greedy")]
+    rows = [(headline, result["metrics"])] + [(ROW_NAMES.get(k, k), v) for k, v in result["baselines"].items()]
     return [[name, round(m["error"], 2), round(m["rmsle"], 3), round(100 * m["hits"], 1), m["unparseable"]]
             for name, m in rows]
 
 
 def one_line(result: dict) -> str:
-    return f"{result['run']} on {result['count']} items ({result['data']}): {summary_line(result['metrics'])}"
+    return (f"{result['run']} on {result['count']} items ({result['data']}), "
+            f"{PASS_NAMES[result.get('method', 'greedy')]}: {summary_line(result['metrics'])}")
