@@ -48,6 +48,17 @@ def poll(client, until, timeout=300):
     raise AssertionError(f"timed out; last poll: {last}")
 
 
+def trained(app, started: str, timeout=300) -> RunFolder:
+    """The run a Start answer names, once it is done."""
+    assert started.startswith("Started run"), started
+    run = RunFolder(app.runs / re.search(r"\*\*([\w.-]+)\*\*", started).group(1))
+    deadline = time.time() + timeout
+    while run.state() != "done" and time.time() < deadline:
+        time.sleep(1)
+    assert run.state() == "done", run.status()
+    return run
+
+
 def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     client = Client(launched_app.url, verbose=False)
     client.predict(api_name="/use_sample")
@@ -219,13 +230,7 @@ def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_s
     assert "config and data of killed" in note and "upload" not in note
     # The data comes along: Start trains a variant on the same split at once, without asking for data again.
     assert "The data of run killed" in data_info
-    variant = client.predict(**{**FORM, "max_steps": 1, "sample_every": 0}, api_name="/start")
-    assert variant.startswith("Started run"), variant
-    variant_run = RunFolder(launched_app.runs / re.search(r"\*\*([\w.-]+)\*\*", variant).group(1))
-    deadline = time.time() + 300
-    while variant_run.state() != "done" and time.time() < deadline:
-        time.sleep(1)
-    assert variant_run.state() == "done", variant_run.status()
+    variant_run = trained(launched_app, client.predict(**{**FORM, "max_steps": 1, "sample_every": 0}, api_name="/start"))
     assert variant_run.test_file.read_text() == run.test_file.read_text()
     assert "data: run:killed" in variant_run.config_file.read_text()
 
@@ -272,12 +277,6 @@ def test_upload_then_start_in_one_session_trains_on_the_uploaded_file(launched_a
     assert "--data catalog.jsonl" in exported[1]
     assert (set(launched_app.runs.iterdir()) if launched_app.runs.exists() else set()) == before
 
-    started = client.predict(**{**FORM, "max_steps": 2, "sample_every": 0}, api_name="/start")
-    assert started.startswith("Started run"), started
-    run = RunFolder(launched_app.runs / re.search(r"\*\*([\w.-]+)\*\*", started).group(1))
-    deadline = time.time() + 300
-    while run.state() != "done" and time.time() < deadline:
-        time.sleep(1)
-    assert run.state() == "done", run.status()
+    run = trained(launched_app, client.predict(**{**FORM, "max_steps": 2, "sample_every": 0}, api_name="/start"))
     texts = {json.loads(line)["text"] for line in (run.train_file.read_text() + run.test_file.read_text()).splitlines()}
     assert texts == {f"Walnut desk organiser no. {i}" for i in range(60)}
