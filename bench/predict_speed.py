@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import data as D  # noqa: E402
+from trainer.data import encode_prompt, fit_max_length, load_products, make_sample_products  # noqa: E402
 from trainer.evaluate import parse_price_output, predict_expected, predict_greedy  # noqa: E402
 from trainer.models import load_model, load_tokenizer  # noqa: E402
 
@@ -27,7 +27,7 @@ def course_method(model, tokenizer, texts, max_prompt_tokens):
     out = []
     with torch.inference_mode():
         for text in texts:
-            ids = torch.tensor([D.encode_prompt(tokenizer, text, max_prompt_tokens)])
+            ids = torch.tensor([encode_prompt(tokenizer, text, max_prompt_tokens)])
             gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3,
                                  do_sample=False, pad_token_id=tokenizer.pad_token_id)
             out.append(parse_price_output(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)))
@@ -47,11 +47,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    products = D.make_sample_products() if args.data == "sample" else D.load_products(args.data)[0]
+    products = make_sample_products() if args.data == "sample" else load_products(args.data)[0]
     texts = [p.text for p in products[: args.items]]
     tokenizer, model = load_tokenizer("demo"), load_model("demo", "none")
     model.eval()
-    max_len = D.fit_max_length(tokenizer, products[: args.items])
+    max_len = fit_max_length(tokenizer, products[: args.items])
     print(f"data: {args.data} ({len(texts)} items), demo model, fp32 CPU, {torch.get_num_threads()} threads, "
           f"max prompt {max_len} tokens")
 

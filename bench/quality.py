@@ -23,8 +23,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer import data as D  # noqa: E402
-from trainer.baselines import constant_guesses, linear_bow  # noqa: E402
+from trainer.data import load_products  # noqa: E402
+from trainer.baselines import constant_baselines, linear_bow  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import price_metrics  # noqa: E402
 from trainer.job import TrainingJob  # noqa: E402
@@ -42,8 +42,8 @@ def split_files(source: Path, folder: Path) -> tuple[Path, Path]:
     train, test = folder / "train.jsonl", folder / "test.jsonl"
     test.write_text("\n".join(rows[TRAIN_ROWS:]) + "\n", encoding="utf-8")
     train.write_text("\n".join(rows[:TRAIN_ROWS]) + "\n", encoding="utf-8")
-    held_out = {p.text for p in D.load_products(test)[0]}
-    kept = [p for p in D.load_products(train)[0] if p.text not in held_out]
+    held_out = {p.text for p in load_products(test)[0]}
+    kept = [p for p in load_products(train)[0] if p.text not in held_out]
     train.write_text("".join(json.dumps({"text": p.text, "price": p.price}) + "\n" for p in kept), encoding="utf-8")
     return train, test
 
@@ -78,8 +78,8 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="pricetune-quality-"))
     train_file, test_file = split_files(args.data, folder)
-    train_items, _ = D.load_products(train_file)
-    test_items, _ = D.load_products(test_file)
+    train_items, _ = load_products(train_file)
+    test_items, _ = load_products(test_file)
     truths = [p.price for p in test_items]
     print(f"{args.data}: {len(train_items)} training / {len(test_items)} held-out products", flush=True)
 
@@ -90,8 +90,7 @@ def main() -> None:
     result = evaluate_run(run.path, data=str(test_file))
     print(f"evaluated {result['count']} held-out items in {time.time() - t0:.0f} s", flush=True)
 
-    rows = {name: {"guess": value, **price_metrics([value] * len(truths), truths)}
-            for name, value in constant_guesses(train_items).items()}
+    rows = constant_baselines(train_items, test_items)
     rows["linear_bow"] = price_metrics(linear_bow(train_items)([p.text for p in test_items]), truths)
     rows["base_model"] = result["baselines"]["base_model"]
     other = "greedy" if result["method"] == "expected" else "expected_value"

@@ -36,15 +36,15 @@ ARMS = ("A", "B", "B'")  # the default arms; A16 runs when named in --arms
 
 
 def _products(args):
-    from trainer import data as D
+    from trainer.data import load_products, make_sample_products, split_products
 
     if Path(args.data).is_file():
-        products, _ = D.load_products(args.data)
+        products, _ = load_products(args.data)
     else:
-        products = D.make_sample_products()
+        products = make_sample_products()
     if not args.probe:
         return products[: args.examples], []
-    train, probe = D.split_products(products, test_size=args.probe, seed=42)
+    train, probe = split_products(products, test_size=args.probe, seed=42)
     return train[: args.examples], probe
 
 
@@ -74,10 +74,10 @@ def _step_timer():
 
 
 def _config(args):
-    from trainer.config import TrainConfig
+    from trainer.config import TrainConfig, names_list
 
     # Both arms train exactly this; the target modules default to the model's own (the demo model: all seven).
-    targets = {"target_modules": args.targets.split(",")} if args.targets else {}
+    targets = {"target_modules": names_list(args.targets)} if args.targets else {}
     return TrainConfig.for_model(args.model, quant=args.quant, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                                  lora_dropout=args.lora_dropout, learning_rate=3e-4, lr_scheduler="cosine",
                                  warmup_ratio=0.03, batch_size=args.batch, max_steps=args.warmup + args.steps,
@@ -114,21 +114,20 @@ def run_a(args, train, timer):
 def run_b(args, train, timer, fast: bool):
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from trainer import data as D
+    from trainer.data import completion, encode_completion, encode_prompt, fit_max_length
     from trainer.models import load_model, load_tokenizer
 
     cfg = _config(args)
     tokenizer = load_tokenizer(cfg.model)
-    max_length = cfg.max_length or D.fit_max_length(tokenizer, train)
+    max_length = cfg.max_length or fit_max_length(tokenizer, train)
 
     def pair(p):
         # The same cut as PriceTune's: the text is shortened so prompt + price fit, never the price.
-        answer = D.encode_completion(tokenizer, p.price)
-        prompt = D.encode_prompt(tokenizer, p.text, max_length - len(answer))
-        return {"prompt": tokenizer.decode(prompt, skip_special_tokens=True), "completion": D.completion(p.price)}
+        answer = encode_completion(tokenizer, p.price)
+        prompt = encode_prompt(tokenizer, p.text, max_length - len(answer))
+        return {"prompt": tokenizer.decode(prompt, skip_special_tokens=True), "completion": completion(p.price)}
 
     dataset = Dataset.from_list([pair(p) for p in train])
     options = dict(gradient_checkpointing=False, train_sampling_strategy="group_by_length") if fast else {}
@@ -138,8 +137,7 @@ def run_b(args, train, timer, fast: bool):
                     report_to="none", save_strategy="no", disable_tqdm=True, max_length=max_length + 8,
                     include_num_input_tokens_seen="non_padding", completion_only_loss=True,
                     bf16=cfg.use_bf16(), use_cpu=not torch.cuda.is_available(), **options)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+    lora = cfg.lora_config()
     losses: list[float] = []
 
     from transformers import TrainerCallback

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trainer.data.sample import BRANDS
 from trainer.data import (
     COURSE_QUESTION,
     IGNORE_INDEX,
@@ -20,7 +21,6 @@ from trainer.data import (
     DataReport,
     PriceError,
     Product,
-    _BRANDS,
     build_prompt,
     clean_text,
     completion,
@@ -267,7 +267,7 @@ def test_sample_prices_follow_brand_tier():
     products = make_sample_products(600)
 
     def mean_price(tier):
-        return statistics.mean(p.price for p in products if any(p.text.startswith(b) for b in _BRANDS[tier][1]))
+        return statistics.mean(p.price for p in products if any(p.text.startswith(b) for b in BRANDS[tier][1]))
 
     assert mean_price("premium") > mean_price("mid") > mean_price("budget")
 

@@ -4,9 +4,7 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.slow  # imports the app, which builds the UI
-
-app = pytest.importorskip("app")
+from ui import live
 
 
 def eta_seconds(text: str) -> int:
@@ -28,8 +26,8 @@ def test_eta_counts_probe_time_and_runs_down_while_the_probe_is_priced(tmp_path,
               "training_started_step": 0, "pricing_probe": 10}
     etas = []
     for later in (0, 30, 60):  # the probe takes a minute: no step ends meanwhile
-        monkeypatch.setattr(app.time, "time", lambda: t0 + 100 + later)
-        text = app.status_text(run, status, metrics, app.run_settings(run))
+        monkeypatch.setattr(live.time, "time", lambda: t0 + 100 + later)
+        text = live.status_text(run, status, metrics, live.run_settings(run))
         etas.append(eta_seconds(text))
     assert etas == [200, 170, 140]
     assert "Pricing the probe set at step 10…" in text
@@ -38,5 +36,5 @@ def test_eta_counts_probe_time_and_runs_down_while_the_probe_is_priced(tmp_path,
 
     # A resumed run counts only the steps it trained itself.
     status.update(training_started_step=5, pricing_probe=None)
-    monkeypatch.setattr(app.time, "time", lambda: t0 + 100)
-    assert eta_seconds(app.status_text(run, status, metrics)) == 400  # 100 s for 5 steps, 20 to go
+    monkeypatch.setattr(live.time, "time", lambda: t0 + 100)
+    assert eta_seconds(live.status_text(run, status, metrics)) == 400  # 100 s for 5 steps, 20 to go

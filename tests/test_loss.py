@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from trainer import data as D
+from trainer.data import make_sample_products, tokenize_example
 from trainer.loss import IGNORE_INDEX, PriceCollator, price_loss
 
 
 @pytest.fixture(scope="module")
 def batch_features(demo_tokenizer):
     demo_tokenizer.padding_side = "right"
-    products = D.make_sample_products(6, seed=3)
-    return [D.tokenize_example(demo_tokenizer, p.text, p.price, 96) for p in products]
+    products = make_sample_products(6, seed=3)
+    return [tokenize_example(demo_tokenizer, p.text, p.price, 96) for p in products]
 
 
 def test_collator_keeps_exactly_the_columns_that_predict_a_price_token(demo_tokenizer, batch_features):

@@ -5,44 +5,39 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import typing
 from pathlib import Path
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, field_docs, names_list
+
+
+# CLI spellings the generated flags keep as aliases.
+ALIASES = {"learning_rate": ["--lr"]}
 
 
 def _train_parser(sub):
+    """`train`'s flags, one per TrainConfig field, generated from the dataclass: its types, choices and docstrings."""
     p = sub.add_parser("train", help="train a LoRA adapter; writes runs/NAME/ like the UI does",
                        epilog="Several GPUs: the same command under `torchrun --nproc_per_node N -m trainer train …` "
                               "or `accelerate launch --multi_gpu --num_processes N -m trainer train …`; rank 0 "
                               "writes the run folder.")
     p.add_argument("--config", help="a config.yaml (as exported by the UI or written by a run); flags override it")
-    p.add_argument("--data", help="'sample', 'run:NAME' (the train/held-out split of run NAME), a "
-                                  "CSV/TSV/JSON/JSONL/Parquet file, a Hugging Face dataset folder (save_to_disk) or a "
-                                  "Hub dataset id owner/name (when online)")
-    p.add_argument("--model", help="'demo', a Hugging Face model id, or a local folder")
-    p.add_argument("--quant", choices=["4bit", "8bit", "none"])
-    p.add_argument("--lora-r", type=int, dest="lora_r")
-    p.add_argument("--lora-alpha", type=int, dest="lora_alpha")
-    p.add_argument("--lora-dropout", type=float, dest="lora_dropout")
-    p.add_argument("--target-modules", dest="target_modules", help="comma-separated, e.g. q_proj,v_proj")
-    steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--max-steps", type=int, dest="max_steps")
-    steps.add_argument("--epochs", type=float)
-    p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--grad-accum", type=int, dest="grad_accum")
-    p.add_argument("--lr", type=float, dest="learning_rate")
-    p.add_argument("--max-length", type=int, dest="max_length")
-    p.add_argument("--sample-every", type=int, dest="sample_every")
-    p.add_argument("--probe-size", type=int, dest="probe_size")
-    p.add_argument("--save-steps", type=int, dest="save_steps")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--save-minutes", type=float, dest="save_minutes")
-    p.add_argument("--max-minutes", type=float, dest="max_minutes",
-                   help="stop training after this many minutes and save the adapter (0: no limit)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
-    p.add_argument("--probe-method", choices=["expected", "greedy"], dest="probe_method",
-                   help="how the held-out probe is priced during training (default: expected)")
-    p.add_argument("--test-size", type=float, dest="test_size", help="held-out share (<1) or count (>=1)")
+    docs, types = field_docs(), typing.get_type_hints(TrainConfig)
+    steps = p.add_mutually_exclusive_group()  # --epochs trains by epochs instead of --max-steps
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "name":  # the run folder is --output
+            continue
+        kind, flags = types[f.name], [f"--{f.name.replace('_', '-')}", *ALIASES.get(f.name, [])]
+        options = {"dest": f.name, "help": docs.get(f.name, "").replace("%", "%%")}
+        if typing.get_origin(kind) is typing.Literal:
+            options["choices"] = typing.get_args(kind)
+        elif kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind in (int, float):
+            options["type"] = kind
+        elif kind != str:
+            options["help"] += " (comma-separated)"
+        (steps if f.name in ("max_steps", "epochs") else p).add_argument(*flags, **options)
     p.add_argument("--output", help="run folder to create, e.g. runs/my-run")
     p.add_argument("--resume", metavar="RUN", help="continue runs/NAME from its last complete checkpoint")
 
@@ -59,9 +54,7 @@ def _train(args) -> int:
                  if getattr(args, f.name, None) is not None}
     if args.epochs is not None:
         overrides["max_steps"] = 0
-    if isinstance(overrides.get("target_modules"), str):
-        overrides["target_modules"] = [m.strip() for m in overrides["target_modules"].split(",") if m.strip()]
-    config = dataclasses.replace(config, **overrides)
+    config = TrainConfig.from_dict({**dataclasses.asdict(config), **overrides})
     root = None
     if args.output:
         out = Path(args.output)
@@ -126,7 +119,7 @@ def _estimate(args) -> int:
     from .models import estimate_adapter, linear_module_names, model_config
 
     config = model_config(args.model)
-    targets = [m.strip() for m in args.target_modules.split(",") if m.strip()]
+    targets = names_list(args.target_modules)
     print(f"linear layers: {', '.join(linear_module_names(config))}")
     print(estimate_adapter(config, args.lora_r, targets).describe())
     return 0
@@ -163,12 +156,12 @@ def _histogram(lengths: list[int], cutoff: int, bins: int = 10, width: int = 40)
 def _token_report(products) -> list[str]:
     from statistics import median
 
-    from . import data as D
+    from .data import example_lengths, fit_max_length
     from .models import load_tokenizer
 
     tokenizer = load_tokenizer("demo")
-    lengths = D.example_lengths(tokenizer, products)
-    cutoff = D.fit_max_length(tokenizer, products)
+    lengths = example_lengths(tokenizer, products)
+    cutoff = fit_max_length(tokenizer, products)
     cut = sum(n > cutoff for n in lengths)
     return ([f"tokens per example (demo tokenizer, course prompt + price): min {min(lengths)}, "
              f"median {median(lengths):.0f}, max {max(lengths)}"]
@@ -180,7 +173,7 @@ def _token_report(products) -> list[str]:
 def _data_report_lines(report, products) -> list[str]:
     from statistics import median
 
-    from . import data as D
+    from .data import split_products
 
     lines = [f"rows read:      {report.rows_read:,}", f"rows kept:      {report.rows_kept:,}",
              f"columns found:  {', '.join(report.columns)}",
@@ -195,22 +188,22 @@ def _data_report_lines(report, products) -> list[str]:
     lines += [f"warning:        {w}" for w in report.warnings]
     prices = [p.price for p in products]
     lines.append(f"prices:         min ${min(prices):,.2f}, median ${median(prices):,.2f}, max ${max(prices):,.2f}")
-    train, test = D.split_products(products, TrainConfig().test_size, TrainConfig().split_seed)
+    train, test = split_products(products, TrainConfig().test_size, TrainConfig().split_seed)
     leaked = len({p.text for p in train} & {p.text for p in test})
     lines.append(f"split:          {len(train):,} train / {len(test):,} held out; {leaked} texts in both")
     return lines
 
 
 def _check_data(args) -> int:
-    from . import data as D
+    from .data import DataError, load_products
     from .models import load_tokenizer
 
     try:
         # The tokenizer cuts curated Amazon metadata to the course's token budget, as training would see it.
-        products, report = D.load_products(args.file, text_column=args.text_column, price_column=args.price_column,
+        products, report = load_products(args.file, text_column=args.text_column, price_column=args.price_column,
                                            decimal_comma=args.decimal_comma, max_rows=args.max_rows,
                                            tokenizer=load_tokenizer("demo"))
-    except D.DataError as exc:
+    except DataError as exc:
         print(f"not usable: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, as the exit code promises
         return 2
     print("\n".join(_data_report_lines(report, products) + _token_report(products)))

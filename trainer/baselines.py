@@ -1,7 +1,10 @@
-"""Baselines a fine-tuned model must beat: constant guesses and the course's bag-of-words linear regression."""
+"""Baselines a fine-tuned model must beat: constant guesses, the course's bag-of-words linear regression, and the
+strong one: TF-IDF word 1–2-grams + ridge regression on log(1 + price), tuned by cross-validation on the training
+split alone."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from statistics import mean, median
 
 from .data import Product
@@ -10,6 +13,15 @@ from .data import Product
 def constant_guesses(train: list[Product]) -> dict[str, float]:
     prices = [p.price for p in train]
     return {"constant_mean": mean(prices), "constant_median": median(prices)}
+
+
+def constant_baselines(train: list[Product], items: list[Product]) -> dict:
+    """The Tester's metrics on `items` of always guessing the training mean, and the training median."""
+    from .evaluate import price_metrics
+
+    truths = [p.price for p in items]
+    return {name: {"guess": value, **price_metrics([value] * len(truths), truths)}
+            for name, value in constant_guesses(train).items()}
 
 
 def linear_bow(train: list[Product]):
@@ -26,3 +38,63 @@ def linear_bow(train: list[Product]):
         return [max(0.0, float(v)) for v in model.predict(vectorizer.transform(texts))]
 
     return predict
+
+
+TEXT_BASELINE = "tfidf_ridge"
+"""The strong text baseline's key in eval.json and status.json, and its file in the run folder (.joblib)."""
+TEXT_BASELINE_NAME = "TF-IDF ridge (log price)"
+RIDGE_ALPHAS = (0.1, 0.3, 1.0, 3.0)
+CV_ROWS = 5_000  # the alpha is chosen on at most this many training rows; the model is then refitted on all
+
+
+def fit_text_baseline(train: list[Product], seed: int = 0):
+    """TF-IDF (word 1–2-grams, min_df 2, sublinear tf) + ridge on log(1 + price), its alpha chosen by 3-fold
+    cross-validation on `train` alone, in log-space squared error (RMSLE squared): a scikit-learn Pipeline whose
+    predict() gives log prices; `predict_prices` turns them into dollars."""
+    import random
+    import tempfile
+
+    import numpy as np
+    from joblib import Memory
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    texts, targets = [p.text for p in train], np.log1p([p.price for p in train])
+    with tempfile.TemporaryDirectory(prefix="pricetune-cv-") as cache:
+        # The cache fits each fold's TF-IDF once for all alphas.
+        pipeline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), Ridge(),
+                                 memory=Memory(cache, verbose=0))
+        try:
+            if len(train) >= 30:  # fewer rows cannot be cross-validated into a meaningful choice: ridge's default
+                rows = random.Random(seed).sample(range(len(train)), min(len(train), CV_ROWS))
+                search = GridSearchCV(pipeline, {"ridge__alpha": RIDGE_ALPHAS}, cv=3,
+                                      scoring="neg_mean_squared_error")
+                search.fit([texts[i] for i in rows], targets[rows])
+                pipeline.set_params(**search.best_params_)
+            pipeline.fit(texts, targets)
+        except ValueError:  # min_df 2 leaves no words in a tiny or all-unique vocabulary
+            pipeline.set_params(tfidfvectorizer__min_df=1)
+            pipeline.fit(texts, targets)
+    return pipeline.set_params(memory=None)
+
+
+def predict_prices(model, texts: list[str]) -> list[float]:
+    """Dollar prices from a fitted text baseline (it predicts log(1 + price))."""
+    import numpy as np
+
+    return [float(v) for v in np.clip(np.expm1(model.predict(texts)), 0.0, None)]
+
+
+def save_text_baseline(model, path: Path) -> None:
+    import joblib
+
+    joblib.dump(model, path)
+
+
+def load_text_baseline(path: Path):
+    """The run's own fitted baseline (written by PriceTune's job into its run folder, never uploaded), or None."""
+    import joblib
+
+    return joblib.load(path) if path.is_file() else None

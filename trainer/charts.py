@@ -35,7 +35,7 @@ NARROW = dict(l=60, r=20, t=100, b=60)
 LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0)
 
 
-def _empty(title: str, message: str, x_title: str = "", y_title: str = "") -> go.Figure:
+def empty_figure(title: str, message: str, x_title: str = "", y_title: str = "") -> go.Figure:
     fig = go.Figure()
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, template="plotly_white",
                       xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
@@ -64,7 +64,7 @@ def loss_figure(metrics: list[dict]) -> go.Figure:
     """Training loss (raw and smoothed) by step, learning rate on a second y axis."""
     rows = [r for r in metrics if _number(r.get("loss")) is not None and _number(r.get("step")) is not None]
     if not rows:
-        return _empty("Training loss", "Waiting for the first step…", "step", "loss")
+        return empty_figure("Training loss", "Waiting for the first step…", "step", "loss")
     rows.sort(key=lambda r: r["step"])
     steps = [r["step"] for r in rows]
     losses = [float(r["loss"]) for r in rows]
@@ -95,7 +95,7 @@ def error_figure(metrics: list[dict], base_error: float | None = None,
     rows = sorted((r for r in metrics if _number(r.get("probe_error")) is not None
                    and _number(r.get("step")) is not None), key=lambda r: r["step"])
     if not rows and base_error is None and constant_error is None:
-        return _empty("Price error", "Waiting for the first evaluation…", "step", "mean absolute error ($)")
+        return empty_figure("Price error", "Waiting for the first evaluation…", "step", "mean absolute error ($)")
     fig = go.Figure()
     if rows:
         fig.add_trace(go.Scatter(x=[r["step"] for r in rows], y=[float(r["probe_error"]) for r in rows],
@@ -120,7 +120,7 @@ def price_histogram(prices: list[float]) -> go.Figure:
     """Distribution of prices in the data."""
     values = [float(p) for p in prices if _number(p) is not None]
     if not values:
-        return _empty("Prices", "No prices", "price ($)", "products")
+        return empty_figure("Prices", "No prices", "price ($)", "products")
     fig = go.Figure(go.Histogram(x=values, nbinsx=min(50, max(10, len(values) // 10)), marker_color=LOSS_COLOUR,
                                  name="products"))
     average = sum(values) / len(values)
@@ -135,7 +135,7 @@ def token_length_figure(lengths: list[int], cutoff: int) -> go.Figure:
     """Tokens per example (course prompt + price), a line at the max-length cut-off, the share cut in the title."""
     values = [int(n) for n in lengths if _number(n) is not None]
     if not values:
-        return _empty("Tokens per example", "No examples", "tokens (prompt + price)", "examples")
+        return empty_figure("Tokens per example", "No examples", "tokens (prompt + price)", "examples")
     cut = sum(n > cutoff for n in values)
     fig = go.Figure(go.Histogram(x=values, nbinsx=min(50, max(10, len(values) // 10)), marker_color=LR_COLOUR,
                                  name="examples"))
@@ -151,7 +151,7 @@ def token_length_figure(lengths: list[int], cutoff: int) -> go.Figure:
 def scatter_figure(truths: list[float], guesses: list[float | None]) -> go.Figure:
     """The course's Tester chart: truth on x, guess on y, dots coloured by hit, the y = x line, metrics in the title."""
     if not truths:
-        return _empty("Predictions", "No predictions yet", "true price ($)", "predicted price ($)")
+        return empty_figure("Predictions", "No predictions yet", "true price ($)", "predicted price ($)")
     shown = [g if _number(g) is not None and g >= 0 else 0.0 for g in guesses]  # unparseable counts as 0
     colours = [COLOURS[hit_color(g, t)] for g, t in zip(guesses, truths)]
     top = max(max(truths), max(shown)) * 1.05 or 1.0
@@ -171,7 +171,7 @@ def scatter_figure(truths: list[float], guesses: list[float | None]) -> go.Figur
 def distribution_figure(candidates: list[tuple[float, float]], expected: float | None) -> go.Figure:
     """The model's candidate prices and their probabilities, with a line at the expected value."""
     if not candidates:
-        return _empty("Price distribution", "No candidate prices", "price ($)", "probability")
+        return empty_figure("Price distribution", "No candidate prices", "price ($)", "probability")
     ordered = sorted(candidates)
     fig = go.Figure(go.Bar(x=[f"${p:,.0f}" for p, _ in ordered], y=[q for _, q in ordered],
                            marker_color=LOSS_COLOUR, name="probability",
@@ -246,7 +246,7 @@ def bucket_figure(truths: list[float], guesses: list[float | None]) -> go.Figure
             label = f"${low:g}+" if high == float("inf") else f"${low:g}–{high:g}"
             bars.append((label, m["error"], len(pairs)))
     if not bars:
-        return _empty("Error by price", "No predictions", "true price", "mean absolute error ($)")
+        return empty_figure("Error by price", "No predictions", "true price", "mean absolute error ($)")
     fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars], text=[f"n={b[2]}" for b in bars],
                            marker_color=LOSS_COLOUR))
     fig.update_layout(title="Mean error by true price", xaxis_title="true price", yaxis_title="mean absolute error ($)",
@@ -266,7 +266,7 @@ def overlay_figure(series: dict[str, list[dict]], key: str, title: str, y_title:
         fig.add_trace(go.Scatter(x=[r["step"] for r in rows], y=ema(values) if key == "loss" else values,
                                  name=name, mode="lines" if key == "loss" else "lines+markers"))
     if not fig.data:
-        return _empty(title, "Select runs with data to compare.", "step", y_title)
+        return empty_figure(title, "Select runs with data to compare.", "step", y_title)
     fig.update_layout(title=title, xaxis=dict(title="step"), yaxis=dict(title=y_title), template="plotly_white",
                       legend=LEGEND_BELOW)
     return fig

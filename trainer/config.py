@@ -7,6 +7,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import yaml
@@ -16,6 +17,8 @@ ALL_LINEAR = COURSE_TARGETS + ["gate_proj", "up_proj", "down_proj"]
 DEMO = "demo"
 RUN_DATA = "run:"
 """`data: run:NAME` trains on the train/held-out split that run NAME saved."""
+Quantization = Literal["4bit", "8bit", "none"]
+QUANTIZATIONS = typing.get_args(Quantization)
 SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -59,7 +62,7 @@ class TrainConfig:
     name: str = ""
     """Run folder name under the runs folder; empty picks a time-stamped one."""
     data: str = "sample"
-    """'sample' (built-in synthetic products), 'run:NAME' (that run's split), or a CSV/TSV/JSON/JSONL/Parquet file."""
+    """'sample' (built-in products), 'run:NAME' (that run's split), a CSV/TSV/JSON/JSONL/Parquet file, or a dataset."""
     text_column: str = ""
     """Column holding the product text; empty detects text/prompt/description/title."""
     price_column: str = ""
@@ -70,7 +73,7 @@ class TrainConfig:
     """Seed of the train/test shuffle, so the held-out rows are the same every run."""
     model: str = "demo"
     """'demo' (SmolLM2-135M-Instruct, built in), a Hugging Face model id, or a local model folder."""
-    quant: str = field(default_factory=_default_quant)
+    quant: Quantization = field(default_factory=_default_quant)
     """Base-model quantization: 4bit (NF4, double quant), 8bit, or none."""
     fp32_norms: bool = True
     """With 4/8-bit, cast norms and embeddings to fp32 (PEFT's prepare_model_for_kbit_training); False: less memory."""
@@ -136,7 +139,6 @@ class TrainConfig:
             check(bool(source) and "/" not in source and "\\" not in source and not source.startswith("."),
                   f"data: run:NAME takes a run folder's plain name (got {self.data!r})")
         check(bool(str(self.model).strip()), "model: give 'demo', a Hugging Face id or a folder")
-        check(self.quant in ("4bit", "8bit", "none"), f"quant: must be 4bit, 8bit or none (got {self.quant!r})")
         check(isinstance(self.lora_r, int) and 1 <= self.lora_r <= 256, f"lora_r: must be 1–256 (got {self.lora_r})")
         check(0 < self.lora_alpha <= 4096, f"lora_alpha: must be positive (got {self.lora_alpha})")
         check(0 <= self.lora_dropout < 1, f"lora_dropout: must be in [0, 1) (got {self.lora_dropout})")
@@ -171,6 +173,13 @@ class TrainConfig:
     def for_model(cls, model: str = DEMO, **values) -> "TrainConfig":
         """A config for `model` with that model's defaults, then `values` on top."""
         return cls(model=model, **{**model_defaults(model), **values})
+
+    def lora_config(self):
+        """PEFT's LoraConfig of this run: r, alpha, dropout and target modules on a causal LM, no bias."""
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=list(self.target_modules), bias="none", task_type="CAUSAL_LM")
 
     def use_bf16(self) -> bool:
         return self.precision == "bf16" or (self.precision == "auto" and native_bf16())
@@ -207,11 +216,25 @@ class TrainConfig:
         return cls.from_dict(values)
 
 
+def field_docs() -> dict[str, str]:
+    """Each TrainConfig field's one-line docstring, read from this file's source (the CLI's help texts)."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
+    return {target.target.id: doc.value.value for target, doc in zip(body, body[1:])
+            if isinstance(target, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)}
+
+
 def _convert(value, kind):
     """`value` as a value of field type `kind` (int, float, str, bool, list[str]), or ValueError saying what is wrong.
     Str subclasses (Gradio's upload paths) become plain str, which YAML can write."""
     if value is None or (isinstance(value, str) and not value.strip() and kind in (int, float)):
         raise ValueError("is empty: enter a number" if kind in (int, float) else "is empty")
+    if typing.get_origin(kind) is Literal:
+        if value not in typing.get_args(kind):
+            raise ValueError(f"must be {' or '.join(map(str, typing.get_args(kind)))} (got {value!r})")
+        return str(value)
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -236,7 +259,12 @@ def _convert(value, kind):
         return str(value)
     # list[str]: a list of names, or one comma-separated string of them
     if isinstance(value, str):
-        value = value.split(",")
+        return names_list(value)
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"must be a list of names (got {value!r})")
     return [str(v).strip() for v in value if str(v).strip()]
+
+
+def names_list(text: str) -> list[str]:
+    """'q_proj, v_proj' → ['q_proj', 'v_proj']: how target modules are written on a command line."""
+    return [name.strip() for name in text.split(",") if name.strip()]

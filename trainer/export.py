@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -88,7 +87,7 @@ def model_card(run_path) -> Path:
 
     run, config = _run(run_path)
     status = run.status()
-    evaluation = json.loads(run.eval_file.read_text()) if run.eval_file.is_file() else None
+    evaluation = run.evaluation()
     base = hub_id(config.model)
     lines = [
         "---", *([f"base_model: {base}"] if base else []), "library_name: peft",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import data as D
+from .data import Product, fit_max_length, tokenize_example
 from .config import TrainConfig
 from .loss import IGNORE_INDEX, PriceCollator, price_loss
 from .models import load_model, load_tokenizer
@@ -80,7 +80,7 @@ def _current_lr(run: RunFolder, config: TrainConfig) -> float:
 
 def look_inside(run_path: str | Path, text: str, price: float, *, top_k: int = 10) -> StepInside:
     """Do one training step on (`text`, `price`) with a copy of the run's model and report each of its four parts."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
 
     run = RunFolder(Path(run_path))
     config = TrainConfig.from_yaml(run.config_file)
@@ -91,15 +91,13 @@ def look_inside(run_path: str | Path, text: str, price: float, *, top_k: int = 1
     if weights is not None:
         model = PeftModel.from_pretrained(base, weights, is_trainable=True)
     else:
-        model = get_peft_model(base, LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM"))
+        model = get_peft_model(base, config.lora_config())
     # No dropout: the shown -log p, the loss and the loss after the step must be the same computation, repeatable.
     model.eval()
     device = next(p for p in model.parameters()).device
 
-    max_length = int(run.status().get("max_length") or 0) or D.fit_max_length(tokenizer, [D.Product(text, price)])
-    example = D.tokenize_example(tokenizer, text, price, max_length)
+    max_length = int(run.status().get("max_length") or 0) or fit_max_length(tokenizer, [Product(text, price)])
+    example = tokenize_example(tokenizer, text, price, max_length)
     batch = {k: v.to(device) for k, v in PriceCollator(tokenizer, padding=True)([example]).items()}
     labels = batch.pop("labels")
 

@@ -16,8 +16,10 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from . import data as D
+from .data import (DataError, Product, fit_max_length, load_products, make_sample_products, split_products,
+                   tokenize_example)
 from . import dist
+from .baselines import constant_baselines
 from .config import RUN_DATA, TrainConfig
 from .loss import PriceCollator, price_loss
 from .models import first_line, load_model, load_tokenizer
@@ -33,35 +35,24 @@ class StopRequested(Exception):
     """Raised between loading phases when the user pressed Stop before training began."""
 
 
-def load_config_data(config: TrainConfig) -> tuple[list[D.Product], list[D.Product], str]:
+def load_config_data(config: TrainConfig) -> tuple[list[Product], list[Product], str]:
     """The train and held-out products of a config, and a one-line data summary."""
     if config.data == "sample":
-        products, note = D.make_sample_products(), "synthetic sample products"
+        products, note = make_sample_products(), "synthetic sample products"
     elif config.data.startswith(RUN_DATA):
         # Another run's split, exactly: a variant trained on it is compared on the same held-out rows.
         source = RunFolder(runs_dir() / config.data[len(RUN_DATA):])
         train, test = source.split(), source.split(test=True)
         if not train or not test:
-            raise D.DataError(f"run {source.name} has no saved train/held-out split to reuse")
+            raise DataError(f"run {source.name} has no saved train/held-out split to reuse")
         return train, test, f"the split of run {source.name}"
     else:
-        products, report = D.load_products(config.data, text_column=config.text_column or None,
+        products, report = load_products(config.data, text_column=config.text_column or None,
                                            price_column=config.price_column or None)
         note = f"{report.rows_kept} of {report.rows_read} rows kept"
     test_size = int(config.test_size) if config.test_size >= 1 else config.test_size
-    train, test = D.split_products(products, test_size=test_size, seed=config.split_seed)
+    train, test = split_products(products, test_size=test_size, seed=config.split_seed)
     return train, test, note
-
-
-def constant_baselines(train: list[D.Product], probe: list[D.Product]) -> dict:
-    """$ metrics on the probe set of always guessing the training mean, and the training median."""
-    from statistics import mean, median
-
-    from .evaluate import price_metrics
-
-    prices, truths = [p.price for p in train], [p.price for p in probe]
-    return {name: {"guess": value, **price_metrics([value] * len(truths), truths)}
-            for name, value in (("constant_mean", mean(prices)), ("constant_median", median(prices)))}
 
 
 def failure_message(exc: BaseException) -> str:
@@ -71,7 +62,7 @@ def failure_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return ("Disk full while saving. The last complete checkpoint is kept: free some space (or lower "
                 "save_total_limit) and press Resume.")
-    if isinstance(exc, (D.DataError, ValueError)):
+    if isinstance(exc, (DataError, ValueError)):
         return str(exc)
     return f"{type(exc).__name__}: {first_line(exc)}"
 
@@ -189,9 +180,9 @@ class TrainingJob:
         self.nonfinite: str | None = None
         self.time_up: str | None = None
         self.tokenizer = None
-        self.probe_items: list[D.Product] = []
+        self.probe_items: list[Product] = []
         self.best_error = self.run.status().get("best_error") or math.inf
-        self.data_message = ""
+        self.data_message = self.data_note = ""
         self.outcome: str | None = None  # this process's final state; on ranks > 0 the status file is rank 0's
 
     @property
@@ -246,92 +237,109 @@ class TrainingJob:
             self.run.update_status(best_step=step, best_error=metrics["error"])
 
     def _run(self) -> None:
-        model = trainer = None
-        cfg = self.config
+        model = None
         try:
-            self.run.update_status(state="loading", started=self.run.status().get("started") or time.time(),
-                                   message="reading data")
-            if self.checkpoint is not None:
-                # The run's own split: the original upload may be gone, and the split must not change.
-                train, test, note = self.run.split(), self.run.split(test=True), "resumed run's split"
-            else:
-                train, test, note = load_config_data(cfg)
-                self.run.write_split(train, test)
-            self.probe_items = test[: max(cfg.probe_size, cfg.num_samples)]
-            self.run.update_status(baselines=constant_baselines(train, self.probe_items))
+            # 1. The data: the split, the probe items and the constant baselines to beat.
+            train = self._load_data()
             self._check_stop()
-
-            self.run.update_status(message=f"loading {cfg.model} ({cfg.quant})")
-            self.tokenizer = tokenizer = load_tokenizer(cfg.model)
-            tokenizer.padding_side = "right"
-            max_length = cfg.max_length or D.fit_max_length(tokenizer, train)
-            self.max_prompt_tokens = max_length
-            examples = [D.tokenize_example(tokenizer, p.text, p.price, max_length) for p in train]
-            self._check_stop()
-            model = load_model(cfg.model, cfg.quant)
-            self._check_stop()
-            model = self._add_lora(model)
-            self._check_stop()
-
-            self.data_message = (f"{len(train)} training / {len(test)} held-out products ({note}); "
-                                 f"max length {max_length} tokens; $ error on {len(self.probe_items)} held-out items")
-            self.run.update_status(max_length=max_length, data_summary=self.data_message, message=self.data_message)
-            step = finished_at(self.checkpoint) if self.checkpoint else None
-            if step is None:
-                trainer = Trainer(model=model, args=self._training_args(), train_dataset=examples,
-                                  data_collator=PriceCollator(tokenizer, padding=True), compute_loss_func=price_loss,
-                                  callbacks=[RunCallback(self), *self.extra_callbacks])
-                trainer.remove_callback(PrinterCallback)  # progress goes to the run folder, not stdout
-                trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
-                step = trainer.state.global_step
-            else:
-                # Stopped between the last step's checkpoint and the end: nothing is left to train, and the Trainer
-                # would still run one step past max_steps before checking it. Finish from the checkpoint's weights.
-                set_peft_model_state_dict(model, load_file(str(self.checkpoint / "adapter_model.safetensors")))
-            if self.nonfinite:
-                raise FloatingPointError(f"Training stopped: {self.nonfinite}. Nothing was saved from the broken "
-                                         "weights; lower the learning rate or use a higher-precision dtype.")
-            # The last step is never priced in on_step_end, except when the time limit ended the run there; a resumed
-            # finished run may have priced it before it was stopped.
-            if not self.stop_event.is_set() and dist.is_writer() and not any(
-                    r.get("step") == step and "probe_error" in r for r in self.run.metrics()):
-                self.evaluate_probe(model, step)
-            self.run.save_adapter(model, tokenizer, self.run.adapter_dir)
-            saved = f"the adapter of step {step}"
-            best = self.run.status().get("best_step")
-            if best is not None:
-                saved += f" and, kept beside it, the one with the best probe $ error (step {best}, ${self.best_error:.2f})"
-            if self.stop_event.is_set():
-                self._finish("stopped", step=step, message=f"stopped at step {step}; saved {saved}")
-            else:
-                ended = f" ({self.time_up})" if self.time_up else ""
-                self._finish("done", step=step, message=f"done: {step} steps{ended}; saved {saved}")
+            # 2. The model: tokenizer, examples, frozen base, LoRA adapters.
+            model, examples = self._load_model(train)
+            # 3. The lecture's four steps per batch, in transformers' Trainer.
+            step = self._train(model, examples)
+            # 4. The last probe, the adapter saved, the final state.
+            self._finish_run(model, step)
         except StopRequested:
             self._finish("stopped", message="stopped before training began")
         except BaseException as exc:  # anything raised in the thread must end the job, never the app
             traceback.print_exc()
             self._finish("failed", error=failure_message(exc), message="failed")
         finally:
-            del model, trainer
+            del model
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+    def _load_data(self) -> list[Product]:
+        cfg = self.config
+        self.run.update_status(state="loading", started=self.run.status().get("started") or time.time(),
+                               message="reading data")
+        if self.checkpoint is not None:
+            # The run's own split: the original upload may be gone, and the split must not change.
+            train, test, note = self.run.split(), self.run.split(test=True), "resumed run's split"
+        else:
+            train, test, note = load_config_data(cfg)
+            self.run.write_split(train, test)
+        self.probe_items = test[: max(cfg.probe_size, cfg.num_samples)]
+        self.data_note = f"{len(train)} training / {len(test)} held-out products ({note})"
+        self.run.update_status(baselines=constant_baselines(train, self.probe_items))
+        return train
+
+    def _load_model(self, train: list[Product]):
+        cfg = self.config
+        self.run.update_status(message=f"loading {cfg.model} ({cfg.quant})")
+        self.tokenizer = tokenizer = load_tokenizer(cfg.model)
+        tokenizer.padding_side = "right"
+        max_length = cfg.max_length or fit_max_length(tokenizer, train)
+        self.max_prompt_tokens = max_length
+        examples = [tokenize_example(tokenizer, p.text, p.price, max_length) for p in train]
+        self._check_stop()
+        model = load_model(cfg.model, cfg.quant)
+        self._check_stop()
+        model = self._add_lora(model)
+        self._check_stop()
+        self.data_message = (f"{self.data_note}; max length {max_length} tokens; $ error on "
+                             f"{len(self.probe_items)} held-out items")
+        self.run.update_status(max_length=max_length, data_summary=self.data_message, message=self.data_message)
+        return model, examples
+
+    def _train(self, model, examples) -> int:
+        """Train to the end (or Stop, or the time limit); the step it ended on."""
+        step = finished_at(self.checkpoint) if self.checkpoint else None
+        if step is not None:
+            # Stopped between the last step's checkpoint and the end: nothing is left to train, and the Trainer
+            # would still run one step past max_steps before checking it. Finish from the checkpoint's weights.
+            set_peft_model_state_dict(model, load_file(str(self.checkpoint / "adapter_model.safetensors")))
+            return step
+        trainer = Trainer(model=model, args=self._training_args(), train_dataset=examples,
+                          data_collator=PriceCollator(self.tokenizer, padding=True), compute_loss_func=price_loss,
+                          callbacks=[RunCallback(self), *self.extra_callbacks])
+        trainer.remove_callback(PrinterCallback)  # progress goes to the run folder, not stdout
+        trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
+        if self.nonfinite:
+            raise FloatingPointError(f"Training stopped: {self.nonfinite}. Nothing was saved from the broken "
+                                     "weights; lower the learning rate or use a higher-precision dtype.")
+        return trainer.state.global_step
+
+    def _finish_run(self, model, step: int) -> None:
+        # The last step is never priced in on_step_end, except when the time limit ended the run there; a resumed
+        # finished run may have priced it before it was stopped.
+        if not self.stop_event.is_set() and dist.is_writer() and not any(
+                r.get("step") == step and "probe_error" in r for r in self.run.metrics()):
+            self.evaluate_probe(model, step)
+        self.run.save_adapter(model, self.tokenizer, self.run.adapter_dir)
+        saved = f"the adapter of step {step}"
+        best = self.run.status().get("best_step")
+        if best is not None:
+            saved += f" and, kept beside it, the one with the best probe $ error (step {best}, ${self.best_error:.2f})"
+        if self.stop_event.is_set():
+            self._finish("stopped", step=step, message=f"stopped at step {step}; saved {saved}")
+        else:
+            ended = f" ({self.time_up})" if self.time_up else ""
+            self._finish("done", step=step, message=f"done: {step} steps{ended}; saved {saved}")
 
     def _finish(self, state: str, **fields) -> None:
         self.outcome = state
         self.run.update_status(state=state, ended=time.time(), **fields)
 
     def _add_lora(self, model):
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
         cfg = self.config
         if cfg.quant != "none" and cfg.fp32_norms:
             # Casts norms and embeddings to fp32; no gradient checkpointing on short prompts.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
         try:
-            return get_peft_model(model, lora)
+            return get_peft_model(model, cfg.lora_config())
         except ValueError as exc:
             raise ValueError(f"target_modules: {first_line(exc)}") from exc
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DataCollatorForSeq2Seq
 
-IGNORE_INDEX = -100
+from .data import IGNORE_INDEX
 
 
 class PriceCollator(DataCollatorForSeq2Seq):

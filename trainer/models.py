@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig
 
-from .config import DEMO
+from .config import DEMO, QUANTIZATIONS
 from .paths import cache_dir
 
 DEMO_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -31,7 +31,6 @@ KNOWN_ARCHITECTURES: dict[str, dict] = {
 KNOWN_ARCHITECTURES[DEMO_HUB_ID] = KNOWN_ARCHITECTURES[DEMO]
 KNOWN_ARCHITECTURES["meta-llama/Meta-Llama-3.1-8B"] = KNOWN_ARCHITECTURES["meta-llama/Llama-3.1-8B"]
 
-QUANT_CHOICES = ("4bit", "8bit", "none")
 
 
 class ModelError(ValueError):
@@ -165,7 +164,7 @@ def quantization_config(quant: str, compute_dtype: torch.dtype) -> BitsAndBytesC
         return BitsAndBytesConfig(load_in_8bit=True)
     if quant == "none":
         return None
-    raise ModelError(f"Quantization must be one of {', '.join(QUANT_CHOICES)}, not {quant!r}.")
+    raise ModelError(f"Quantization must be one of {', '.join(QUANTIZATIONS)}, not {quant!r}.")
 
 
 def compute_dtype() -> torch.dtype:

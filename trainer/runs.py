@@ -11,12 +11,40 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from .data import Product
 from .paths import runs_dir
 
 ACTIVE_STATES = ("queued", "loading", "training", "stopping")
 FINAL_STATES = ("done", "stopped", "failed")
+
+
+class Status(TypedDict, total=False):
+    """status.json: every key the job writes and the UI, CLI and export read, named once here."""
+
+    state: str  # queued, loading, training, stopping, done, stopped, failed (read back as interrupted when dead)
+    step: int  # optimizer steps done
+    total_steps: int | None
+    created: float  # time stamps: the folder made, loading began, the first step began, the run ended, last write
+    started: float
+    training_started: float
+    training_started_step: int  # the step training (re)started from: a resumed run's ETA counts only its own steps
+    ended: float | None
+    updated: float
+    message: str  # what the run is doing or how it ended, for people
+    error: str | None
+    pid: int  # the training process, to tell a running run from one whose process died
+    owner: str | None  # the logged-in user who started it
+    world_size: int
+    examples_per_step: int
+    max_length: int
+    data_summary: str
+    baselines: dict  # constant guesses' metrics on the probe items
+    best_step: int  # the step and probe $ error of the adapter kept in adapter-best/
+    best_error: float
+    pricing_probe: int | None  # the step whose probe is being priced, while it is
+    resumes: list  # one entry per resume: from which checkpoint, what was skipped, when
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -87,13 +115,13 @@ class RunFolder:
     test_file = property(lambda self: self.path / "test.jsonl")
     eval_file = property(lambda self: self.path / "eval.json")
 
-    def status(self) -> dict:
+    def status(self) -> Status:
         try:
             return json.loads(self.status_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def update_status(self, **fields) -> dict:
+    def update_status(self, **fields) -> Status:
         status = self.status()
         status.update(fields, updated=time.time())
         if self.writer:
@@ -113,9 +141,23 @@ class RunFolder:
     def samples(self) -> list[dict]:
         return read_jsonl(self.samples_file)
 
+    def evaluation(self) -> dict | None:
+        """eval.json (the Tester's last result), or None when the run was not evaluated; ValueError if unreadable."""
+        try:
+            return json.loads(self.eval_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"eval.json of run {self.name} is unreadable: {exc}") from None
+
+    def delete(self) -> None:
+        """Remove the run folder and everything in it."""
+        shutil.rmtree(self.path)
+
     def split(self, test: bool = False) -> list[Product]:
         """The run's own training (or held-out) products, as written when it started."""
-        return [Product(r["text"], float(r["price"])) for r in read_jsonl(self.test_file if test else self.train_file)]
+        rows = read_jsonl(self.test_file if test else self.train_file)
+        return [Product(r["text"], float(r["price"])) for r in rows]
 
     def write_split(self, train: list[Product], test: list[Product]) -> None:
         if not self.writer:

@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from . import data as D
-from .baselines import constant_guesses, linear_bow
+from .data import DataError, Product, load_products
+from .baselines import constant_baselines, linear_bow
 from .config import TrainConfig
 from .evaluate import price_metrics, summary_line
 from .runs import RunFolder, write_atomic
@@ -20,10 +20,10 @@ class Cancelled(Exception):
     """The user cancelled a running evaluation."""
 
 
-def test_set(run: RunFolder, data: str | None = None) -> list[D.Product]:
+def test_set(run: RunFolder, data: str | None = None) -> list[Product]:
     """The run's held-out split, or the products of another file."""
     if data:
-        products, _report = D.load_products(data)
+        products, _report = load_products(data)
         return products
     return run.split(test=True)
 
@@ -38,7 +38,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     run = RunFolder(Path(run_path))
     items = test_set(run, data)[: limit or None]
     if not items:
-        raise D.DataError("the test set is empty")
+        raise DataError("the test set is empty")
     train = run.split()
     texts, truths = [p.text for p in items], [p.price for p in items]
     predictor = predictor_for(run.path)
@@ -62,8 +62,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     baselines = {OTHER_KEYS[other]: price_metrics(guesses[other], truths),
                  "base_model": price_metrics(guesses["base"], truths)}
     if train:
-        for name, value in constant_guesses(train).items():
-            baselines[name] = {"guess": value, **price_metrics([value] * len(truths), truths)}
+        baselines.update(constant_baselines(train, items))
         baselines["linear_bow"] = price_metrics(linear_bow(train)(texts), truths)
     result = {
         "run": run.name, "data": data or "held-out split", "count": len(items), "method": headline,

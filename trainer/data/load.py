@@ -1,0 +1,236 @@
+"""A table to clean products: the text and price columns, row cleaning, duplicates, the report, and the split."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import random
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .. import curate
+from .core import DataError, PriceError, Product
+from .prices import looks_decimal_comma, parse_price
+from .readers import MAX_FILE_BYTES, Table, read_source
+from .text import clean_text, strip_course_prompt
+
+TEXT_COLUMNS = ("text", "prompt", "description", "title")
+# Without a text/prompt column these are combined, in this order, the way the course builds its product text.
+COMBINED_TEXT_COLUMNS = ("title", "description", "features", "details")
+PRICE_COLUMNS = ("price",)
+
+
+@dataclass
+class DataReport:
+    """What loading a file did: counts, dropped rows by reason (with their line numbers), warnings."""
+
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped: dict[str, list[int]] = field(default_factory=dict)
+    duplicates: int = 0
+    conflicting: int = 0
+    text_column: str = ""  # the text column(s), comma-joined in the order they are combined
+    price_column: str = ""
+    warnings: list[str] = field(default_factory=list)
+    row_unit: str = "line"  # "line" for text files; "record" for JSON arrays and Parquet, which have no lines
+    columns: list[str] = field(default_factory=list)  # every column the file has, for the mapping step
+    schema: str = "table"  # "table", or "amazon" for raw Amazon Reviews 2023 metadata (curated)
+    text_columns: list[str] = field(default_factory=list)  # the same as text_column, as a list (names may hold commas)
+
+    def drop(self, reason: str, row: int) -> None:
+        self.dropped.setdefault(reason, []).append(row)
+
+    def summary(self) -> str:
+        curated = " — raw Amazon metadata, curated the course's way" if self.schema == "amazon" else ""
+        lines = [f"**{self.rows_kept:,} of {self.rows_read:,} rows kept** "
+                 f"(text: `{' + '.join(self.text_columns)}`, price: `{self.price_column}`){curated}"]
+        for reason, rows in self.dropped.items():
+            shown = ", ".join(map(str, rows[:5])) + (", …" if len(rows) > 5 else "")
+            lines.append(f"- dropped {len(rows):,} × {reason} ({self.row_unit}s {shown})")
+        if self.duplicates:
+            lines.append(f"- removed {self.duplicates:,} exact duplicates")
+        if self.conflicting:
+            lines.append(f"- {self.conflicting:,} repeated texts with a different price (kept the first)")
+        lines += [f"- ⚠ {warning}" for warning in self.warnings]
+        return "\n".join(lines)
+
+
+def _find_column(frame: pd.DataFrame, wanted: str | None, candidates: tuple[str, ...], role: str, name: str) -> str:
+    columns = [str(column) for column in frame.columns]
+    by_lower = {}
+    for column in columns:
+        by_lower.setdefault(column.strip().lower(), column)
+    for candidate in ([wanted] if wanted else candidates):
+        if candidate.strip().lower() in by_lower:
+            return by_lower[candidate.strip().lower()]
+    looked_for = f"'{wanted}'" if wanted else " or ".join(f"'{c}'" for c in candidates)
+    raise DataError(f"{name}: no {role} column {looked_for}; the columns are: "
+                    f"{', '.join(repr(c) for c in columns) or '(none)'}. Name the {role} column to use.")
+
+
+def _has_column(frame: pd.DataFrame, wanted: str) -> bool:
+    return any(str(c).strip().lower() == wanted.strip().lower() for c in frame.columns)
+
+
+def _text_columns(frame: pd.DataFrame, wanted, name: str) -> list[str]:
+    """The text column(s), in the order they are joined: named (a list, or comma-separated), or detected."""
+    if isinstance(wanted, str) and wanted.strip() and not _has_column(frame, wanted):
+        wanted = [part for part in wanted.split(",") if part.strip()]  # "title,description"
+    if isinstance(wanted, (list, tuple)) and wanted:
+        return [_find_column(frame, column, (), "text", name) for column in wanted]
+    if isinstance(wanted, str) and wanted.strip():
+        return [_find_column(frame, wanted, (), "text", name)]
+    for single in ("text", "prompt"):  # text already written for the model (perhaps in the course prompt)
+        if _has_column(frame, single):
+            return [_find_column(frame, single, (), "text", name)]
+    combined = [c for c in curate.AMAZON_FIELDS if _has_column(frame, c)]
+    if combined:
+        return [_find_column(frame, c, (), "text", name) for c in combined]
+    return [_find_column(frame, None, TEXT_COLUMNS, "text", name)]
+
+
+def _raw_text(value) -> str:
+    """One cell as text: lists (JSON arrays, Parquet lists) one item a line, dicts as 'key: value' pairs."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "tolist") and not isinstance(value, numbers.Number):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return "\n".join(filter(None, map(_raw_text, value)))
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {_raw_text(item)}" for key, item in value.items() if _raw_text(item))
+    return str(value)
+
+
+def _row_texts(frame, columns: list[str], schema: str, tokenizer, token_budget: int) -> list[str | None]:
+    """The product text of every row: the columns joined in order, or curated Amazon metadata (None: too short)."""
+    if schema == "amazon":
+        by_field = {c.strip().lower(): c for c in columns}
+        records = frame[columns].rename(columns={v: k for k, v in by_field.items()}).to_dict("records")
+        return [curate.curate(record, tokenizer, token_budget) for record in records]
+    values = zip(*(frame[column].tolist() for column in columns))
+    return ["\n".join(part for part in map(_raw_text, row) if part.strip()) for row in values]
+
+
+def _decimal_comma(prices, forced: bool | None, price_column: str, report: DataReport) -> bool:
+    if forced is not None:
+        return forced
+    if looks_decimal_comma(prices):
+        report.warnings.append(f"prices in '{price_column}' use a decimal comma (e.g. '12,50'); read as 12.50")
+        return True
+    return False
+
+
+def _clean_rows(lines, texts, prices, decimal_comma, min_price, max_price, report) -> list[Product]:
+    kept: dict[str, Product] = {}
+    for line, raw_text, raw_price in zip(lines, texts, prices):
+        if raw_text is None:
+            report.drop(f"under {curate.MIN_CHARS} characters of description", line)
+            continue
+        text, embedded = strip_course_prompt(raw_text)
+        text = clean_text(text)
+        if not text:
+            report.drop("empty text", line)
+            continue
+        try:
+            price = parse_price(raw_price, decimal_comma=decimal_comma)
+        except PriceError as exc:
+            report.drop(exc.reason, line)
+            continue
+        if not min_price <= price <= max_price:
+            report.drop("price out of range", line)
+            continue
+        if embedded is not None and abs(embedded - price) > 1:
+            report.drop("embedded price differs", line)
+            continue
+        if text in kept:
+            # Repeats would leak between train and test; a repeat with another price is also a label conflict.
+            if round(kept[text].price, 2) == round(price, 2):
+                report.duplicates += 1
+            else:
+                report.conflicting += 1
+            continue
+        kept[text] = Product(text, price)
+    return list(kept.values())
+
+
+def _drop_reasons(report: DataReport) -> str:
+    reasons = [f"{reason} ×{len(rows)}" for reason, rows in report.dropped.items()]
+    if report.duplicates:
+        reasons.append(f"duplicates ×{report.duplicates}")
+    if report.conflicting:
+        reasons.append(f"same text with another price ×{report.conflicting}")
+    return "; ".join(reasons) or "nothing was dropped"
+
+
+def _new_report(table: Table, text_column, price_column, name: str) -> DataReport:
+    frame = table.frame
+    columns = [str(c) for c in frame.columns]
+    texts = _text_columns(frame, text_column, name)
+    report = DataReport(rows_read=len(frame) + len(table.bad_lines), row_unit=table.unit, columns=columns,
+                        text_column=",".join(texts), text_columns=texts,
+                        price_column=_find_column(frame, price_column, PRICE_COLUMNS, "price", name))
+    # Raw Amazon metadata is curated only when its four fields are the text, as they are when detected.
+    amazon = {c.lower() for c in texts} == set(curate.AMAZON_FIELDS) and curate.is_amazon_metadata(columns)
+    report.schema = "amazon" if amazon else "table"
+    report.warnings.extend(table.warnings)
+    for line in table.bad_lines:
+        report.drop("wrong number of fields", line)
+    return report
+
+
+
+def load_products(path, *, text_column: str | list[str] | None = None, price_column: str | None = None,
+                  min_price: float = 0.5, max_price: float = 999.49, max_rows: int = 200_000,
+                  min_rows: int = 10, decimal_comma: bool | None = None, max_bytes: int = MAX_FILE_BYTES,
+                  tokenizer=None, token_budget: int = curate.TOKEN_BUDGET) -> tuple[list[Product], DataReport]:
+    """Read an uploaded CSV/TSV/JSON/JSONL/Parquet file into clean, unique products; every failure is a DataError.
+
+    `path` may also be a local Hugging Face dataset folder (save_to_disk, or a folder of data files) or a Hub
+    dataset id like "owner/name" (its train split; needs the Hub to be reachable).
+
+    text_column may name several columns (a list, or comma-separated), joined in order. decimal_comma None detects
+    it per file. tokenizer and token_budget only cut curated raw Amazon metadata.
+    """
+    table, name = read_source(path, max_bytes, max_rows)
+    if len(table.frame) == 0:
+        columns = ", ".join(map(str, table.frame.columns))
+        raise DataError(f"{name}: has no data rows" + (f" (only a header: {columns})" if columns else ""))
+    if len(table.frame) > max_rows:
+        raise DataError(f"{name}: has {len(table.frame):,} rows, more than the limit of {max_rows:,}; "
+                        f"upload a sample of the data")
+    report = _new_report(table, text_column, price_column, name)
+    texts = _row_texts(table.frame, report.text_columns, report.schema, tokenizer, token_budget)
+    prices = table.frame[report.price_column].tolist()
+    comma = _decimal_comma(prices, decimal_comma, report.price_column, report)
+    products = _clean_rows(table.lines, texts, prices, comma, min_price, max_price, report)
+    report.rows_kept = len(products)
+    if len(products) < min_rows:
+        raise DataError(f"{name}: only {len(products)} usable rows of {report.rows_read} "
+                        f"(need at least {min_rows}); dropped: {_drop_reasons(report)}", report=report)
+    return products, report
+
+
+# ---------------------------------------------------------------------------
+# Split and sequence length
+
+
+def split_products(products, test_size: float | int = 0.1, seed: int = 42) -> tuple[list[Product], list[Product]]:
+    """(train, test) after a seeded shuffle; test_size is a fraction (0–1) or a count; both non-empty from 2 items."""
+    is_count = isinstance(test_size, numbers.Integral)  # numpy ints count too
+    if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real):
+        raise ValueError(f"test_size must be a fraction or a count, not {test_size!r}")
+    if not is_count and not 0 < test_size < 1:
+        raise ValueError(f"test_size {test_size} must be a fraction between 0 and 1, or a whole count")
+    if is_count and test_size < 1:
+        raise ValueError(f"test_size {test_size} must be at least 1")
+    items = list(products)
+    random.Random(seed).shuffle(items)
+    if len(items) < 2:
+        return items, []
+    count = int(test_size) if is_count else round(len(items) * test_size)
+    count = min(max(count, 1), len(items) - 1)
+    return items[:-count], items[-count:]

@@ -1,0 +1,40 @@
+"""Product text: unwrapping text already in the course prompt, and cleaning invisible or control characters."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from .prompt import PRICE_PREFIX, PROMPT_HEAD, PROMPT_TAIL
+
+_COURSE_PROMPT = re.compile(
+    r"\s*" + re.escape(PROMPT_HEAD) + r"(?P<body>.*)" + re.escape(PROMPT_TAIL)
+    + r"\s*(?P<answer>[0-9][0-9,]*(?:\.[0-9]+)?)?\s*", re.DOTALL)
+assert PROMPT_TAIL.endswith(PRICE_PREFIX)
+
+# Bidi overrides/isolates can make a text display differently from what the model reads; zero-width
+# characters and stray BOMs are invisible noise. Tabs become spaces so words on either side stay apart.
+_INVISIBLE = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+                                    "\u200e\u200f\u061c\u200b\ufeff"))
+_INVISIBLE[ord("\t")] = " "
+
+
+def _unify_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def strip_course_prompt(text: str) -> tuple[str, float | None]:
+    """(product text, embedded price or None): unwraps text already in the course prompt so it is never wrapped twice."""
+    text = _unify_newlines(text)
+    match = _COURSE_PROMPT.fullmatch(text)
+    if match is None:
+        return text.strip(), None
+    answer = match["answer"]
+    return match["body"].strip(), float(answer.replace(",", "")) if answer else None
+
+
+def clean_text(text: str) -> str:
+    """NFC text without control or bidi-override characters, newlines kept, ends trimmed."""
+    text = unicodedata.normalize("NFC", _unify_newlines(text)).translate(_INVISIBLE)
+    text = "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch) != "Cc")
+    return text.strip()

@@ -1,0 +1,92 @@
+"""What every tab shares: run lookup by name, errors shown next to their button, the adapter zip, shared texts."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import traceback
+from pathlib import Path
+
+import gradio as gr
+
+from trainer.job import JOBS, Busy
+from trainer.models import first_line
+from trainer.runs import RunFolder, list_runs
+
+from .access import may_control
+
+RESUMABLE = ("stopped", "failed", "interrupted")
+PICK_FINISHED = "Pick a finished run with an adapter."
+EVAL_COLUMNS = ["model", "error $", "RMSLE", "hits %", "unparseable"]
+SAMPLE_WIDTHS = ["58%", "14%", "14%", "14%"]  # description, true, predicted, error: prices stay in view
+COLOUR_KEY = ("<small>Colours, as the course's Tester: **green** within $40 or 20% of the true price (a hit), "
+              "**orange** within $80 or 40%, **red** further off; grey: no price could be read.</small>")
+
+
+def reports_errors(outputs: int = 1, at: int = 0):
+    """Whatever a handler raises reaches the user: a toast, and the message in its output `at` (of `outputs`),
+    next to the button that caused it. Gradio alone shows a bare "Error" or nothing."""
+    def wrap(fn):
+        @functools.wraps(fn)  # Gradio reads the wrapped signature: API parameter names, gr.Request, gr.Progress
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                traceback.print_exc()
+                message = f"**Something went wrong:** {type(exc).__name__}: {first_line(exc)}"
+                gr.Warning(message)
+                if outputs == 1:
+                    return message
+                values = [gr.skip()] * outputs
+                values[at] = message
+                return tuple(values)
+        return handler
+    return wrap
+
+
+def refused(message: str) -> str:
+    """A handler's answer to bad input: shown next to its button and as a toast."""
+    gr.Warning(message.replace("**", ""))
+    return message
+
+
+def runs_by_name(with_adapter: bool = False) -> dict[str, RunFolder]:
+    """The runs by name, newest first. Only these names ever reach the file system: a posted name is looked up here,
+    never used as a path."""
+    return {r.name: r for r in list_runs() if not with_adapter or r.has_adapter()}
+
+
+def named_run(run_name, with_adapter: bool = False) -> RunFolder | None:
+    return runs_by_name(with_adapter).get(run_name)
+
+
+def run_choices(with_adapter: bool = False) -> gr.Dropdown:
+    """A run picker's choices, newest first and selected."""
+    names = list(runs_by_name(with_adapter))
+    return gr.Dropdown(choices=names, value=names[0] if names else None)
+
+
+def resume_run(run: RunFolder, request: gr.Request | None) -> str:
+    """Resume a run from its last complete checkpoint, if it may be and the user may."""
+    if run.state() not in RESUMABLE:
+        return f"Run {run.name} is {run.state()}: only a stopped, failed or interrupted run can be resumed."
+    if not may_control(run, request):
+        return f"**Only {run.status().get('owner')} (who started {run.name}) or an admin can resume it.**"
+    try:
+        job = JOBS.start(resume=run.path, owner=run.status().get("owner"))
+    except (ValueError, Busy) as exc:
+        return f"**{exc}**"
+    return f"Resuming run **{job.run.name}**: {job.resume_note}."
+
+
+def adapter_zip(run: RunFolder) -> str:
+    """The run's adapter zip for download, built in a temp folder the server owns (never the runs folder itself)."""
+    folder = Path(tempfile.gettempdir()) / "pricetune-downloads"
+    folder.mkdir(exist_ok=True)
+    # Named by the adapter's and the evaluation's save times, so a resumed, re-finished or re-evaluated run never
+    # serves a stale zip.
+    stamps = [int(p.stat().st_mtime) for p in (run.adapter_dir, run.eval_file) if p.exists()]
+    target = folder / f"{run.name}-adapter-{'-'.join(map(str, stamps))}.zip"
+    if not target.exists():
+        run.zip_adapter(target)
+    return str(target)

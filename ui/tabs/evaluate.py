@@ -1,0 +1,71 @@
+"""The Evaluate tab: the course's Tester on a run's held-out split (or a file), against the base model and baselines."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+import pandas as pd
+
+from trainer import charts
+
+from ..common import COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, named_run, refused, reports_errors, run_choices
+from ..data_box import FILE_TYPES
+
+EVAL_CANCEL = threading.Event()
+
+
+@reports_errors(4, at=0)
+def run_evaluation(run_name, file, limit, progress=gr.Progress()):
+    from trainer.tester import Cancelled, evaluate_run, one_line, summary_table
+
+    run = named_run(run_name, with_adapter=True)
+    if run is None:
+        return refused(PICK_FINISHED), None, None, None
+    EVAL_CANCEL.clear()
+    try:
+        result = evaluate_run(run.path, data=str(file) if file else None, limit=int(limit or 0) or None,
+                              progress=lambda done, total, what: progress(done / total, desc=what),
+                              cancel=EVAL_CANCEL)
+    except Cancelled:
+        return "Evaluation cancelled; nothing was written.", None, None, None
+    except ValueError as exc:  # DataError, ModelError: bad test file or unloadable run
+        return refused(f"**Cannot evaluate:** {exc}"), None, None, None
+    truths = [item["truth"] for item in result["items"]]
+    guesses = [item["guess"] for item in result["items"]]
+    table = pd.DataFrame(summary_table(result), columns=EVAL_COLUMNS)
+    return (f"{one_line(result)}  \nSaved with run {run_name}: its model card and adapter zip include it.", table,
+            charts.scatter_figure(truths, guesses), charts.bucket_figure(truths, guesses))
+
+
+def cancel_evaluation():
+    EVAL_CANCEL.set()
+    return "Cancelling at the next batch…"
+
+
+def create_evaluate_tab() -> dict:
+    with gr.Tab("Evaluate") as tab:
+        gr.Markdown("The course's Tester: the fine-tuned adapter against the base model, constant guesses and a "
+                    "bag-of-words linear regression, on the run's held-out split or a file you upload.")
+        c = {"tab": tab}
+        with gr.Row():
+            c["run"] = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
+            c["file"] = gr.File(label="Test file (optional; default: the run's held-out split)", type="filepath",
+                                file_types=FILE_TYPES)
+            c["limit"] = gr.Number(value=200, label="items (0 = all)", precision=0)
+        with gr.Row():
+            c["button"] = gr.Button("Evaluate", variant="primary")
+            c["cancel"] = gr.Button("Cancel")
+        c["summary"] = gr.Markdown()
+        c["table"] = gr.Dataframe(pd.DataFrame(columns=EVAL_COLUMNS), label="Results", interactive=False,
+                                  elem_id="eval-table")
+        with gr.Row():
+            c["scatter"] = gr.Plot(label="Truth vs guess", elem_id="eval-scatter")
+            c["buckets"] = gr.Plot(label="Error by price")
+        gr.Markdown(COLOUR_KEY)
+    tab.select(lambda: run_choices(with_adapter=True), outputs=c["run"], api_visibility="private")
+    c["button"].click(run_evaluation, [c["run"], c["file"], c["limit"]],
+                      [c["summary"], c["table"], c["scatter"], c["buckets"]], api_name="evaluate",
+                      concurrency_id="gpu", concurrency_limit=1, show_progress_on=c["summary"])
+    c["cancel"].click(cancel_evaluation, outputs=c["summary"], api_name="cancel_evaluation", concurrency_limit=None)
+    return c

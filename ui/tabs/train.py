@@ -1,0 +1,235 @@
+"""The Train tab: the data box, the form (fields listed once, by name), start / stop / resume, config import and
+export, the live estimate; and beside them the live view."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from trainer.config import COURSE_TARGETS, QUANTIZATIONS, RUN_DATA, ConfigError, TrainConfig, model_defaults
+from trainer.job import JOBS, Busy
+from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
+
+from .. import data_box, live
+from ..access import current_user, may_control
+from ..common import RESUMABLE, refused, reports_errors, resume_run
+
+DEFAULTS = TrainConfig()
+# The form's fields, in the order of the handlers' parameters after the data (their API names are short: r for
+# lora_r, ...), of fill_form's values and of the components.
+FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
+               "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "sample_every", "probe_size", "seed",
+               "save_steps"]
+
+
+def is_a_default(targets, lr) -> bool:
+    """Whether the form still shows some model's defaults (then a model change may replace them)."""
+    presets = [model_defaults(m) for m in (DEMO, "any other model")]
+    return any(sorted(targets or []) == sorted(p["target_modules"]) and float(lr or 0) == p["learning_rate"]
+               for p in presets)
+
+
+def discover_targets(model_name, current, lr):
+    """The new model's linear layers; its default targets and learning rate unless the user chose their own."""
+    try:
+        names = linear_module_names(model_config(model_name))
+    except (ModelError, ValueError) as exc:
+        gr.Warning(str(exc))
+        return gr.skip(), gr.skip()
+    if is_a_default(current, lr):
+        wanted = model_defaults(model_name.strip() or DEMO)
+        keep = [n for n in wanted["target_modules"] if n in names] or names[:1]
+        return gr.CheckboxGroup(choices=names, value=keep), wanted["learning_rate"]
+    keep = [n for n in current if n in names] or [n for n in COURSE_TARGETS if n in names] or names[:1]
+    return gr.CheckboxGroup(choices=names, value=keep), gr.skip()
+
+
+def estimate(model_name, r, targets):
+    if not targets:
+        return "Pick at least one target module."
+    try:
+        return estimate_adapter(model_config(model_name), int(r), list(targets)).describe()
+    except (ModelError, ValueError) as exc:
+        return f"Cannot estimate: {exc}"
+
+
+def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
+                sample_every, probe_size, seed, save_steps, mapping=None) -> TrainConfig:
+    """The TrainConfig the form describes, every field converted and checked by the config itself (a cleared number
+    field is refused by its name); Start and Export config share it."""
+    # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
+    mapping = (mapping or {}) if data_path != "sample" else {}
+    values = dict(zip(FORM_FIELDS, (model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum,
+                                    max_len, sample_every, probe_size, seed, save_steps)))
+    values["model"] = str(model or "").strip() or DEMO
+    values["target_modules"] = list(targets or [])
+    return TrainConfig.from_dict({"data": str(data_path or "sample"), "text_column": ",".join(mapping.get("text") or []),
+                                  "price_column": mapping.get("price") or "", **values}).validate()
+
+
+@reports_errors()
+def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
+          sample_every, probe_size, seed, save_steps, mapping=None, request: gr.Request = None):
+    # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
+    form = {k: v for k, v in locals().items() if k != "request"}
+    if not data_path:
+        return refused("Choose data first: **Use sample data** or upload a file.")
+    try:
+        config = form_config(**form)
+        model_config(config.model)  # a mistyped id is refused now, not after the data is read and tokenized
+        job = JOBS.start(config, owner=current_user(request))
+    except (ConfigError, ModelError, Busy) as exc:
+        return refused(f"**Cannot start:** {exc}")
+    return f"Started run **{job.run.name}**."
+
+
+@reports_errors(2, at=1)
+def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
+                  sample_every, probe_size, seed, save_steps, mapping=None):
+    """The form as the YAML that `python -m trainer train --config` takes."""
+    try:
+        config = form_config(**locals())
+    except ConfigError as exc:
+        return gr.skip(), refused(f"**Cannot export:** {exc}")
+    folder = Path(tempfile.mkdtemp(prefix="pricetune-config-"))
+    path = folder / "pricetune-config.yaml"
+    path.write_text(config.to_yaml())
+    return gr.DownloadButton(value=str(path), visible=True, label="Download config.yaml"), commands_text(config)
+
+
+def commands_text(config: TrainConfig, file: str = "pricetune-config.yaml") -> str:
+    """The headless commands of a config: one process, and every GPU of a machine (the Trainer's data parallelism)."""
+    import torch
+
+    # An upload lives in Gradio's temp folder under its own file name: point the command at that name.
+    data = "" if config.data == "sample" else f" --data {shlex.quote(Path(config.data).name)}"
+    gpus = max(torch.cuda.device_count(), 2)
+    run = f"-m trainer train --config {file}{data}"
+    return (f"Run it headless: `python {run}`\n\n"
+            f"On {gpus} GPUs of one machine (each step then takes {gpus} × batch size examples):\n\n"
+            f"```\ntorchrun --nproc_per_node {gpus} {run}\n"
+            f"accelerate launch --multi_gpu --num_processes {gpus} {run}\n```")
+
+
+@reports_errors(len(FORM_FIELDS) + 1, at=len(FORM_FIELDS))
+def import_config(file):
+    """Fill the form from a config.yaml (as exported, or a run's own); the data choice stays as it is."""
+    if not file:
+        return *[gr.skip()] * len(FORM_FIELDS), ""
+    try:
+        config = TrainConfig.from_yaml(file).validate()
+    except (ConfigError, OSError, ValueError) as exc:  # yaml errors are ValueErrors too
+        return *[gr.skip()] * len(FORM_FIELDS), refused(f"**Cannot import:** {exc}")
+    return fill_form(config, "Form filled from the config.")
+
+
+def fill_form(config: TrainConfig, message: str, data_kept: bool = False):
+    """The form's values for a config, then a message (with where its data was, as uploads are not kept)."""
+    values = [getattr(config, f) for f in FORM_FIELDS]
+    try:
+        names = linear_module_names(model_config(config.model))
+        values[FORM_FIELDS.index("target_modules")] = gr.CheckboxGroup(choices=names, value=config.target_modules)
+    except (ModelError, ValueError):
+        pass  # the model cannot be inspected here; the targets are shown as given
+    upload = not (data_kept or config.data == "sample" or config.data.startswith(RUN_DATA))
+    note = f" Its data was `{Path(config.data).name}`: upload that file to train on it." if upload else ""
+    # Settings the form has no field for: a run started from the form gets their defaults, so say which differ.
+    default, own = TrainConfig(), set(FORM_FIELDS) | {"name", "data", "text_column", "price_column"}
+    shown = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    dropped = [f"{f.name} {shown(getattr(config, f.name))} (default {shown(getattr(default, f.name))})"
+               for f in dataclasses.fields(TrainConfig)
+               if f.name not in own and getattr(config, f.name) != getattr(default, f.name)]
+    if dropped:
+        note += (f" Not in the form, so a run started here uses the defaults instead: {', '.join(dropped)}; "
+                 "to keep them, train headless with this config.yaml.")
+    return *values, f"{message}{note}"
+
+
+def stop(request: gr.Request = None):
+    job = JOBS.active()
+    if job is not None and not may_control(job.run, request):
+        return f"**Only {job.run.status().get('owner')} (who started {job.run.name}) or an admin can stop it.**"
+    return JOBS.stop()
+
+
+def resume(request: gr.Request = None):
+    run = live.current_run()
+    if run is None or run.state() not in RESUMABLE:
+        return "Nothing to resume: the latest run is not stopped, failed or interrupted."
+    return resume_run(run, request)
+
+
+def form_components() -> dict:
+    """The model, LoRA and training fields, by config field name."""
+    f = {}
+    gr.Markdown("### 2 · Model")
+    f["model"] = gr.Textbox(value=DEMO, label="Model: 'demo' (SmolLM2-135M, built in), a Hugging Face id or a local "
+                                              "folder")
+    f["quant"] = gr.Radio(list(QUANTIZATIONS), value=DEFAULTS.quant,
+                          label="Quantization (4bit = NF4 + double quant, the course default on a GPU)")
+    gr.Markdown("### 3 · LoRA")
+    f["lora_r"] = gr.Slider(1, 256, value=DEFAULTS.lora_r, step=1, label="rank r")
+    f["lora_alpha"] = gr.Number(value=DEFAULTS.lora_alpha, label="alpha", precision=0)
+    f["lora_dropout"] = gr.Slider(0, 0.5, value=DEFAULTS.lora_dropout, step=0.01, label="dropout")
+    f["target_modules"] = gr.CheckboxGroup(linear_module_names(model_config(DEMO)),
+                                           value=list(DEFAULTS.target_modules), label="target modules")
+    f["estimate"] = gr.Markdown(estimate(DEMO, DEFAULTS.lora_r, DEFAULTS.target_modules))
+    gr.Markdown("### 4 · Training")
+    numbers = [[("learning_rate", "learning rate", None), ("max_steps", "max steps (0 = use epochs)", 0),
+                ("epochs", "epochs", None)],
+               [("batch_size", "batch size", 0), ("grad_accum", "gradient accumulation", 0),
+                ("max_length", "max length (0 = from data)", 0)],
+               [("sample_every", "sample predictions every N steps", 0),
+                ("probe_size", "held-out items priced each time", 0), ("seed", "seed", 0),
+                ("save_steps", f"checkpoint every N steps (and every {DEFAULTS.save_minutes:g} min)", 0)]]
+    for row in numbers:
+        with gr.Row():
+            for name, label, precision in row:
+                f[name] = gr.Number(value=getattr(DEFAULTS, name), label=label, precision=precision)
+    return f
+
+
+def create_train_tab() -> dict:
+    """The Train tab's components (the data box's, the form's by field name, the live view's under "live")."""
+    with gr.Tab("Train") as tab:
+        with gr.Row():
+            with gr.Column(scale=2):
+                c = {"data": data_box.create_data_box(), "form": form_components()}
+                with gr.Row():
+                    c["config_in"] = gr.UploadButton("Import config", file_types=[".yaml", ".yml"], type="filepath")
+                    c["config_out_btn"] = gr.Button("Export config")
+                    c["config_out"] = gr.DownloadButton("Download config.yaml", visible=False)
+                c["config_md"] = gr.Markdown(elem_id="config-message")
+                with gr.Row():
+                    c["start"] = gr.Button("Start", variant="primary")
+                    c["stop"] = gr.Button("Stop", variant="stop")
+                    c["resume"] = gr.Button("Resume", visible=False)
+                c["message"] = gr.Markdown()
+            with gr.Column(scale=3):
+                c["live"] = live.create_live_panel()
+    c["tab"] = tab
+    f, data = c["form"], c["data"]
+    form = [f[name] for name in FORM_FIELDS]
+    f["model"].submit(discover_targets, [f["model"], f["target_modules"], f["learning_rate"]],
+                      [f["target_modules"], f["learning_rate"]])
+    f["model"].blur(discover_targets, [f["model"], f["target_modules"], f["learning_rate"]],
+                    [f["target_modules"], f["learning_rate"]], api_visibility="private")
+    for name in ("model", "lora_r", "target_modules"):
+        f[name].change(estimate, [f["model"], f["lora_r"], f["target_modules"]], f["estimate"], show_progress="hidden",
+                       api_visibility="private")
+    c["start"].click(start, [data["path"], *form, data["mapping"]], c["message"], api_name="start",
+                     concurrency_id="gpu", concurrency_limit=1)
+    c["config_out_btn"].click(export_config, [data["path"], *form, data["mapping"]], [c["config_out"], c["config_md"]],
+                              api_name="export_config")
+    c["config_in"].upload(import_config, c["config_in"], [*form, c["config_md"]], api_name="import_config")
+    # Stop must never wait behind a queued start or evaluation.
+    c["stop"].click(stop, outputs=c["message"], api_name="stop", concurrency_limit=None)
+    c["resume"].click(resume, outputs=c["message"], api_name="resume", concurrency_id="gpu", concurrency_limit=1)
+    # A chart redrawn while its tab was hidden is laid out at a fallback width; plotly's responsive charts
+    # re-measure their container on a window resize.
+    tab.select(None, js="() => { setTimeout(() => window.dispatchEvent(new Event('resize')), 100); }")
+    return c
