@@ -67,6 +67,9 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
 
     status, points, _ = poll(client, lambda s, n, d: n >= 3)
     assert re.search(r"step \d+/60", status)
+    # The live $ chart has the strong text baseline's line from the start: the line the fine-tune must cross.
+    error_chart = json.loads(client.predict(api_name="/refresh")[2]["plot"])
+    assert any(t.get("name", "").startswith("TF-IDF ridge $") for t in error_chart["data"]), error_chart["data"]
 
     other = Client(launched_app.url, verbose=False)
     other.predict(api_name="/use_sample")
@@ -96,6 +99,10 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     assert "eval.json" not in summary and "Saved with run" in summary  # no server paths
     assert [row[0] for row in table["data"]][:3] == ["fine-tuned, expected value", "fine-tuned, greedy",
                                                      "base model, greedy"]
+    # The strong text baseline sits beside the others, with the current course's MSE and r² for every row.
+    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+    assert table["headers"] == ["model", "error $", "RMSLE", "hits %", "MSE", "r²", "unparseable"]
+    assert rows["TF-IDF ridge (log price)"]["error $"] > 0 and all(r["MSE"] is not None for r in rows.values())
     figure = json.loads(scatter["plot"])
     assert figure["layout"]["title"]["text"].startswith("Error=$") and len(figure["data"][0]["x"]) >= 1
 
@@ -220,7 +227,7 @@ def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_s
     detail, config_text, _samples, evaluation = client.predict("killed", api_name="/open_run")
     assert "**killed** · interrupted" in detail and "Resumable from checkpoint-" in detail
     assert "Not evaluated yet" in detail and evaluation["headers"] == ["model", "error $", "RMSLE", "hits %",
-                                                                       "unparseable"]
+                                                                       "MSE", "r²", "unparseable"]
     assert "lora_r: 4" in config_text and "learning_rate: 0.0007" in config_text
     assert "Pick a run" in client.predict("../..", api_name="/open_run")[0]
 

@@ -26,3 +26,30 @@ def test_bucket_figure_groups_errors_by_true_price():
     bar = fig.data[0]
     assert list(bar.x) == ["$0–10", "$25–50", "$500–1000"]
     assert list(bar.y) == [1.5, 10.0, 600.0] and list(bar.text) == ["n=2", "n=1", "n=1"]
+
+
+def test_text_baseline_beats_the_constants_and_the_bag_of_words_and_reloads_exactly(tmp_path):
+    from trainer.baselines import RIDGE_ALPHAS, fit_text_baseline, load_text_baseline, predict_prices, save_text_baseline
+
+    # Prices follow the words (tier, material, category, size): TF-IDF ridge on log price must find them.
+    train, test = split_products(make_sample_products(1500, seed=3), test_size=200, seed=1)
+    texts, truths = [p.text for p in test], [p.price for p in test]
+    model = fit_text_baseline(train)
+    assert model[-1].alpha in RIDGE_ALPHAS  # chosen by cross-validation on the training rows
+    tfidf = price_metrics(predict_prices(model, texts), truths)
+    median = price_metrics([constant_guesses(train)["constant_median"]] * len(test), truths)
+    linear = price_metrics(linear_bow(train)(texts), truths)
+    assert tfidf["error"] < 0.6 * median["error"] and tfidf["rmsle"] < linear["rmsle"]
+    assert tfidf["error"] < linear["error"]
+    # The run folder's artifact gives the same prices, and never a negative one.
+    save_text_baseline(model, tmp_path / "tfidf_ridge.joblib")
+    assert predict_prices(load_text_baseline(tmp_path / "tfidf_ridge.joblib"), texts) == predict_prices(model, texts)
+    assert load_text_baseline(tmp_path / "missing.joblib") is None
+    assert all(p >= 0 for p in predict_prices(model, ["", "zzz unknown words"]))
+
+
+def test_text_baseline_fits_tiny_and_repetitive_data():
+    from trainer.baselines import fit_text_baseline, predict_prices
+
+    tiny = [Product(f"item {i}", 10.0 + i) for i in range(5)]  # all words once: min_df 2 would leave none
+    assert len(predict_prices(fit_text_baseline(tiny), ["item 3"])) == 1

@@ -1,6 +1,6 @@
 """A real browser (Debian's chromium via Playwright) takes the user's path: upload their own file → a cleared field is
 refused by name → start → live chart and samples → another tab and back (charts keep their width) → reload shows
-the same run → stop → "stopped" → download."""
+the same run → stop → "stopped" → download → evaluate it."""
 
 import os
 import re
@@ -139,3 +139,15 @@ def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
         assert "adapter_model.safetensors" in z.namelist()
         assert "data: " in z.read("config.yaml").decode()
     page.screenshot(path=str(ARTIFACTS / "stopped.png"), full_page=True)
+
+    # The Tester on the stopped run: one progress line, the table with the strong baseline, the scatter.
+    page.get_by_role("tab", name="Evaluate").click()
+    items = page.get_by_label("items (0 = all)", exact=True)
+    items.fill("6")
+    items.press("Tab")
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    page.wait_for_function("""() => {
+        const gd = document.querySelector('#eval-scatter .js-plotly-plot');
+        return gd && gd.data && gd.data.length > 1 && gd.data[1].x.length === 6; }""", timeout=300_000)
+    page.locator("#eval-table").get_by_text("TF-IDF ridge (log price)").wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "evaluate.png"), full_page=True)

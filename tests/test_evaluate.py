@@ -74,11 +74,16 @@ def test_price_metrics_hand_computed():
     assert m["hits"] == pytest.approx(0.75)
     assert m["unparseable"] == 2
     assert m["count"] == 4
+    # The current course's MSE and r²: squared errors 400 + 22500 + 900 + 100 = 23900, / 4 = 5975; the truths' mean
+    # is 90, their squared deviations 900 + 12100 + 3600 + 6400 = 23000, so r² = 1 - 23900 / 23000 = -0.0391.
+    assert m["mse"] == pytest.approx(5975.0)
+    assert m["r2"] == pytest.approx(1 - 23900 / 23000)
 
 
 def test_price_metrics_perfect_and_empty():
     m = price_metrics([10.0, 20.0], [10.0, 20.0])
-    assert m == {"error": 0.0, "rmsle": 0.0, "hits": 1.0, "unparseable": 0, "count": 2}
+    assert m == {"error": 0.0, "rmsle": 0.0, "hits": 1.0, "mse": 0.0, "r2": 1.0, "unparseable": 0, "count": 2}
+    assert price_metrics([10.0], [12.0])["r2"] is None  # r² needs two rows
     assert price_metrics([], [])["count"] == 0
     with pytest.raises(ValueError):
         price_metrics([1.0], [1.0, 2.0])
@@ -89,6 +94,7 @@ def test_summary_line():
         "Error=$44.95 RMSLE=1.01 Hits=79.5%"
     assert "Unparseable=3" in summary_line({"error": 1, "rmsle": 1, "hits": 1, "unparseable": 3, "count": 9})
     assert summary_line(price_metrics([], [])) == "No predictions yet"
+    assert summary_line(price_metrics([100.0, 50.0], [120.0, 200.0])).endswith(" MSE=11,450 r²=-6.16")
 
 
 def test_expected_price():

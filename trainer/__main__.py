@@ -109,8 +109,10 @@ def _eval(args) -> int:
 
     result = evaluate_run(args.run, data=args.data, limit=args.limit, progress=progress)
     print(file=sys.stderr)
-    for name, error, rmsle, hits, bad in summary_table(result):
-        print(f"{name:<32} error ${error:>8.2f}  RMSLE {rmsle:5.3f}  hits {hits:5.1f}%  unparseable {bad}")
+    for name, error, rmsle, hits, mse, r2, bad in summary_table(result):
+        r2 = "  —  " if r2 is None else f"{r2:5.2f}"
+        print(f"{name:<32} error ${error:>8.2f}  RMSLE {rmsle:5.3f}  hits {hits:5.1f}%  MSE {mse or 0:>10,.0f}  "
+              f"r² {r2}  unparseable {bad}")
     print(one_line(result))
     return 0
 

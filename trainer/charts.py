@@ -89,12 +89,13 @@ def loss_figure(metrics: list[dict]) -> go.Figure:
     return fig
 
 
-def error_figure(metrics: list[dict], base_error: float | None = None,
-                 constant_error: float | None = None) -> go.Figure:
-    """Mean $ error on the probe set by step, with the base model and constant-guess baselines as lines."""
+def error_figure(metrics: list[dict], base_error: float | None = None, constant_error: float | None = None,
+                 text_baseline_error: float | None = None) -> go.Figure:
+    """Mean $ error on the probe set by step, with the base model, constant-guess and TF-IDF ridge baselines as
+    lines: the fine-tune is worth its minutes once it crosses below the strongest of them."""
     rows = sorted((r for r in metrics if _number(r.get("probe_error")) is not None
                    and _number(r.get("step")) is not None), key=lambda r: r["step"])
-    if not rows and base_error is None and constant_error is None:
+    if not rows and base_error is None and constant_error is None and text_baseline_error is None:
         return empty_figure("Price error", "Waiting for the first evaluation…", "step", "mean absolute error ($)")
     fig = go.Figure()
     if rows:
@@ -105,7 +106,8 @@ def error_figure(metrics: list[dict], base_error: float | None = None,
     steps = [r["step"] for r in rows]
     span = [0, max(max(steps, default=1), 1) * 1.03]
     for value, label, colour in ((base_error, "base model", "#7f7f7f"),
-                                 (constant_error, "constant guess", "#bcbd22")):
+                                 (constant_error, "constant guess", "#bcbd22"),
+                                 (text_baseline_error, "TF-IDF ridge", "#17becf")):
         if _number(value) is not None:
             fig.add_trace(go.Scatter(x=span, y=[value, value], mode="lines", name=f"{label} ${value:,.2f}",
                                      line=dict(color=colour, dash="dash", width=1.5), hoverinfo="name"))

@@ -61,30 +61,40 @@ def hit_color(guess: float | None, truth: float) -> str:
 
 
 def price_metrics(guesses: list[float | None], truths: list[float]) -> dict:
-    """Mean absolute $ error, RMSLE, share of green hits, count of unparseable guesses, count.
+    """The Tester's metrics: mean absolute $ error, RMSLE, share of green hits, and the current course's mean squared
+    error and r², plus the count of unparseable guesses and the count.
 
-    Unparseable guesses (None or negative) count as 0 in error, RMSLE and hits. With no rows the
-    error, rmsle and hits are None.
+    Unparseable guesses (None or negative) count as 0 in every metric. With no rows the metrics are None; r² needs
+    two rows.
     """
+    from sklearn.metrics import mean_squared_error, r2_score
+
     if len(guesses) != len(truths):
         raise ValueError(f"{len(guesses)} guesses for {len(truths)} truths")
     count = len(truths)
     unparseable = sum(1 for g in guesses if _unparseable(g))
     if count == 0:
-        return {"error": None, "rmsle": None, "hits": None, "unparseable": 0, "count": 0}
+        return {"error": None, "rmsle": None, "hits": None, "mse": None, "r2": None, "unparseable": 0, "count": 0}
     values = [_as_guess(g) for g in guesses]
     error = sum(abs(g - t) for g, t in zip(values, truths)) / count
     squared_log = sum((math.log(max(t, 0.0) + 1) - math.log(g + 1)) ** 2 for g, t in zip(values, truths)) / count
     hits = sum(1 for g, t in zip(values, truths) if hit_color(g, t) == "green") / count
-    return {"error": error, "rmsle": math.sqrt(squared_log), "hits": hits, "unparseable": unparseable,
-            "count": count}
+    return {"error": error, "rmsle": math.sqrt(squared_log), "hits": hits,
+            "mse": float(mean_squared_error(truths, values)),
+            "r2": float(r2_score(truths, values)) if count >= 2 and len(set(truths)) > 1 else None,
+            "unparseable": unparseable, "count": count}
 
 
 def summary_line(metrics: dict) -> str:
-    """The Tester title: "Error=$44.95 RMSLE=1.01 Hits=79.5%" (plus the unparseable count when there are any)."""
+    """The Tester title: "Error=$44.95 RMSLE=1.01 Hits=79.5%", then MSE and r² where measured (and the unparseable
+    count when there are any)."""
     if not metrics or not metrics.get("count"):
         return "No predictions yet"
     line = f"Error=${metrics['error']:,.2f} RMSLE={metrics['rmsle']:.2f} Hits={100 * metrics['hits']:.1f}%"
+    if metrics.get("mse") is not None:
+        line += f" MSE={metrics['mse']:,.0f}"
+    if metrics.get("r2") is not None:
+        line += f" r²={metrics['r2']:.2f}"
     if metrics.get("unparseable"):
         line += f" Unparseable={metrics['unparseable']}"
     return line

@@ -103,9 +103,9 @@ def model_card(run_path) -> Path:
     if evaluation:
         lines += [f"On {evaluation['count']} items ({evaluation['data']}), "
                   f"{PASS_NAMES[evaluation.get('method', 'greedy')]}: {summary_line(evaluation['metrics'])}", "",
-                  "| model | error $ | RMSLE | hits % | unparseable |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {error:.2f} | {rmsle:.3f} | {hits:.1f} | {unparseable} |"
-                  for name, error, rmsle, hits, unparseable in summary_table(evaluation)]
+                  "| model | error $ | RMSLE | hits % | MSE | r² | unparseable |", "|---|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join("—" if v is None else str(v) for v in row) + " |"
+                  for row in summary_table(evaluation)]
         scatter_png(evaluation["items"], run.adapter_dir / "scatter.png", summary_line(evaluation["metrics"]))
         lines += ["", "![truth vs estimate](scatter.png)"]
     else:

@@ -19,7 +19,9 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from .data import (DataError, Product, fit_max_length, load_products, make_sample_products, split_products,
                    tokenize_example)
 from . import dist
-from .baselines import constant_baselines
+from .baselines import (TEXT_BASELINE, constant_baselines, fit_text_baseline, load_text_baseline, predict_prices,
+                        save_text_baseline)
+from .evaluate import price_metrics
 from .config import RUN_DATA, TrainConfig
 from .loss import PriceCollator, price_loss
 from .models import first_line, load_model, load_tokenizer
@@ -271,7 +273,14 @@ class TrainingJob:
             self.run.write_split(train, test)
         self.probe_items = test[: max(cfg.probe_size, cfg.num_samples)]
         self.data_note = f"{len(train)} training / {len(test)} held-out products ({note})"
-        self.run.update_status(baselines=constant_baselines(train, self.probe_items))
+        baselines = constant_baselines(train, self.probe_items)
+        if self.checkpoint is None or not self.run.text_baseline_file.is_file():
+            self.run.update_status(message="fitting the text baseline (TF-IDF ridge, seconds)")
+            save_text_baseline(fit_text_baseline(train), self.run.text_baseline_file)
+        # The strong baseline's $ error on the probe: the live chart's line to beat, from step 0.
+        guesses = predict_prices(load_text_baseline(self.run.text_baseline_file), [p.text for p in self.probe_items])
+        baselines[TEXT_BASELINE] = price_metrics(guesses, [p.price for p in self.probe_items])
+        self.run.update_status(baselines=baselines)
         return train
 
     def _load_model(self, train: list[Product]):

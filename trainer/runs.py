@@ -114,6 +114,7 @@ class RunFolder:
     train_file = property(lambda self: self.path / "train.jsonl")
     test_file = property(lambda self: self.path / "test.jsonl")
     eval_file = property(lambda self: self.path / "eval.json")
+    text_baseline_file = property(lambda self: self.path / "tfidf_ridge.joblib")
 
     def status(self) -> Status:
         try:

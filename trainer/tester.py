@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Callable
 
 from .data import DataError, Product, load_products
-from .baselines import constant_baselines, linear_bow
+from .baselines import (TEXT_BASELINE, TEXT_BASELINE_NAME, constant_baselines, fit_text_baseline, linear_bow,
+                        load_text_baseline, predict_prices)
 from .config import TrainConfig
 from .evaluate import price_metrics, summary_line
 from .runs import RunFolder, write_atomic
@@ -64,6 +65,9 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     if train:
         baselines.update(constant_baselines(train, items))
         baselines["linear_bow"] = price_metrics(linear_bow(train)(texts), truths)
+        # The run's own fitted baseline (a run from before it was stored: fitted now, on the same training split).
+        text_model = load_text_baseline(run.text_baseline_file) or fit_text_baseline(train)
+        baselines[TEXT_BASELINE] = price_metrics(predict_prices(text_model, texts), truths)
     result = {
         "run": run.name, "data": data or "held-out split", "count": len(items), "method": headline,
         "metrics": price_metrics(guesses[headline], truths),
@@ -80,15 +84,17 @@ PASS_NAMES = {"expected": "fine-tuned, expected value", "greedy": "fine-tuned, g
 OTHER_KEYS = {"expected": "expected_value", "greedy": "greedy"}
 ROW_NAMES = {"base_model": "base model, greedy", "expected_value": PASS_NAMES["expected"],
              "greedy": PASS_NAMES["greedy"], "constant_mean": "constant (training mean)",
-             "constant_median": "constant (training median)", "linear_bow": "bag-of-words linear regression"}
+             "constant_median": "constant (training median)", "linear_bow": "bag-of-words linear regression",
+             TEXT_BASELINE: TEXT_BASELINE_NAME}
 
 
 def summary_table(result: dict) -> list[list]:
-    """Rows of (model, error, RMSLE, hits %, unparseable) for display, the headline (fine-tuned) first."""
+    """Rows of (model, error, RMSLE, hits %, MSE, r², unparseable) for display, the headline (fine-tuned) first."""
     headline = PASS_NAMES[result.get("method", "greedy")]
     rows = [(headline, result["metrics"])] + [(ROW_NAMES.get(k, k), v) for k, v in result["baselines"].items()]
-    return [[name, round(m["error"], 2), round(m["rmsle"], 3), round(100 * m["hits"], 1), m["unparseable"]]
-            for name, m in rows]
+    return [[name, round(m["error"], 2), round(m["rmsle"], 3), round(100 * m["hits"], 1),
+             None if m.get("mse") is None else round(m["mse"], 1), None if m.get("r2") is None else round(m["r2"], 3),
+             m["unparseable"]] for name, m in rows]
 
 
 def one_line(result: dict) -> str:

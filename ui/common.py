@@ -17,7 +17,7 @@ from .access import may_control
 
 RESUMABLE = ("stopped", "failed", "interrupted")
 PICK_FINISHED = "Pick a finished run with an adapter."
-EVAL_COLUMNS = ["model", "error $", "RMSLE", "hits %", "unparseable"]
+EVAL_COLUMNS = ["model", "error $", "RMSLE", "hits %", "MSE", "r²", "unparseable"]
 SAMPLE_WIDTHS = ["58%", "14%", "14%", "14%"]  # description, true, predicted, error: prices stay in view
 COLOUR_KEY = ("<small>Colours, as the course's Tester: **green** within $40 or 20% of the true price (a hit), "
               "**orange** within $80 or 40%, **red** further off; grey: no price could be read.</small>")
@@ -58,6 +58,11 @@ def runs_by_name(with_adapter: bool = False) -> dict[str, RunFolder]:
 
 def named_run(run_name, with_adapter: bool = False) -> RunFolder | None:
     return runs_by_name(with_adapter).get(run_name)
+
+
+def run_picker(label: str = "Run") -> gr.Dropdown:
+    """A tab's run picker; its choices come from run_choices when the tab is selected."""
+    return gr.Dropdown(label=label, choices=[], allow_custom_value=True)
 
 
 def run_choices(with_adapter: bool = False) -> gr.Dropdown:

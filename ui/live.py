@@ -14,6 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from trainer import charts
+from trainer.baselines import TEXT_BASELINE
 from trainer.config import RUN_DATA, ConfigError, TrainConfig
 from trainer.job import JOBS
 from trainer.paths import runs_dir
@@ -150,6 +151,7 @@ class LiveView:
         state = run.state()
         base = next((r["probe_error"] for r in metrics if r.get("step") == 0 and "probe_error" in r), None)
         constant = status.get("baselines", {}).get("constant_mean", {}).get("error")
+        text = status.get("baselines", {}).get(TEXT_BASELINE, {}).get("error")
         download = gr.skip()
         if state in FINAL_STATES and run.has_adapter():
             download = gr.DownloadButton(f"Download adapter, config and metrics of {run.name} (zip)",
@@ -164,7 +166,8 @@ class LiveView:
             # Serialized here, once per change: Gradio passes ready plot/table data through untouched, where a
             # figure or Styler would be turned into JSON again for every polling browser.
             "loss": PLOT.postprocess(charts.loss_figure(metrics)),
-            "error": PLOT.postprocess(charts.error_figure(metrics, base_error=base, constant_error=constant)),
+            "error": PLOT.postprocess(charts.error_figure(metrics, base_error=base, constant_error=constant,
+                                                          text_baseline_error=text)),
             "table": TABLE.postprocess(charts.samples_frame(samples[-1]["items"] if samples else [])).model_dump(),
             "download": download,
             "resume": gr.Button(f"Resume run {run.name}", visible=resumable),
@@ -192,23 +195,24 @@ def poll():
     return status_text(run, parts["status"], parts["metrics"], parts["settings"]), parts["version"], parts["phase"]
 
 
-def redraw():
-    """The charts and sample table, fetched by a page when its version tag changed (a new step, probe or run)."""
+def current_parts(*names: str) -> tuple:
+    """These parts of the current run's live view; with no run, each left as the page has it."""
     run = current_run()
     if run is None:
-        return gr.skip(), gr.skip(), gr.skip()
+        return tuple(gr.skip() for _ in names)
     _, parts = LIVE.get(run)
-    return parts["loss"], parts["error"], parts["table"]
+    return tuple(parts[name] for name in names)
+
+
+def redraw():
+    """The charts and sample table, fetched by a page when its version tag changed (a new step, probe or run)."""
+    return current_parts("loss", "error", "table")
 
 
 def controls():
     """The download and resume buttons and the message under Start, fetched when the run's phase tag changed (it
     ended, or became resumable)."""
-    run = current_run()
-    if run is None:
-        return gr.skip(), gr.skip(), gr.skip()
-    _, parts = LIVE.get(run)
-    return parts["download"], parts["resume"], parts["message"]
+    return current_parts("download", "resume", "message")
 
 
 def refresh():

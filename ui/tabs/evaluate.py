@@ -9,7 +9,7 @@ import pandas as pd
 
 from trainer import charts
 
-from ..common import COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, named_run, refused, reports_errors, run_choices
+from ..common import COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, named_run, refused, reports_errors, run_choices, run_picker
 from ..data_box import FILE_TYPES
 
 EVAL_CANCEL = threading.Event()
@@ -45,11 +45,12 @@ def cancel_evaluation():
 
 def create_evaluate_tab() -> dict:
     with gr.Tab("Evaluate") as tab:
-        gr.Markdown("The course's Tester: the fine-tuned adapter against the base model, constant guesses and a "
-                    "bag-of-words linear regression, on the run's held-out split or a file you upload.")
+        gr.Markdown("The course's Tester: the fine-tuned adapter against the base model, constant guesses, the "
+                    "course's bag-of-words linear regression and the strong text baseline (TF-IDF ridge on log "
+                    "price, fitted on the run's training split), on the run's held-out split or a file you upload.")
         c = {"tab": tab}
         with gr.Row():
-            c["run"] = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
+            c["run"] = run_picker()
             c["file"] = gr.File(label="Test file (optional; default: the run's held-out split)", type="filepath",
                                 file_types=FILE_TYPES)
             c["limit"] = gr.Number(value=200, label="items (0 = all)", precision=0)

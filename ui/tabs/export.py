@@ -8,7 +8,7 @@ from trainer.models import ModelError
 from trainer.runs import RunFolder
 
 from ..access import may_control
-from ..common import PICK_FINISHED, adapter_zip, named_run, refused, reports_errors, run_choices
+from ..common import PICK_FINISHED, adapter_zip, named_run, refused, reports_errors, run_choices, run_picker
 
 
 @reports_errors(3, at=0)
@@ -77,7 +77,7 @@ def create_export_tab() -> dict:
         gr.Markdown("Take a run out of PriceTune: its adapter with a model card (config, data, the Tester's "
                     "numbers and scatter; evaluate first for those), a merged model folder, or a push to the "
                     "Hugging Face Hub.")
-        c = {"tab": tab, "run": gr.Dropdown(label="Run", choices=[], allow_custom_value=True)}
+        c = {"tab": tab, "run": run_picker()}
         with gr.Row():
             c["card"] = gr.Button("Write model card", variant="primary")
             c["merge"] = gr.Button("Merge adapter into the base model")

@@ -8,7 +8,7 @@ import pandas as pd
 from trainer.data import DataError, parse_price
 from trainer.models import ModelError
 
-from ..common import named_run, reports_errors, run_choices
+from ..common import named_run, reports_errors, run_choices, run_picker
 
 @reports_errors(4, at=0)
 def inside_step(run_name, text, price, progress=gr.Progress()):
@@ -86,7 +86,7 @@ def create_inside_tab() -> dict:
                     "the model; the run itself is not changed.")
         c = {"tab": tab}
         with gr.Row():
-            c["run"] = gr.Dropdown(label="Run", choices=[], allow_custom_value=True)
+            c["run"] = run_picker()
             c["index"] = gr.Number(value=0, label="training example #", precision=0)
             c["pick"] = gr.Button("Take this training example")
         c["text"] = gr.Textbox(label="Product description", lines=3)

@@ -7,7 +7,7 @@ import gradio as gr
 from trainer import charts
 from trainer.models import ModelError
 
-from ..common import PICK_FINISHED, named_run, refused, reports_errors, run_choices
+from ..common import PICK_FINISHED, named_run, refused, reports_errors, run_choices, run_picker
 
 
 @reports_errors(2, at=0)
@@ -42,7 +42,7 @@ def predict(run_name, text):
 
 def create_predict_tab() -> dict:
     with gr.Tab("Predict") as tab:
-        c = {"tab": tab, "run": gr.Dropdown(label="Run", choices=[], allow_custom_value=True),
+        c = {"tab": tab, "run": run_picker(),
              "text": gr.Textbox(label="Product description", lines=4),
              "button": gr.Button("Predict price", variant="primary"), "result": gr.Markdown(),
              "chart": gr.Plot(label="What the model thinks: candidate prices")}
