@@ -48,12 +48,11 @@ def create_evaluate_tab() -> dict:
         gr.Markdown("The course's Tester: the fine-tuned adapter against the base model, constant guesses, the "
                     "course's bag-of-words linear regression and the strong text baseline (TF-IDF ridge on log "
                     "price, fitted on the run's training split), on the run's held-out split or a file you upload.")
-        c = {"tab": tab}
         with gr.Row():
-            c["run"] = run_picker()
-            c["file"] = gr.File(label="Test file (optional; default: the run's held-out split)", type="filepath",
-                                file_types=FILE_TYPES)
-            c["limit"] = gr.Number(value=200, label="items (0 = all)", precision=0)
+            c = {"tab": tab, "run": run_picker(),
+                 "file": gr.File(label="Test file (optional; default: the run's held-out split)", type="filepath",
+                                 file_types=FILE_TYPES),
+                 "limit": gr.Number(value=200, label="items (0 = all)", precision=0)}
         with gr.Row():
             c["button"] = gr.Button("Evaluate", variant="primary")
             c["cancel"] = gr.Button("Cancel")
