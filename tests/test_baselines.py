@@ -53,3 +53,4 @@ def test_text_baseline_fits_tiny_and_repetitive_data():
 
     tiny = [Product(f"item {i}", 10.0 + i) for i in range(5)]  # all words once: min_df 2 would leave none
     assert len(predict_prices(fit_text_baseline(tiny), ["item 3"])) == 1
+

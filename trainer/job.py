@@ -275,7 +275,7 @@ class TrainingJob:
         self.data_note = f"{len(train)} training / {len(test)} held-out products ({note})"
         baselines = constant_baselines(train, self.probe_items)
         if self.checkpoint is None or not self.run.text_baseline_file.is_file():
-            self.run.update_status(message="fitting the text baseline (TF-IDF ridge, seconds)")
+            self.run.update_status(message="fitting the text baseline (TF-IDF ridge)")
             save_text_baseline(fit_text_baseline(train), self.run.text_baseline_file)
         # The strong baseline's $ error on the probe: the live chart's line to beat, from step 0.
         guesses = predict_prices(load_text_baseline(self.run.text_baseline_file), [p.text for p in self.probe_items])
