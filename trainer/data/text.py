@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .prompt import PRICE_PREFIX, PROMPT_HEAD, PROMPT_TAIL
+from .prompt import PROMPT_HEAD, PROMPT_TAIL
 
 _COURSE_PROMPT = re.compile(
     r"\s*" + re.escape(PROMPT_HEAD) + r"(?P<body>.*)" + re.escape(PROMPT_TAIL)
     + r"\s*(?P<answer>[0-9][0-9,]*(?:\.[0-9]+)?)?\s*", re.DOTALL)
-assert PROMPT_TAIL.endswith(PRICE_PREFIX)
 
 # Bidi overrides/isolates can make a text display differently from what the model reads; zero-width
 # characters and stray BOMs are invisible noise. Tabs become spaces so words on either side stay apart.
