@@ -1,12 +1,14 @@
 """Out-of-the-box quality: train the demo model with PriceTune's defaults on a fixed split of real data, then price
-the held-out rows with the fine-tuned adapter (expected value and greedy), the base model and the baselines, the
-strong TF-IDF ridge first: the fine-tune's $ error is printed as a ratio of that baseline's.
+the held-out rows with the fine-tuned adapter (every price method, and its ensemble with the text baseline), the base
+model and the baselines, the strong TF-IDF ridge first: each fine-tuned row's $ error is printed as a ratio of that
+baseline's.
 
     .venv/bin/python bench/quality.py [--data ../shared/data/appliances_2000.jsonl] [--minutes 30] [--run runs/NAME]
                                       [--baselines-only]
 
 The split is the one the quality issue measures on: the file's rows shuffled with random.seed(0), the first 1,800
-for training, the last 200 held out (never trained on; the run's own probe set comes out of the 1,800). With
+for training, the last 200 held out (never trained on, never used to choose anything: the run's own held-out and
+validation rows, where its price method and ensemble weight are chosen, come out of the 1,800). With
 --run, an existing run folder is evaluated instead of training a new one. Prints one table; asserts nothing.
 """
 
@@ -32,7 +34,7 @@ from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import price_metrics  # noqa: E402
 from trainer.job import TrainingJob  # noqa: E402
 from trainer.runs import RunFolder  # noqa: E402
-from trainer.tester import evaluate_run  # noqa: E402
+from trainer.tester import evaluate_run, method_name  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "appliances_2000.jsonl"
 TRAIN_ROWS = 1800
@@ -106,29 +108,31 @@ def main() -> None:
         result = evaluate_run(run.path, data=str(test_file))
         print(f"evaluated {result['count']} held-out items in {time.time() - t0:.0f} s", flush=True)
         rows["base_model"] = result["baselines"]["base_model"]
-        other = "greedy" if result["method"] == "expected" else "expected_value"
-        rows[f"fine-tuned {result['method']}"] = result["metrics"]
-        rows[f"fine-tuned {other.replace('_value', '')}"] = result["baselines"][other]
+        for method, metrics in result["methods"].items():
+            rows[method_name(method) + (" ◀ auto" if method == result["method"] else "")] = metrics
+        if result["validation"]:
+            v = result["validation"]
+            print(f"on the run's {v['rows']} validation rows: best method {v['best_method']} "
+                  f"(${v['methods'][v['best_method']]['error']:.2f}); ensemble weight {result['ensemble']['weight']:g} "
+                  f"(${v['ensemble']['error']:.2f})", flush=True)
         used = TrainConfig.from_yaml(run.config_file).__dict__
         changed = {k: v for k, v in used.items()
                    if k not in ("name", "data", "max_minutes") and TrainConfig().__dict__[k] != v}
         print(f"\nrun {run.name}: {status.get('step')} steps, {minutes:.1f} training minutes; "
               + (f"NOT the defaults: {json.dumps(changed)}" if changed else "the defaults"))
     print(f"\non the {len(test_items)} held-out rows")
-    print(f"{'':<24}{'error $':>9}{'RMSLE':>8}{'hits %':>8}{'MSE':>9}{'r²':>7}{'unparsed':>9}")
+    print(f"{'':<40}{'error $':>9}{'RMSLE':>8}{'hits %':>8}{'MSE':>9}{'r²':>7}{'unparsed':>9}")
     for key, m in rows.items():
         guess = f"  (${m['guess']:.2f})" if "guess" in m else ""
-        print(f"{names.get(key, key):<24}{m['error']:>9.2f}{m['rmsle']:>8.3f}{100 * m['hits']:>8.1f}"
+        print(f"{names.get(key, key):<40}{m['error']:>9.2f}{m['rmsle']:>8.3f}{100 * m['hits']:>8.1f}"
               f"{m['mse']:>9,.0f}{m['r2']:>7.3f}{m['unparseable']:>9}{guess}")
     strong = rows[TEXT_BASELINE]
-    for key in ("fine-tuned expected", "fine-tuned greedy"):
-        if key in rows:
-            m = rows[key]
+    for key, m in rows.items():
+        if key.startswith("fine-tuned"):
             ratio = m["error"] / strong["error"]
             print(f"{key}: $ error {ratio:.2f}× the TF-IDF ridge's "
                   f"({'beats' if m['error'] < strong['error'] and m['rmsle'] < strong['rmsle'] else 'does NOT beat'}"
                   " it on $ error and RMSLE)")
-
 
 if __name__ == "__main__":
     main()

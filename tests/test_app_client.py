@@ -88,17 +88,25 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
 
     run_name = re.search(r"Run ([\w.-]+)", status).group(1)
     table, _plot = client.predict(run_name, "Premium 12-inch cast iron skillet, pack of 2", api_name="/predict")
-    # One headline price (the expected value), the others labelled.
-    assert re.search(r"\*\*fine-tuned \([\w.-]+\), expected value\*\* \| \*\*\$[\d,.]+\*\*", table), table
-    assert "| fine-tuned, greedy |" in table and "| base model, greedy |" in table
+    # One headline price by the method chosen on the run's validation rows, every other way labelled beside it.
+    assert re.search(r"\| \*\*fine-tuned, [\w ]+\*\* ◀ \| \*\*\$[\d,.]+\*\* \|", table), table
+    assert re.search(r"by fine-tuned, [\w ]+ — the lowest \$ error on \d+ validation rows", table), table
+    names = ["expected value", "median", "mean in log price", "greedy"]
+    assert all(f"fine-tuned, {name}" in table for name in names) and "| base model, greedy |" in table
+    assert "fine-tuned + text baseline (ensemble)" in table
+    blended, _plot = client.predict(run_name, "Premium 12-inch cast iron skillet", "ensemble", api_name="/predict")
+    assert "in log price, the weight fitted on" in blended and "◀" in blended
     assert "Pick a finished run" in client.predict("../../etc", "x", api_name="/predict")[0]
+    assert "Pick a price method" in client.predict(run_name, "x", "__import__('os')", api_name="/predict")[0]
 
     # The Tester on the run's held-out split: a results table and the course's scatter chart.
     summary, table, scatter, _buckets = client.predict(run_name, None, 6, api_name="/evaluate")
-    assert "on 6 items" in summary and "fine-tuned, expected value: Error=$" in summary
+    assert "on 6 items" in summary and re.search(r"validation rows\): Error=\$", summary), summary
     assert "eval.json" not in summary and "Saved with run" in summary  # no server paths
-    assert [row[0] for row in table["data"]][:3] == ["fine-tuned, expected value", "fine-tuned, greedy",
-                                                     "base model, greedy"]
+    shown = [row[0] for row in table["data"]]
+    assert shown[0].endswith("◀ headline") and len(shown[:6]) == 6 and shown[5] == "base model, greedy"
+    assert {n.removesuffix(" ◀ headline") for n in shown[:5]} == {
+        *(f"fine-tuned, {name}" for name in names), "fine-tuned + text baseline (ensemble)"}
     # The strong text baseline sits beside the others, with the current course's MSE and r² for every row.
     rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
     assert table["headers"] == ["model", "error $", "RMSLE", "hits %", "MSE", "r²", "unparseable"]
@@ -112,7 +120,7 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     # The preview shows the front matter as YAML with the demo's real hub id, and the scatter as an image.
     assert card.startswith("```yaml\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n")
     assert "](scatter.png)" not in card and Path(scatter).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| fine-tuned, expected value |" in card and "| base model, greedy |" in card  # the Evaluate tab's names
+    assert re.search(r"\| fine-tuned, expected value( ◀ headline)? \|", card) and "| base model, greedy |" in card  # the Evaluate tab's names
     with zipfile.ZipFile(file_path(download)) as z:
         assert {"README.md", "scatter.png", "adapter_model.safetensors", "config.yaml", "metrics.jsonl",
                 "eval.json"} <= set(z.namelist())

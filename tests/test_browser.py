@@ -67,7 +67,7 @@ def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
         r = page.get_by_label("rank r").locator("xpath=self::input[@type='number']")
     r.fill("4")
     r.press("Enter")
-    for label, value in (("sample predictions every N steps", "2"), ("held-out items priced each time", "6"),
+    for label, value in (("sample predictions every N steps", "2"), ("validation items priced each time", "6"),
                          ("max steps (0 = use epochs)", "80")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)

@@ -29,6 +29,7 @@ from trainer.data import (
     make_sample_products,
     parse_price,
     split_products,
+    split_run,
     strip_course_prompt,
     tokenize_example,
 )
@@ -291,6 +292,18 @@ def test_split_products():
     assert tuple(map(len, split_products(products[:1], 0.5))) == (1, 0)
     with pytest.raises(ValueError):
         split_products(products, 1.5)
+
+
+def test_split_run_keeps_validation_out_of_training_and_test():
+    products = make_sample_products(100)
+    train, validation, test = split_run(products, 0.1, 0.1, seed=1)
+    assert (len(train), len(validation), len(test)) == (81, 9, 10)
+    assert test == split_products(products, 0.1, seed=1)[1]  # the held-out rows do not move with validation_size
+    assert not {p.text for p in validation} & {p.text for p in train + test}
+    assert sorted(train + validation + test, key=id) == sorted(products, key=id)
+    # Sizes from YAML or a form are floats: from 1 they are counts.
+    assert tuple(map(len, split_run(products, 20.0, 30.0))) == (50, 30, 20)
+    assert tuple(map(len, split_run(products[:10], 0.1, 0.1))) == (8, 1, 1)  # the smallest upload keeps one of each
 
 
 # ---------------------------------------------------------------------------

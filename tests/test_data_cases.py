@@ -261,7 +261,7 @@ def test_check_data_reports_and_exits_0(tmp_path, capsys):
     out = capsys.readouterr().out
     for line in ("rows read:      15", "rows kept:      12", "dropped:        1 × missing price (lines 16)",
                  "duplicates:     2 exact duplicates removed", "prices:         min $10.00, median $15.50, max $21.00",
-                 "0 texts in both", "◀ cut-off", "usable: yes"):
+                 "0 texts in both training and held out", "◀ cut-off", "usable: yes"):
         assert line in out
     assert "texts get truncated" in out
 

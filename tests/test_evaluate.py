@@ -7,8 +7,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainer.data import encode_prompt
-from trainer.evaluate import (Prediction, expected_price, hit_color, number_tokens, parse_price_output,
-                              predict_expected, predict_greedy, price_distribution, price_metrics, summary_line)
+from trainer.estimates import DISTRIBUTION_METHODS, WEIGHTS, blend, fit_weight, point_estimate
+from trainer.evaluate import (Prediction, hit_color, number_tokens, parse_price_output,
+                              predict_estimates, predict_expected, predict_greedy, price_distribution, price_metrics, summary_line)
 
 # ---------------------------------------------------------------------------------------------------------
 # parse_price_output
@@ -97,9 +98,34 @@ def test_summary_line():
     assert summary_line(price_metrics([100.0, 50.0], [120.0, 200.0])).endswith(" MSE=11,450 r²=-6.16")
 
 
-def test_expected_price():
-    assert expected_price([(12.0, 0.5), (3.0, 0.5)]) == pytest.approx(7.5)
-    assert expected_price([]) is None
+def test_point_estimates_of_a_distribution():
+    dist = [(30.0, 0.4), (10.0, 0.3), (20.0, 0.3)]  # most likely first, as the beam gives them
+    assert point_estimate(dist, "expected") == pytest.approx(10 * .3 + 20 * .3 + 30 * .4)  # 21
+    assert point_estimate(dist, "median") == 20.0
+    assert point_estimate(dist, "log_mean") == pytest.approx(math.expm1(.3 * math.log(11) + .3 * math.log(21)
+                                                                        + .4 * math.log(31)))
+    assert point_estimate([(12.0, 0.5), (3.0, 0.5)], "expected") == pytest.approx(7.5)
+    assert point_estimate([(12.0, 0.5), (3.0, 0.5)], "median") == 3.0  # half the mass at or below $3
+    assert point_estimate([(10.0, 0.2), (99.0, 0.8)], "median") == 99.0
+    # Unnormalised weights are normalised; no candidates, no price.
+    assert point_estimate([(10.0, 2.0), (20.0, 2.0)], "expected") == pytest.approx(15.0)
+    assert all(point_estimate([], m) is None for m in DISTRIBUTION_METHODS)
+    with pytest.raises(ValueError, match="unknown point estimate"):
+        point_estimate(dist, "mode")
+
+
+def test_blend_and_its_fitted_weight():
+    assert blend(99.0, 9.0, 1.0) == pytest.approx(99.0) and blend(99.0, 9.0, 0.0) == pytest.approx(9.0)
+    assert blend(99.0, 9.0, 0.5) == pytest.approx(math.sqrt(100 * 10) - 1)  # geometric mean of 1 + price
+    assert blend(None, 9.0, 0.7) == 9.0 and blend(-1.0, 9.0, 0.7) == 9.0  # no model price: the text baseline's
+    truths = [10.0, 100.0, 50.0, 20.0]
+    assert fit_weight(truths, [t * 3 for t in truths], truths) == 1.0  # a perfect model takes all the weight
+    assert fit_weight([t * 3 for t in truths], truths, truths) == 0.0
+    # Each wrong the other way: the geometric blend in between beats both.
+    w = fit_weight([t * 2 for t in truths], [t / 2 for t in truths], truths)
+    assert 0 < w < 1 and w in WEIGHTS
+    with pytest.raises(ValueError):
+        fit_weight([], [], [])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -278,12 +304,17 @@ def test_greedy_batched_equals_one_at_a_time(demo_model, demo_tokenizer):
 @pytest.mark.slow
 def test_expected_batched_equals_one_at_a_time(demo_model, demo_tokenizer):
     batched = predict_expected(demo_model, demo_tokenizer, TEXTS, batch_size=4)
+    # Every point estimate comes out of the same beam search as the distribution a single text gets.
+    every = predict_estimates(demo_model, demo_tokenizer, TEXTS, batch_size=3)
+    for i, text in enumerate(TEXTS):
+        dist = price_distribution(demo_model, demo_tokenizer, text)
+        assert all(every[m][i].price == pytest.approx(point_estimate(dist, m), rel=1e-3) for m in DISTRIBUTION_METHODS)
     for text, pred in zip(TEXTS, batched):
         dist = price_distribution(demo_model, demo_tokenizer, text)
         assert 1 <= len(dist) <= 8
         assert sum(p for _, p in dist) == pytest.approx(1.0)
         assert all(price == int(price) and 0 <= price <= 9999 for price, _ in dist)
-        assert pred.price == pytest.approx(expected_price(dist), rel=1e-3)
+        assert pred.price == pytest.approx(point_estimate(dist, "expected"), rel=1e-3)
 
 
 def test_expected_value_through_a_peft_model():

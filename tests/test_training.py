@@ -10,6 +10,7 @@ import torch
 from trainer.config import TrainConfig
 from trainer.__main__ import main
 from trainer.data import make_sample_products
+from trainer.estimates import METHODS, blend
 from trainer.evaluate import price_metrics
 from trainer.job import Busy, JobManager, TrainingJob
 
@@ -41,8 +42,8 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
 
     from trainer.data import encode_prompt
 
-    # 20 training items, 5 a batch, 4 epochs: the model sees each price four times, so its loss must fall.
-    config = TrainConfig(name="learn", max_steps=0, epochs=4, sample_every=8, test_size=4,
+    # 16 training items, 5 a batch, 4 epochs: the model sees each price four times, so its loss must fall.
+    config = TrainConfig(name="learn", max_steps=0, epochs=4, sample_every=8, test_size=4, validation_size=4,
                          **{**SMALL, "data": small_file(tmp_path), "batch_size": 5, "learning_rate": 1e-3})
     job = TrainingJob(config, runs_root=runs_dir).start()
     assert job.wait(600) == "done", job.run.status()
@@ -68,7 +69,7 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     # The strong text baseline was fitted on the training split when the run started, and stored with it.
     from trainer.baselines import load_text_baseline, predict_prices
 
-    probe = run.split(test=True)[:4]
+    probe = run.split("validation")[:4]
     stored = predict_prices(load_text_baseline(run.text_baseline_file), [p.text for p in probe])
     assert status["baselines"]["tfidf_ridge"] == price_metrics(stored, [p.price for p in probe])
     assert len(samples[-1]["items"]) == 4 and all("truth" in i and "guess" in i for i in samples[-1]["items"])
@@ -81,20 +82,45 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
         assert (run.adapter_dir / name).is_file(), name
     assert TrainConfig.from_yaml(run.config_file) == config
 
+    # The validation slice: out of the training side, not trained on, disjoint from the held-out rows.
+    validation, held_out = run.split("validation"), run.split("test")
+    assert len(validation) == 4 and not {p.text for p in validation} & (train | test)
+
     # The Tester CLI on the finished run: eval.json's metrics are those of its own items.
     assert main(["eval", "--run", str(run.path), "--limit", "4"]) == 0
     result = json.loads(run.eval_file.read_text())
     items = result["items"]
-    # The headline is the run's probe method (expected value); greedy is kept beside it, labelled.
-    assert result["method"] == "expected" and len(items) == 4 and all(i["method"] == "expected" for i in items)
-    assert result["metrics"] == price_metrics([i["guess"] for i in items], [i["truth"] for i in items])
-    assert result["baselines"]["greedy"] == price_metrics([i["greedy"] for i in items], [i["truth"] for i in items])
-    assert result["baselines"]["base_model"] == price_metrics([i["base"] for i in items], [i["truth"] for i in items])
-    assert {"constant_mean", "constant_median", "linear_bow", "greedy", "tfidf_ridge"} <= set(result["baselines"])
+
+    def measured(key):
+        return price_metrics([i[key] for i in items], [i["truth"] for i in items])
+
+    # Every method was priced and scored on the validation rows alone (their ids recorded); the headline is the
+    # one with the lowest $ error there, and the ensemble weight was fitted there.
+    choice = run.price_choice()
+    assert choice["row_ids"] == [p.id for p in validation] and not set(choice["row_ids"]) & {p.id for p in held_out}
+    assert choice["best_method"] == min(METHODS, key=lambda m: (choice["methods"][m]["error"], METHODS.index(m)))
+    assert result["method"] == choice["best_method"] and "validation rows" in result["method_reason"]
+    assert len(items) == 4 and all(i["method"] == result["method"] for i in items)
+    assert result["metrics"] == measured("guess") == result["methods"][result["method"]]
+    assert set(result["methods"]) == {*METHODS, "ensemble"}
+    assert all(result["methods"][m] == measured(m) for m in result["methods"])
+    assert result["baselines"]["base_model"] == measured("base")
+    assert result["baselines"]["tfidf_ridge"] == measured("tfidf_ridge")
+    assert {"constant_mean", "constant_median", "linear_bow", "tfidf_ridge"} <= set(result["baselines"])
     assert {"mse", "r2"} <= set(result["metrics"]) and {"mse", "r2"} <= set(result["baselines"]["tfidf_ridge"])
+    weight = choice["ensemble_weight"]
+    assert result["ensemble"] == {"method": choice["best_method"], "weight": weight}
+    assert all(i["ensemble"] == pytest.approx(blend(i[choice["best_method"]], i["tfidf_ridge"], weight))
+               for i in items)
     assert "Error=$" in capsys.readouterr().out
-    assert main(["predict", "--run", str(run.path), "Premium 6-quart stand mixer"]) == 0
-    assert re.fullmatch(r"(\$\d+\.\d\d|unparseable: .*)\n", capsys.readouterr().out)
+    # A method asked for is the headline; the choice is not measured again for the same adapter.
+    before = run.choice_file.stat().st_mtime_ns
+    assert main(["eval", "--run", str(run.path), "--limit", "4", "--method", "median"]) == 0
+    assert json.loads(run.eval_file.read_text())["method"] == "median" and run.choice_file.stat().st_mtime_ns == before
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run.path), "--method", "ensemble", "Premium 6-quart stand mixer"]) == 0
+    out = capsys.readouterr()
+    assert re.fullmatch(r"(\$\d+\.\d\d|unparseable)\n", out.out) and "weight fitted on 4 validation rows" in out.err
 
     ids = torch.tensor([encode_prompt(demo_tokenizer, "Premium stainless steel stand mixer, 6 quart", 128)])
     base_logits = demo_model(input_ids=ids).logits[0, -1]

@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 
 from .config import ConfigError, TrainConfig, field_docs, names_list
+from .estimates import AUTO, CHOICES
 
 
 # CLI spellings the generated flags keep as aliases.
@@ -93,11 +94,15 @@ def _follow(job) -> int:
 
 
 def _predict(args) -> int:
-    from .inference import Predictor
+    from .tester import price_texts
 
-    predictor = Predictor(args.run)
-    for pred in predictor.predict(args.text, method=args.method):
-        print("unparseable: " + repr(pred.text) if pred.price is None else f"${pred.price:.2f}")
+    def progress(done, total, what):
+        print(f"\r{done}/{total} {what}    ", end="", file=sys.stderr, flush=True)
+
+    prices, method, why = price_texts(args.run, args.text, args.method, progress=progress)
+    print(f"method: {method} ({why})", file=sys.stderr)
+    for price in prices:
+        print("unparseable" if price is None else f"${price:.2f}")
     return 0
 
 
@@ -107,7 +112,7 @@ def _eval(args) -> int:
     def progress(done, total, what):
         print(f"\r{done}/{total} {what}    ", end="", file=sys.stderr, flush=True)
 
-    result = evaluate_run(args.run, data=args.data, limit=args.limit, progress=progress)
+    result = evaluate_run(args.run, data=args.data, limit=args.limit, progress=progress, method=args.method)
     print(file=sys.stderr)
     for name, error, rmsle, hits, mse, r2, bad in summary_table(result):
         r2 = "  —  " if r2 is None else f"{r2:5.2f}"
@@ -175,7 +180,7 @@ def _token_report(products) -> list[str]:
 def _data_report_lines(report, products) -> list[str]:
     from statistics import median
 
-    from .data import split_products
+    from .data import split_run
 
     lines = [f"rows read:      {report.rows_read:,}", f"rows kept:      {report.rows_kept:,}",
              f"columns found:  {', '.join(report.columns)}",
@@ -190,9 +195,11 @@ def _data_report_lines(report, products) -> list[str]:
     lines += [f"warning:        {w}" for w in report.warnings]
     prices = [p.price for p in products]
     lines.append(f"prices:         min ${min(prices):,.2f}, median ${median(prices):,.2f}, max ${max(prices):,.2f}")
-    train, test = split_products(products, TrainConfig().test_size, TrainConfig().split_seed)
-    leaked = len({p.text for p in train} & {p.text for p in test})
-    lines.append(f"split:          {len(train):,} train / {len(test):,} held out; {leaked} texts in both")
+    defaults = TrainConfig()
+    train, validation, test = split_run(products, defaults.test_size, defaults.validation_size, defaults.split_seed)
+    leaked = len({p.text for p in train + validation} & {p.text for p in test})
+    lines.append(f"split:          {len(train):,} train / {len(validation):,} validation / {len(test):,} held out; "
+                 f"{leaked} texts in both training and held out")
     return lines
 
 
@@ -224,19 +231,26 @@ def _export(args) -> int:
     return 0
 
 
+def _method_argument(p) -> None:
+    p.add_argument("--method", choices=CHOICES, default=AUTO,
+                   help="auto: the point estimate with the lowest $ error on the run's validation rows (measured "
+                        "once); expected value, median or mean in log price of the beam over digits; greedy "
+                        "decoding; ensemble: blended with the text baseline, weight fitted on the validation rows")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     p = sub.add_parser("predict", help="price descriptions with a run's adapter")
     p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
-    p.add_argument("--method", choices=["expected", "greedy"], default="expected",
-                   help="expected: probability-weighted over a beam of digits (the headline price); greedy: decoded")
+    _method_argument(p)
     p.add_argument("text", nargs="+", help="product description(s)")
     p = sub.add_parser("eval", help="the course's Tester: fine-tuned vs base model vs baselines; writes eval.json")
     p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--data", help="test file (default: the run's held-out split)")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
+    _method_argument(p)
     p = sub.add_parser("estimate", help="trainable parameters and adapter size, without loading weights")
     p.add_argument("--model", default="demo")
     p.add_argument("--lora-r", type=int, default=16, dest="lora_r")

@@ -170,23 +170,24 @@ def scatter_figure(truths: list[float], guesses: list[float | None]) -> go.Figur
     return fig
 
 
-def distribution_figure(candidates: list[tuple[float, float]], expected: float | None) -> go.Figure:
-    """The model's candidate prices and their probabilities, with a line at the expected value."""
+def distribution_figure(candidates: list[tuple[float, float]], expected: float | None,
+                        label: str = "expected") -> go.Figure:
+    """The model's candidate prices and their probabilities, with a line at the price given (named by `label`)."""
     if not candidates:
         return empty_figure("Price distribution", "No candidate prices", "price ($)", "probability")
     ordered = sorted(candidates)
     fig = go.Figure(go.Bar(x=[f"${p:,.0f}" for p, _ in ordered], y=[q for _, q in ordered],
                            marker_color=LOSS_COLOUR, name="probability",
                            hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
-    # A categorical x axis keeps bars readable when prices span orders of magnitude; place the expected
-    # value between the categories it falls between.
+    # A categorical x axis keeps bars readable when prices span orders of magnitude; place the marked
+    # price between the categories it falls between.
     title = "Price distribution"
     if _number(expected) is not None:
         prices = [p for p, _ in ordered]
         position = _category_position(prices, expected)
         fig.add_vline(x=position, line=dict(color=COLOURS["red"], width=2, dash="dash"),
-                      annotation_text=f"expected ${expected:,.2f}", annotation_position="top")
-        title += f" — expected ${expected:,.2f}"
+                      annotation_text=f"{label} ${expected:,.2f}", annotation_position="top")
+        title += f" — {label} ${expected:,.2f}"
     fig.update_layout(title=title, xaxis_title="price ($)", yaxis=dict(title="probability", tickformat=".0%"),
                       template="plotly_white")
     return fig

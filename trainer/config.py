@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 import yaml
 
+from .estimates import METHODS
+
 COURSE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 ALL_LINEAR = COURSE_TARGETS + ["gate_proj", "up_proj", "down_proj"]
 DEMO = "demo"
@@ -71,6 +73,8 @@ class TrainConfig:
     """Held-out share (<1) or count (>=1) of products, never trained on."""
     split_seed: int = 42
     """Seed of the train/test shuffle, so the held-out rows are the same every run."""
+    validation_size: float = 0.1
+    """Share (<1) or count (>=1) of the training split not trained on: the probe, and where the price method is chosen."""
     model: str = "demo"
     """'demo' (SmolLM2-135M-Instruct, built in), a Hugging Face model id, or a local model folder."""
     quant: Quantization = field(default_factory=_default_quant)
@@ -102,11 +106,11 @@ class TrainConfig:
     max_length: int = 0
     """Max tokens of prompt + price; 0 sizes it from the data (longest 5% of texts get cut, never the price)."""
     sample_every: int = 20
-    """Price the probe set (held-out $ error and sample predictions) every this many steps; 0: only at start and end."""
+    """Price the probe set (validation $ error and sample predictions) every this many steps; 0: only at start and end."""
     probe_size: int = 50
-    """Held-out items priced at each sample point to measure $ error; the first num_samples are shown."""
+    """Validation items priced at each sample point to measure $ error; the first num_samples are shown."""
     probe_method: str = "expected"
-    """How the probe prices items: expected (probability-weighted over a small beam of digits) or greedy."""
+    """How the probe prices items: expected, median or log_mean of a small beam over digits, or greedy."""
     num_samples: int = 8
     """How many of the probe items the sample-predictions table shows."""
     save_steps: int = 100
@@ -153,6 +157,7 @@ class TrainConfig:
         check(self.max_length == 0 or 32 <= self.max_length <= 8192,
               f"max_length: 0 (auto) or 32–8192 (got {self.max_length})")
         check(0 < self.test_size, f"test_size: must be positive (got {self.test_size})")
+        check(0 < self.validation_size, f"validation_size: must be positive (got {self.validation_size})")
         check(self.sample_every >= 0, "sample_every: must be 0 or more")
         check(1 <= self.num_samples <= 64, "num_samples: must be 1–64")
         check(1 <= self.probe_size <= 1000, "probe_size: must be 1–1000")
@@ -160,8 +165,7 @@ class TrainConfig:
         check(self.save_minutes >= 0, "save_minutes: must be 0 or more")
         check(self.save_total_limit >= 1, "save_total_limit: must be 1 or more")
         check(self.precision in PRECISIONS, f"precision: one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        check(self.probe_method in ("expected", "greedy"),
-              f"probe_method: expected or greedy (got {self.probe_method!r})")
+        check(self.probe_method in METHODS, f"probe_method: one of {', '.join(METHODS)} (got {self.probe_method!r})")
         check(self.max_minutes >= 0, f"max_minutes: must be 0 or more (got {self.max_minutes})")
         check(not self.name or ("/" not in self.name and "\\" not in self.name and not self.name.startswith(".")),
               f"name: a plain folder name, no slashes (got {self.name!r})")

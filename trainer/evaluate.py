@@ -1,10 +1,11 @@
-"""Price prediction (greedy and expected-value decoding) and the course "Tester" metrics.
+"""Price prediction (greedy decoding and the digit beam's distribution) and the course "Tester" metrics.
 
 Two ways to read a price out of a causal LM whose prompt ends in "Price is $":
 
 - greedy: generate a few tokens and parse the first number (what the course's fine-tuned model does);
-- expected: a small beam search over "number tokens" (tokens that decode to digits only), each complete
-  integer weighted by its probability, renormalised over the candidates kept. It works for tokenizers with
+- a distribution: a small beam search over "number tokens" (tokens that decode to digits only), each complete
+  integer with its probability, renormalised over the candidates kept; estimates.py reads one price from it
+  (expected value, median, mean in log price). It works for tokenizers with
   one token per digit (SmolLM2: "1","2","3") and one token per number (Llama 3: "123").
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import encode_prompt
+from .estimates import DISTRIBUTION_METHODS, METHODS, point_estimate
 
 # ---------------------------------------------------------------------------------------------------------
 # Parsing and metrics
@@ -108,7 +110,7 @@ def summary_line(metrics: dict) -> str:
 @dataclass
 class Prediction:
     price: float | None
-    method: str  # "greedy" | "expected"
+    method: str  # one of estimates.METHODS
     text: str  # raw decoded output (greedy) or a short description of the candidates (expected)
 
 
@@ -330,30 +332,45 @@ def _logaddexp(a: float, b: float) -> float:
     return hi + math.log1p(math.exp(lo - hi))
 
 
-def expected_price(candidates: list[tuple[float, float]]) -> float | None:
-    """Probability-weighted average of (price, probability) candidates; None without any."""
-    total = sum(p for _, p in candidates)
-    if not candidates or total <= 0:
-        return None
-    return sum(price * p for price, p in candidates) / total
-
-
 def _describe(candidates: list[tuple[float, float]], shown: int = 3) -> str:
     if not candidates:
         return "no number tokens"
     return ", ".join(f"${price:.0f} ({100 * p:.0f}%)" for price, p in candidates[:shown])
 
 
-def predict_expected(model, tokenizer, texts: list[str], *, batch_size: int = 16, max_prompt_tokens: int = 256,
-                     beam: int = 8, max_digits: int = 4) -> list[Prediction]:
-    """Expected-value price: the probability-weighted average of the integer prices a small beam search finds."""
-    predictions: list[Prediction] = []
+def price_distributions(model, tokenizer, texts: list[str], *, batch_size: int = 16, max_prompt_tokens: int = 256,
+                        beam: int = 8, max_digits: int = 4) -> list[list[tuple[float, float]]]:
+    """Each text's (candidate price, probability) pairs from a small beam search over digits, most likely first."""
+    results: list[list[tuple[float, float]]] = []
     with _EvalMode(model), torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            for candidates in _candidates(model, tokenizer, texts[start:start + batch_size], beam=beam,
-                                          max_digits=max_digits, max_prompt_tokens=max_prompt_tokens):
-                predictions.append(Prediction(expected_price(candidates), "expected", _describe(candidates)))
-    return predictions
+            results += _candidates(model, tokenizer, texts[start:start + batch_size], beam=beam,
+                                   max_digits=max_digits, max_prompt_tokens=max_prompt_tokens)
+    return results
+
+
+def predict_estimates(model, tokenizer, texts: list[str], methods=DISTRIBUTION_METHODS,
+                      **beam_args) -> dict[str, list[Prediction]]:
+    """Each of `methods` (point estimates of DISTRIBUTION_METHODS) for every text, from one beam search."""
+    distributions = price_distributions(model, tokenizer, texts, **beam_args)
+    return {method: [Prediction(point_estimate(c, method), method, _describe(c)) for c in distributions]
+            for method in methods}
+
+
+def predict_expected(model, tokenizer, texts: list[str], **beam_args) -> list[Prediction]:
+    """Expected-value price: the probability-weighted average of the integer prices a small beam search finds."""
+    return predict_estimates(model, tokenizer, texts, ("expected",), **beam_args)["expected"]
+
+
+def predict_by(model, tokenizer, texts: list[str], method: str, *, batch_size: int = 16,
+               max_prompt_tokens: int = 256) -> list[Prediction]:
+    """Prices by any of METHODS: greedy decoding, or a point estimate of the beam's distribution."""
+    if method == "greedy":
+        return predict_greedy(model, tokenizer, texts, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)
+    if method not in DISTRIBUTION_METHODS:
+        raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+    return predict_estimates(model, tokenizer, texts, (method,), batch_size=batch_size,
+                             max_prompt_tokens=max_prompt_tokens)[method]
 
 
 def price_distribution(model, tokenizer, text: str, *, beam: int = 8, max_digits: int = 4,

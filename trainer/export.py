@@ -83,7 +83,7 @@ def scatter_png(items: list[dict], path: Path, title: str) -> None:
 def model_card(run_path) -> Path:
     """Write README.md (and scatter.png when the run was evaluated) into the run's adapter folder."""
     from .evaluate import summary_line
-    from .tester import PASS_NAMES, summary_table
+    from .tester import one_line, summary_table
 
     run, config = _run(run_path)
     status = run.status()
@@ -101,8 +101,7 @@ def model_card(run_path) -> Path:
         "## Evaluation (the course's Tester)", "",
     ]
     if evaluation:
-        lines += [f"On {evaluation['count']} items ({evaluation['data']}), "
-                  f"{PASS_NAMES[evaluation.get('method', 'greedy')]}: {summary_line(evaluation['metrics'])}", "",
+        lines += [f"Run {one_line(evaluation)}", "",
                   "| model | error $ | RMSLE | hits % | MSE | r² | unparseable |", "|---|---|---|---|---|---|---|"]
         lines += ["| " + " | ".join("—" if v is None else str(v) for v in row) + " |"
                   for row in summary_table(evaluation)]

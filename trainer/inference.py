@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -29,24 +30,35 @@ class Predictor:
         self.lock = threading.Lock()
 
     def predict(self, texts: list[str], *, base: bool = False, method: str = "greedy"):
-        from .evaluate import predict_expected, predict_greedy
+        """Predictions of one of estimates.METHODS."""
+        return self.predict_methods(texts, (method,), base=base)[method]
 
-        fn = predict_greedy if method == "greedy" else predict_expected
-        with self.lock:
-            if base:
-                with self.model.disable_adapter():
-                    return fn(self.model, self.tokenizer, texts, max_prompt_tokens=self.max_prompt_tokens)
-            return fn(self.model, self.tokenizer, texts, max_prompt_tokens=self.max_prompt_tokens)
+    def predict_methods(self, texts: list[str], methods, *, base: bool = False) -> dict:
+        """method → predictions for each of `methods` (estimates.METHODS); the point estimates share one beam."""
+        from .estimates import DISTRIBUTION_METHODS
+        from .evaluate import predict_estimates, predict_greedy
+
+        wanted = [m for m in methods if m in DISTRIBUTION_METHODS]
+        with self.lock, self._adapter(base):
+            out = predict_estimates(self.model, self.tokenizer, texts, wanted,
+                                    max_prompt_tokens=self.max_prompt_tokens) if wanted else {}
+            if "greedy" in methods:
+                out["greedy"] = predict_greedy(self.model, self.tokenizer, texts,
+                                               max_prompt_tokens=self.max_prompt_tokens)
+        unknown = set(methods) - set(out)
+        if unknown:
+            raise ValueError(f"unknown price method(s): {', '.join(sorted(unknown))}")
+        return out
 
     def distribution(self, text: str, *, base: bool = False):
         from .evaluate import price_distribution
 
-        with self.lock:
-            if base:
-                with self.model.disable_adapter():
-                    return price_distribution(self.model, self.tokenizer, text,
-                                              max_prompt_tokens=self.max_prompt_tokens)
+        with self.lock, self._adapter(base):
             return price_distribution(self.model, self.tokenizer, text, max_prompt_tokens=self.max_prompt_tokens)
+
+    def _adapter(self, base: bool):
+        """The base model (adapter off) for the block when `base`, else the fine-tuned model."""
+        return self.model.disable_adapter() if base else contextlib.nullcontext()
 
 
 _cache: dict[str, Predictor] = {}

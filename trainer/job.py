@@ -16,8 +16,8 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from .data import (DataError, Product, fit_max_length, load_products, make_sample_products, split_products,
-                   tokenize_example)
+from .data import (DataError, Product, as_size, fit_max_length, load_products, make_sample_products, split_products,
+                   split_run, tokenize_example)
 from . import dist
 from .baselines import (TEXT_BASELINE, constant_baselines, fit_text_baseline, load_text_baseline, predict_prices,
                         save_text_baseline)
@@ -37,24 +37,28 @@ class StopRequested(Exception):
     """Raised between loading phases when the user pressed Stop before training began."""
 
 
-def load_config_data(config: TrainConfig) -> tuple[list[Product], list[Product], str]:
-    """The train and held-out products of a config, and a one-line data summary."""
+def load_config_data(config: TrainConfig) -> tuple[list[Product], list[Product], list[Product], str]:
+    """The train, validation and held-out products of a config, and a one-line data summary.
+
+    The validation slice comes out of the training side of the split (never the held-out rows) and is not trained on.
+    """
     if config.data == "sample":
         products, note = make_sample_products(), "synthetic sample products"
     elif config.data.startswith(RUN_DATA):
         # Another run's split, exactly: a variant trained on it is compared on the same held-out rows.
         source = RunFolder(runs_dir() / config.data[len(RUN_DATA):])
-        train, test = source.split(), source.split(test=True)
+        train, validation, test = source.split(), source.split("validation"), source.split("test")
         if not train or not test:
             raise DataError(f"run {source.name} has no saved train/held-out split to reuse")
-        return train, test, f"the split of run {source.name}"
+        if not validation:  # a run from before validation slices: carved from its training rows the usual way
+            train, validation = split_products(train, as_size(config.validation_size), seed=config.split_seed)
+        return train, validation, test, f"the split of run {source.name}"
     else:
         products, report = load_products(config.data, text_column=config.text_column or None,
                                            price_column=config.price_column or None)
         note = f"{report.rows_kept} of {report.rows_read} rows kept"
-    test_size = int(config.test_size) if config.test_size >= 1 else config.test_size
-    train, test = split_products(products, test_size=test_size, seed=config.split_seed)
-    return train, test, note
+    train, validation, test = split_run(products, config.test_size, config.validation_size, config.split_seed)
+    return train, validation, test, note
 
 
 def failure_message(exc: BaseException) -> str:
@@ -214,16 +218,16 @@ class TrainingJob:
 
     def evaluate_probe(self, model, step: int) -> None:
         """Price the probe set: $ metrics into metrics.jsonl, the first items into samples.jsonl, best adapter kept."""
-        from .evaluate import predict_expected, predict_greedy, price_metrics
+        from .evaluate import predict_by, price_metrics
 
         texts = [p.text for p in self.probe_items]
         truths = [p.price for p in self.probe_items]
         # The live view shows this and holds its ETA: no step ends while the probe is priced.
         self.run.update_status(pricing_probe=step)
         # Greedy decoding of a digit-by-digit tokenizer collapses to round numbers ("10.00", "100.00": the likeliest
-        # first digit is 1), so the best adapter is chosen by the expected value unless the config says greedy.
-        predict = predict_expected if self.config.probe_method == "expected" else predict_greedy
-        preds = predict(model, self.tokenizer, texts, max_prompt_tokens=self.max_prompt_tokens)
+        # first digit is 1), so the best adapter is chosen by the expected value unless the config says otherwise.
+        preds = predict_by(model, self.tokenizer, texts, self.config.probe_method,
+                           max_prompt_tokens=self.max_prompt_tokens)
         metrics = price_metrics([p.price for p in preds], truths)
         self.run.append(self.run.metrics_file, {
             "step": step, "probe_error": metrics["error"], "probe_rmsle": metrics["rmsle"],
@@ -267,12 +271,16 @@ class TrainingJob:
                                message="reading data")
         if self.checkpoint is not None:
             # The run's own split: the original upload may be gone, and the split must not change.
-            train, test, note = self.run.split(), self.run.split(test=True), "resumed run's split"
+            train, validation, test = self.run.split(), self.run.split("validation"), self.run.split("test")
+            note = "resumed run's split"
         else:
-            train, test, note = load_config_data(cfg)
-            self.run.write_split(train, test)
-        self.probe_items = test[: max(cfg.probe_size, cfg.num_samples)]
-        self.data_note = f"{len(train)} training / {len(test)} held-out products ({note})"
+            train, validation, test, note = load_config_data(cfg)
+            self.run.write_split(train, validation, test)
+        # The probe measures training on rows kept out of it; the held-out rows are only for the final Tester.
+        self.probe_items = (validation or test)[: max(cfg.probe_size, cfg.num_samples)]
+        self.probe_name = "validation" if validation else "held-out"
+        self.data_note = (f"{len(train)} training / {len(validation)} validation / {len(test)} held-out products "
+                          f"({note})")
         baselines = constant_baselines(train, self.probe_items)
         if self.checkpoint is None or not self.run.text_baseline_file.is_file():
             self.run.update_status(message="fitting the text baseline (TF-IDF ridge)")
@@ -297,7 +305,7 @@ class TrainingJob:
         model = self._add_lora(model)
         self._check_stop()
         self.data_message = (f"{self.data_note}; max length {max_length} tokens; $ error on "
-                             f"{len(self.probe_items)} held-out items")
+                             f"{len(self.probe_items)} {self.probe_name} items")
         self.run.update_status(max_length=max_length, data_summary=self.data_message, message=self.data_message)
         return model, examples
 

@@ -40,7 +40,7 @@ class Status(TypedDict, total=False):
     examples_per_step: int
     max_length: int
     data_summary: str
-    baselines: dict  # constant guesses' metrics on the probe items
+    baselines: dict  # the baselines' metrics on the probe items (constants, the text baseline)
     best_step: int  # the step and probe $ error of the adapter kept in adapter-best/
     best_error: float
     pricing_probe: int | None  # the step whose probe is being priced, while it is
@@ -112,7 +112,9 @@ class RunFolder:
     best_adapter_dir = property(lambda self: self.path / "adapter-best")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     train_file = property(lambda self: self.path / "train.jsonl")
+    validation_file = property(lambda self: self.path / "validation.jsonl")
     test_file = property(lambda self: self.path / "test.jsonl")
+    choice_file = property(lambda self: self.path / "price_choice.json")
     eval_file = property(lambda self: self.path / "eval.json")
     text_baseline_file = property(lambda self: self.path / "tfidf_ridge.joblib")
 
@@ -155,16 +157,26 @@ class RunFolder:
         """Remove the run folder and everything in it."""
         shutil.rmtree(self.path)
 
-    def split(self, test: bool = False) -> list[Product]:
-        """The run's own training (or held-out) products, as written when it started."""
-        rows = read_jsonl(self.test_file if test else self.train_file)
-        return [Product(r["text"], float(r["price"])) for r in rows]
+    def split(self, part: str = "train") -> list[Product]:
+        """The run's own products of one part, as written when it started: "train" (trained on), "validation" (kept
+        out of training: the probe, and where the price method is chosen) or "test" (held out, only evaluated).
+        A run from before validation slices has none."""
+        files = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
+        return [Product(r["text"], float(r["price"])) for r in read_jsonl(files[part])]
 
-    def write_split(self, train: list[Product], test: list[Product]) -> None:
+    def write_split(self, train: list[Product], validation: list[Product], test: list[Product]) -> None:
         if not self.writer:
             return
-        for path, items in ((self.train_file, train), (self.test_file, test)):
+        for path, items in ((self.train_file, train), (self.validation_file, validation), (self.test_file, test)):
             write_atomic(path, "".join(json.dumps({"text": p.text, "price": p.price}) + "\n" for p in items))
+
+    def price_choice(self) -> dict | None:
+        """price_choice.json: every price method scored on the validation rows, the one chosen, the ensemble
+        weight; None when not measured yet."""
+        try:
+            return json.loads(self.choice_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
 
     def state(self) -> str:
         """The status's state, or "interrupted" when the process that was running it is gone (a crash, a kill)."""

@@ -11,6 +11,7 @@ from .data import DataError, Product, load_products
 from .baselines import (TEXT_BASELINE, TEXT_BASELINE_NAME, constant_baselines, fit_text_baseline, linear_bow,
                         load_text_baseline, predict_prices)
 from .config import TrainConfig
+from .estimates import AUTO, CHOICES, ENSEMBLE, METHOD_NAMES, METHODS, blend, fit_weight
 from .evaluate import price_metrics, summary_line
 from .runs import RunFolder, write_atomic
 
@@ -26,14 +27,154 @@ def test_set(run: RunFolder, data: str | None = None) -> list[Product]:
     if data:
         products, _report = load_products(data)
         return products
-    return run.split(test=True)
+    return run.split("test")
+
+
+class _Progress:
+    """Items priced out of all the passes of an evaluation, reported with what is being priced; honours Cancel."""
+
+    def __init__(self, total: int, report: Callable[[int, int, str], None] | None, cancel: threading.Event | None):
+        self.total, self.done, self.report, self.cancel = max(total, 1), 0, report, cancel
+
+    def check(self):
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("evaluation cancelled")
+
+    def add(self, count: int, what: str):
+        self.done += count
+        if self.report:
+            self.report(min(self.done, self.total), self.total, what)
+
+
+def _price_all(predictor, texts: list[str], progress: _Progress, where: str) -> dict[str, list]:
+    """Every method's prices of the fine-tuned model and the base model's greedy ones, in batches (2 + 1 passes)."""
+    guesses: dict[str, list] = {m: [] for m in (*METHODS, "base")}
+    for start in range(0, len(texts), BATCH):
+        progress.check()
+        batch = texts[start:start + BATCH]
+        for method, preds in predictor.predict_methods(batch, METHODS).items():
+            guesses[method] += [p.price for p in preds]
+        progress.add(2 * len(batch), f"{where}: fine-tuned model, {min(start + BATCH, len(texts))} of {len(texts)}")
+        progress.check()
+        guesses["base"] += [p.price for p in predictor.predict(batch, base=True, method="greedy")]
+        progress.add(len(batch), f"{where}: base model, {min(start + BATCH, len(texts))} of {len(texts)}")
+    return guesses
+
+
+def _text_model(run: RunFolder):
+    # A run from before the baseline was stored: fitted now, on the same training split.
+    return load_text_baseline(run.text_baseline_file) or fit_text_baseline(run.split())
+
+
+def price_choice(run: RunFolder, predictor=None, progress: _Progress | None = None,
+                 measure: bool = True) -> dict | None:
+    """Every price method scored on the run's validation rows, the best by $ error, and the ensemble's weight fitted
+    there: price_choice.json, measured once per adapter step (with `measure` False: only if it already was). None for
+    a run without validation rows.
+
+    Only validation rows are priced here (their ids are recorded): the held-out rows never choose anything.
+    """
+    from .inference import predictor_for
+
+    validation = run.split("validation")
+    if not validation:
+        return None
+    step = run.status().get("step")
+    cached = run.price_choice()
+    if cached and cached.get("step") == step and cached.get("rows") == len(validation):
+        return cached
+    if not measure:
+        return None
+    predictor = predictor or predictor_for(run.path)
+    progress = progress or _Progress(3 * len(validation), None, None)
+    texts, truths = [p.text for p in validation], [p.price for p in validation]
+    guesses = _price_all(predictor, texts, progress, f"choosing the price method on {len(texts)} validation rows")
+    text_prices = predict_prices(_text_model(run), texts)
+    scores = {m: price_metrics(guesses[m], truths) for m in METHODS}
+    best = min(METHODS, key=lambda m: (scores[m]["error"], METHODS.index(m)))
+    weight = fit_weight(guesses[best], text_prices, truths)
+    choice = {"step": step, "rows": len(validation), "row_ids": [p.id for p in validation], "methods": scores,
+              "best_method": best, "ensemble_weight": weight,
+              "ensemble": price_metrics([blend(g, t, weight) for g, t in zip(guesses[best], text_prices)], truths),
+              TEXT_BASELINE: price_metrics(text_prices, truths)}
+    write_atomic(run.choice_file, json.dumps(choice))
+    return choice
+
+
+def resolve_method(run: RunFolder, method: str, choice: dict | None) -> tuple[str, str]:
+    """(method, why) for a method asked for: `auto` is the validation rows' best, else the run's probe method."""
+    if method != AUTO:
+        if method not in CHOICES:
+            raise ValueError(f"unknown price method {method!r}; one of {', '.join(CHOICES)}")
+        return method, "as asked"
+    if choice:
+        return choice["best_method"], f"the lowest $ error on {choice['rows']} validation rows"
+    return TrainConfig.from_yaml(run.config_file).probe_method, "the run's probe method (it has no validation rows)"
+
+
+def _choice_for(run: RunFolder, predictor, method: str, progress) -> dict | None:
+    """The run's price choice: measured now if `method` needs it (auto, ensemble) and it is not yet."""
+    if method not in (AUTO, ENSEMBLE):
+        return price_choice(run, measure=False)
+    choice = price_choice(run, predictor, _Progress(3 * len(run.split("validation")), progress, None))
+    if method == ENSEMBLE and choice is None:
+        raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
+    return choice
+
+
+def _blended(run: RunFolder, choice: dict, model_prices: list, texts: list[str]) -> list[float]:
+    weight = choice["ensemble_weight"]
+    return [blend(g, t, weight) for g, t in zip(model_prices, predict_prices(_text_model(run), texts))]
+
+
+def ensemble_reason(choice: dict) -> str:
+    w = choice["ensemble_weight"]
+    return (f"{METHOD_NAMES[choice['best_method']]} × {w:g} + text baseline × {1 - w:g} in log price, the weight "
+            f"fitted on {choice['rows']} validation rows")
+
+
+def price_texts(run_path: str | Path, texts: list[str], method: str = AUTO,
+                progress: Callable[[int, int, str], None] | None = None) -> tuple[list[float | None], str, str]:
+    """(prices, method used, why) for texts with a run's adapter, by any method, `auto` and `ensemble` included."""
+    from .inference import predictor_for
+
+    run = RunFolder(Path(run_path))
+    predictor = predictor_for(run.path)
+    choice = _choice_for(run, predictor, method, progress)
+    used, why = resolve_method(run, method, choice)
+    if used != ENSEMBLE:
+        return [p.price for p in predictor.predict(texts, method=used)], used, why
+    prices = [p.price for p in predictor.predict(texts, method=choice["best_method"])]
+    return _blended(run, choice, prices, texts), used, ensemble_reason(choice)
+
+
+def explain_price(run_path: str | Path, text: str, method: str = AUTO,
+                  progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """One text priced every way: the headline by `method` and why, each method's price, the ensemble's (when the
+    run has validation rows), the base model's, and the candidates of the model's distribution."""
+    from .inference import predictor_for
+
+    run = RunFolder(Path(run_path))
+    predictor = predictor_for(run.path)
+    choice = _choice_for(run, predictor, method, progress)
+    used, why = resolve_method(run, method, choice)
+    prices = {m: preds[0].price for m, preds in predictor.predict_methods([text], METHODS).items()}
+    if choice:
+        prices[ENSEMBLE] = _blended(run, choice, [prices[choice["best_method"]]], [text])[0]
+        if used == ENSEMBLE:
+            why = ensemble_reason(choice)
+    return {"method": used, "reason": why, "price": prices[used], "prices": prices,
+            "base": predictor.predict([text], base=True, method="greedy")[0], "candidates": predictor.distribution(text)}
 
 
 def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
-                 cancel: threading.Event | None = None) -> dict:
-    """Price a test set with the run's adapter (its headline method first, then the other) and base model; compare to
-    baselines."""
+                 cancel: threading.Event | None = None, method: str = AUTO) -> dict:
+    """Price a test set by every method of the run's adapter, the ensemble and the base model; compare to baselines.
+
+    The headline is `method`; `auto` takes the method with the lowest $ error on the run's validation rows (priced
+    first when not yet measured for this adapter), so nothing about the headline is chosen on the test rows.
+    """
     from .inference import predictor_for
 
     run = RunFolder(Path(run_path))
@@ -43,60 +184,64 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     train = run.split()
     texts, truths = [p.text for p in items], [p.price for p in items]
     predictor = predictor_for(run.path)
+    to_choose = 0 if price_choice(run, measure=False) else len(run.split("validation"))
+    steps = _Progress(3 * (to_choose + len(texts)), progress, cancel)
+    choice = price_choice(run, predictor, steps)
+    headline, why = resolve_method(run, method, choice)
+    if headline == ENSEMBLE:
+        if choice is None:
+            raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
+        why = ensemble_reason(choice)
 
-    # The headline price is the run's own probe method (expected value by default), the other method labelled.
-    headline = TrainConfig.from_yaml(run.config_file).probe_method
-    other = "greedy" if headline == "expected" else "expected"
-    passes = [(headline, False), (other, False), ("base", True)]
-    guesses: dict[str, list] = {name: [] for name, _ in passes}
-    for number, (name, base) in enumerate(passes, 1):
-        for start in range(0, len(texts), BATCH):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("evaluation cancelled")
-            batch = texts[start:start + BATCH]
-            guesses[name] += [p.price for p in predictor.predict(batch, base=base, method="greedy" if base else name)]
-            if progress:
-                done = min(start + BATCH, len(texts))
-                progress((number - 1) * len(texts) + done, len(passes) * len(texts),
-                         f"pass {number} of {len(passes)} ({PASS_NAMES[name]}): {done} of {len(texts)} items")
-
-    baselines = {OTHER_KEYS[other]: price_metrics(guesses[other], truths),
-                 "base_model": price_metrics(guesses["base"], truths)}
+    guesses = _price_all(predictor, texts, steps, f"pricing {len(texts)} test rows")
+    text_model = _text_model(run)
+    guesses[TEXT_BASELINE] = predict_prices(text_model, texts)
+    methods = {m: price_metrics(guesses[m], truths) for m in METHODS}
+    if choice:
+        guesses[ENSEMBLE] = _blended(run, choice, guesses[choice["best_method"]], texts)
+        methods[ENSEMBLE] = price_metrics(guesses[ENSEMBLE], truths)
+    baselines = {"base_model": price_metrics(guesses["base"], truths)}
     if train:
         baselines.update(constant_baselines(train, items))
         baselines["linear_bow"] = price_metrics(linear_bow(train)(texts), truths)
-        # The run's own fitted baseline (a run from before it was stored: fitted now, on the same training split).
-        text_model = load_text_baseline(run.text_baseline_file) or fit_text_baseline(train)
-        baselines[TEXT_BASELINE] = price_metrics(predict_prices(text_model, texts), truths)
+    baselines[TEXT_BASELINE] = price_metrics(guesses[TEXT_BASELINE], truths)
     result = {
         "run": run.name, "data": data or "held-out split", "count": len(items), "method": headline,
-        "metrics": price_metrics(guesses[headline], truths),
-        "baselines": baselines,
-        "items": [{"text": t[:200], "truth": y, "guess": g, "method": headline, other: o, "base": b}
-                  for t, y, g, o, b in zip(texts, truths, guesses[headline], guesses[other], guesses["base"])],
+        "method_reason": why, "metrics": methods[headline], "methods": methods, "baselines": baselines,
+        "ensemble": {"method": choice["best_method"], "weight": choice["ensemble_weight"]} if choice else None,
+        "validation": None if choice is None else {k: choice[k] for k in ("rows", "methods", "best_method", "ensemble")},
+        "items": [{"text": t[:200], "truth": y, "guess": guesses[headline][i], "method": headline,
+                   **{k: guesses[k][i] for k in (*methods, "base", TEXT_BASELINE)}}
+                  for i, (t, y) in enumerate(zip(texts, truths))],
     }
     write_atomic(run.eval_file, json.dumps(result))
     return result
 
 
-PASS_NAMES = {"expected": "fine-tuned, expected value", "greedy": "fine-tuned, greedy", "base": "base model, greedy"}
-# eval.json's key for the fine-tuned model priced by the method that is not the headline.
-OTHER_KEYS = {"expected": "expected_value", "greedy": "greedy"}
-ROW_NAMES = {"base_model": "base model, greedy", "expected_value": PASS_NAMES["expected"],
-             "greedy": PASS_NAMES["greedy"], "constant_mean": "constant (training mean)",
+ROW_NAMES = {"base_model": "base model, greedy", "constant_mean": "constant (training mean)",
              "constant_median": "constant (training median)", "linear_bow": "bag-of-words linear regression",
              TEXT_BASELINE: TEXT_BASELINE_NAME}
 
 
+def method_name(method: str) -> str:
+    return "fine-tuned + text baseline (ensemble)" if method == ENSEMBLE else f"fine-tuned, {METHOD_NAMES[method]}"
+
+
 def summary_table(result: dict) -> list[list]:
-    """Rows of (model, error, RMSLE, hits %, MSE, r², unparseable) for display, the headline (fine-tuned) first."""
-    headline = PASS_NAMES[result.get("method", "greedy")]
-    rows = [(headline, result["metrics"])] + [(ROW_NAMES.get(k, k), v) for k, v in result["baselines"].items()]
+    """Rows of (model, error, RMSLE, hits %, MSE, r², unparseable): the headline first, then the fine-tuned model's
+    other methods and the ensemble, then the base model and the baselines."""
+    headline = result.get("method", "greedy")
+    methods = result.get("methods") or {headline: result["metrics"]}
+    rows = [(method_name(headline) + " ◀ headline", result["metrics"])]
+    rows += [(method_name(k), v) for k, v in methods.items() if k != headline]
+    rows += [(ROW_NAMES.get(k, k), v) for k, v in result["baselines"].items()
+             if k not in ("expected_value", "greedy")]  # eval.json before every method had its entry
     return [[name, round(m["error"], 2), round(m["rmsle"], 3), round(100 * m["hits"], 1),
              None if m.get("mse") is None else round(m["mse"], 1), None if m.get("r2") is None else round(m["r2"], 3),
              m["unparseable"]] for name, m in rows]
 
 
 def one_line(result: dict) -> str:
+    why = f" ({result['method_reason']})" if result.get("method_reason") else ""
     return (f"{result['run']} on {result['count']} items ({result['data']}), "
-            f"{PASS_NAMES[result.get('method', 'greedy')]}: {summary_line(result['metrics'])}")
+            f"{method_name(result.get('method', 'greedy'))}{why}: {summary_line(result['metrics'])}")

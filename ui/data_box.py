@@ -11,7 +11,7 @@ import pandas as pd
 from trainer import charts
 from trainer.config import TrainConfig
 from trainer.data import (DataError, example_lengths, fit_max_length, load_products, make_sample_products,
-                          read_columns, split_products)
+                          read_columns, split_run)
 from trainer.models import DEMO, ModelError
 
 from .common import refused, reports_errors
@@ -80,10 +80,10 @@ def hide_mapping():
 
 
 def describe_products(products, header):
-    test_size = DEFAULTS.test_size
-    train, test = split_products(products, test_size=test_size, seed=DEFAULTS.split_seed)
-    info = (f"{header}\n\n**{len(products)} products**: {len(train)} for training, {len(test)} held out "
-            f"(seeded split, seed {DEFAULTS.split_seed}; never trained on).")
+    train, validation, test = split_run(products, DEFAULTS.test_size, DEFAULTS.validation_size, DEFAULTS.split_seed)
+    info = (f"{header}\n\n**{len(products)} products**: {len(train)} for training, {len(validation)} for validation "
+            f"(not trained on: the live $ error, and where the price method is chosen), {len(test)} held out "
+            f"(seeded split, seed {DEFAULTS.split_seed}; only for the final evaluation).")
     preview = [[round(p.price, 2), p.text[:160]] for p in products[:PREVIEW_ROWS]]
     return (info, gr.Dataframe(value=preview, headers=PREVIEW_COLUMNS,
                                label=f"First {len(preview)} of {len(products):,} rows"),

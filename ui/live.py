@@ -231,8 +231,8 @@ def create_live_panel() -> dict:
     c = {"status": gr.Markdown("No run yet.", elem_id="run-status")}
     with gr.Row():
         c["loss"] = gr.Plot(label="Loss", elem_id="loss-plot")
-        c["error"] = gr.Plot(label="$ error on held-out items", elem_id="error-plot")
-    c["samples"] = gr.Dataframe(charts.samples_frame([]), label="Sample predictions on held-out items",
+        c["error"] = gr.Plot(label="$ error on validation items (not trained on)", elem_id="error-plot")
+    c["samples"] = gr.Dataframe(charts.samples_frame([]), label="Sample predictions on validation items",
                                 interactive=False, wrap=True, elem_id="samples", column_widths=SAMPLE_WIDTHS)
     gr.Markdown(COLOUR_KEY)
     c["download"] = gr.DownloadButton("Download adapter (zip)", visible=False)

@@ -11,7 +11,7 @@ sample   the seeded synthetic sample generator
 
 from .core import DataError, PriceError, Product
 from .load import (COMBINED_TEXT_COLUMNS, PRICE_COLUMNS, TEXT_COLUMNS, DataReport, load_products,
-                   split_products)
+                   split_products, split_run, as_size)
 from .prices import looks_decimal_comma, parse_price
 from .prompt import (COURSE_QUESTION, IGNORE_INDEX, PRICE_PREFIX, PROMPT_HEAD, PROMPT_TAIL, build_prompt,
                      completion, encode_completion, encode_prompt, example_lengths, fit_max_length, prompt_pieces,
@@ -26,6 +26,6 @@ __all__ = [
     "FORMATS", "IGNORE_INDEX", "MAX_FILE_BYTES", "PRICE_COLUMNS", "PRICE_PREFIX", "PROMPT_HEAD", "PROMPT_TAIL",
     "PriceError", "Product", "TEXT_COLUMNS", "Table", "build_prompt", "clean_text", "completion", "encode_completion",
     "encode_prompt", "example_lengths", "fit_max_length", "is_hub_id", "load_products", "looks_decimal_comma",
-    "make_sample_products", "parse_price", "prompt_pieces", "read_columns", "read_source", "split_products",
+    "make_sample_products", "parse_price", "prompt_pieces", "read_columns", "read_source", "split_products", "split_run", "as_size",
     "strip_course_prompt", "tokenize_example",
 ]

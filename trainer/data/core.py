@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -11,6 +12,11 @@ class Product:
 
     text: str
     price: float
+
+    @property
+    def id(self) -> str:
+        """A stable id of the product's text (the first 12 hex digits of its SHA-1), to name a row without its text."""
+        return hashlib.sha1(self.text.encode("utf-8")).hexdigest()[:12]
 
 
 class DataError(ValueError):

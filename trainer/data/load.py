@@ -234,3 +234,20 @@ def split_products(products, test_size: float | int = 0.1, seed: int = 42) -> tu
     count = int(test_size) if is_count else round(len(items) * test_size)
     count = min(max(count, 1), len(items) - 1)
     return items[:-count], items[-count:]
+
+
+def split_run(products, test_size: float = 0.1, validation_size: float = 0.1,
+              seed: int = 42) -> tuple[list[Product], list[Product], list[Product]]:
+    """A run's (train, validation, test): the held-out test rows first, then the validation slice out of the rest.
+
+    Each size is a share (<1) or a count (>=1, a float from YAML or a form counts too). Validation rows are not
+    trained on: they are the probe, and where a price method and the ensemble weight are chosen.
+    """
+    train, test = split_products(products, test_size=as_size(test_size), seed=seed)
+    train, validation = split_products(train, test_size=as_size(validation_size), seed=seed)
+    return train, validation, test
+
+
+def as_size(value: float) -> float | int:
+    """A config's split size as split_products takes it: a share below 1, a whole count from 1 (100.0 → 100)."""
+    return int(value) if value >= 1 else value

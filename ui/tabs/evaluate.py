@@ -8,6 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from trainer import charts
+from trainer.estimates import AUTO, CHOICES
 
 from ..common import COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, named_run, refused, reports_errors, run_choices, run_picker
 from ..data_box import FILE_TYPES
@@ -16,17 +17,19 @@ EVAL_CANCEL = threading.Event()
 
 
 @reports_errors(4, at=0)
-def run_evaluation(run_name, file, limit, progress=gr.Progress()):
+def run_evaluation(run_name, file, limit, method=AUTO, progress=gr.Progress()):
     from trainer.tester import Cancelled, evaluate_run, one_line, summary_table
 
     run = named_run(run_name, with_adapter=True)
     if run is None:
         return refused(PICK_FINISHED), None, None, None
+    if method not in CHOICES:
+        return refused(f"Pick a headline price method: {', '.join(CHOICES)}."), None, None, None
     EVAL_CANCEL.clear()
     try:
         result = evaluate_run(run.path, data=str(file) if file else None, limit=int(limit or 0) or None,
                               progress=lambda done, total, what: progress(done / total, desc=what),
-                              cancel=EVAL_CANCEL)
+                              cancel=EVAL_CANCEL, method=method)
     except Cancelled:
         return "Evaluation cancelled; nothing was written.", None, None, None
     except ValueError as exc:  # DataError, ModelError: bad test file or unloadable run
@@ -47,12 +50,18 @@ def create_evaluate_tab() -> dict:
     with gr.Tab("Evaluate") as tab:
         gr.Markdown("The course's Tester: the fine-tuned adapter against the base model, constant guesses, the "
                     "course's bag-of-words linear regression and the strong text baseline (TF-IDF ridge on log "
-                    "price, fitted on the run's training split), on the run's held-out split or a file you upload.")
+                    "price, fitted on the run's training split), on the run's held-out split or a file you upload. "
+                    "Every price method has its row, and the ensemble of the model with the text baseline; the "
+                    "headline method and the blend weight are chosen on the run's validation rows, never the "
+                    "rows evaluated here.")
         with gr.Row():
             c = {"tab": tab, "run": run_picker(),
                  "file": gr.File(label="Test file (optional; default: the run's held-out split)", type="filepath",
                                  file_types=FILE_TYPES),
-                 "limit": gr.Number(value=200, label="items (0 = all)", precision=0)}
+                 "limit": gr.Number(value=200, label="items (0 = all)", precision=0),
+                 "method": gr.Dropdown(list(CHOICES), value=AUTO, label="Headline price method",
+                                       info="auto: the lowest $ error on the run's validation rows; every method "
+                                            "gets its row below either way (help in the Predict tab)")}
         with gr.Row():
             c["button"] = gr.Button("Evaluate", variant="primary")
             c["cancel"] = gr.Button("Cancel")
@@ -64,7 +73,7 @@ def create_evaluate_tab() -> dict:
             c["buckets"] = gr.Plot(label="Error by price")
         gr.Markdown(COLOUR_KEY)
     tab.select(lambda: run_choices(with_adapter=True), outputs=c["run"], api_visibility="private")
-    c["button"].click(run_evaluation, [c["run"], c["file"], c["limit"]],
+    c["button"].click(run_evaluation, [c["run"], c["file"], c["limit"], c["method"]],
                       [c["summary"], c["table"], c["scatter"], c["buckets"]], api_name="evaluate",
                       concurrency_id="gpu", concurrency_limit=1, show_progress_on=c["summary"])
     c["cancel"].click(cancel_evaluation, outputs=c["summary"], api_name="cancel_evaluation", concurrency_limit=None)

@@ -29,7 +29,7 @@ def compare_runs(names):
     runs = runs_by_name()
     series = {name: runs[name].metrics() for name in (names or []) if name in runs}
     return (charts.overlay_figure(series, "loss", "Training loss (smoothed)", "loss"),
-            charts.overlay_figure(series, "probe_error", "$ error on held-out items", "$ error"))
+            charts.overlay_figure(series, "probe_error", "$ error on validation items", "$ error"))
 
 
 @reports_errors()
@@ -103,11 +103,11 @@ def load_run_config(run_name):
         config = TrainConfig.from_yaml(run.config_file).validate()
     except (ConfigError, OSError) as exc:
         return *[gr.skip()] * len(FORM_FIELDS), refused(f"**Cannot load the config of {run.name}:** {exc}"), *unchanged
-    train, test = run.split(), run.split(test=True)
+    train, test = run.split() + run.split("validation"), run.split("test")
     if not train or not test:
         return *fill_form(config, f"Train form filled with the config of {run.name}."), *unchanged
-    info = (f"**The data of run {run.name}**: its own {len(train):,} training and {len(test):,} held-out products, "
-            "unchanged, so the variant is measured on the same rows.")
+    info = (f"**The data of run {run.name}**: its own {len(train):,} training (validation included) and "
+            f"{len(test):,} held-out products, unchanged, so the variant is measured on the same rows.")
     return (*fill_form(config, f"Train form filled with the config and data of {run.name}.", data_kept=True),
             f"{RUN_DATA}{run.name}", info, None)
 

@@ -184,7 +184,7 @@ def form_components() -> dict:
                [("batch_size", "batch size", 0), ("grad_accum", "gradient accumulation", 0),
                 ("max_length", "max length (0 = from data)", 0)],
                [("sample_every", "sample predictions every N steps", 0),
-                ("probe_size", "held-out items priced each time", 0), ("seed", "seed", 0),
+                ("probe_size", "validation items priced each time", 0), ("seed", "seed", 0),
                 ("save_steps", f"checkpoint every N steps (and every {DEFAULTS.save_minutes:g} min)", 0)]]
     for row in numbers:
         with gr.Row():
