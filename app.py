@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 
-from ui.access import auth_users
+from ui.access import AuthError, auth_users
 from ui.layout import build_app
 
 demo = build_app()
 
 
 def main() -> None:
-    users = auth_users()
+    try:
+        users = auth_users()
+    except AuthError as exc:  # before anything listens: an empty password would let anyone in
+        raise SystemExit(f"Refusing to start: {exc}") from None
     share = os.environ.get("PRICETUNE_SHARE", "") in ("1", "true", "yes")
     if share and not users:
         raise SystemExit("Refusing a public share link without login: set PRICETUNE_AUTH=user:password first, "

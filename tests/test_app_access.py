@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from e2e_app import ROOT, LaunchedApp  # noqa: E402
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_proj", "v_proj"], lr=1e-3,
-            max_steps=200, epochs=1, batch=2, accum=1, max_len=0, sample_every=0, probe_size=2, seed=1, save_steps=2)
+            max_steps=200, epochs=1, batch=2, accum=1, max_len=0, sample_every=0, probe_size=2, seed=1, save_steps=2,
+            validation=4)
 
 
 def status_of(client) -> str:
@@ -47,6 +49,10 @@ def test_login_owner_only_stop_and_resume_on_a_space(tmp_path):
         alice = Client(app.url, auth=("alice", "wonderland"), verbose=False)
         bob = Client(app.url, auth=("bob", "builder"), verbose=False)
         alice.predict(api_name="/use_sample")
+        # On a shared app a local model folder is accepted only under PRICETUNE_MODEL_DIRS, refused alike elsewhere.
+        for folder in (str(data_root), "/no/such/folder"):
+            refusal = alice.predict(**{**FORM, "model": folder}, api_name="/start")
+            assert "does not exist or cannot be read. On a shared app" in refusal, refusal
         assert alice.predict(**FORM, api_name="/start").startswith("Started run")
         wait_status(bob, r"step [2-9]\d*/200")  # everyone logged in may watch
         assert "Only alice" in bob.predict(api_name="/stop")
@@ -60,8 +66,25 @@ def test_login_owner_only_stop_and_resume_on_a_space(tmp_path):
         assert "Only alice" in bob.predict(api_name="/resume")
         assert alice.predict(api_name="/resume").startswith(f"Resuming run **{name}**: resuming from checkpoint-")
         wait_status(alice, r"training")
+        # While a run trains, nothing else loads a second copy of the model (on a GPU it could push the job out).
+        assert "**Busy:** run" in bob.predict(name, "A steel shelf bracket", api_name="/predict")[0]
+        assert "**Busy:** run" in alice.predict(name, None, 2, api_name="/evaluate")[0]
+        assert "**Busy:** run" in bob.predict(name, "A steel shelf bracket", "12", api_name="/inside_step")[0]
         alice.predict(api_name="/stop")
         wait_status(alice, r"stopped at step \d+")
+
+        # Anyone may evaluate; only the owner's evaluation is written into the run (it feeds the card and the zip).
+        summary = bob.predict(name, None, 2, api_name="/evaluate")[0]
+        assert "Not saved: only the user who started run" in summary and not (run / "eval.json").exists()
+        assert "Saved with run" in alice.predict(name, None, 2, api_name="/evaluate")[0]
+        # Only the owner writes the model card; rewriting an unchanged card leaves one zip of the run, the same one.
+        assert "Only the user who started this run" in bob.predict(name, api_name="/export_card")[0]
+        first = alice.predict(name, api_name="/export_card")[1]
+        card = (run / "adapter" / "README.md").stat().st_mtime_ns
+        assert alice.predict(name, api_name="/export_card")[1]
+        assert (run / "adapter" / "README.md").stat().st_mtime_ns == card
+        zips = list((Path(tempfile.gettempdir()) / "pricetune-downloads").glob(f"{name}-adapter-*.zip"))
+        assert len(zips) == 1 and first
     finally:
         app.close()
 

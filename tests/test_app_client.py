@@ -1,5 +1,6 @@
 """The launched app over its HTTP API (gradio_client): start, live metrics, busy, stop, download, predict."""
 
+import hashlib
 import json
 import re
 import time
@@ -15,7 +16,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_proj", "v_proj"], lr=1e-3,
             max_steps=60, epochs=1, batch=2, accum=1, max_len=0, sample_every=3, probe_size=8, seed=1,
-            save_steps=0)
+            save_steps=0, validation=8)
 
 
 def loss_points(plot) -> int:
@@ -293,5 +294,10 @@ def test_upload_then_start_in_one_session_trains_on_the_uploaded_file(launched_a
     assert (set(launched_app.runs.iterdir()) if launched_app.runs.exists() else set()) == before
 
     run = trained(launched_app, client.predict(**{**FORM, "max_steps": 2, "sample_every": 0}, api_name="/start"))
-    texts = {json.loads(line)["text"] for line in (run.train_file.read_text() + run.test_file.read_text()).splitlines()}
+    texts = {json.loads(line)["text"] for line in (run.train_file.read_text() + run.validation_file.read_text()
+                                                   + run.test_file.read_text()).splitlines()}
     assert texts == {f"Walnut desk organiser no. {i}" for i in range(60)}
+    # The run names the upload by its own file name and content; Gradio's temp path is not in the run folder.
+    assert run.config_file.read_text().count("data: catalog.jsonl\n") == 1 and "gradio" not in run.config_file.read_text()
+    assert run.status()["data_file"] == {"name": "catalog.jsonl", "bytes": own.stat().st_size,
+                                         "sha256": hashlib.sha256(own.read_bytes()).hexdigest()}

@@ -133,8 +133,9 @@ def price_histogram(prices: list[float]) -> go.Figure:
     return fig
 
 
-def token_length_figure(lengths: list[int], cutoff: int) -> go.Figure:
-    """Tokens per example (course prompt + price), a line at the max-length cut-off, the share cut in the title."""
+def token_length_figure(lengths: list[int], cutoff: int, of_rows: int | None = None) -> go.Figure:
+    """Tokens per example (course prompt + price), a line at the max-length cut-off, the share cut in the title;
+    `of_rows`: the lengths are a sample of that many rows."""
     values = [int(n) for n in lengths if _number(n) is not None]
     if not values:
         return empty_figure("Tokens per example", "No examples", "tokens (prompt + price)", "examples")
@@ -144,7 +145,8 @@ def token_length_figure(lengths: list[int], cutoff: int) -> go.Figure:
     fig.add_vline(x=cutoff, line_dash="dash", line_color=COLOURS["red"],
                   annotation_text=f"cut-off {cutoff}", annotation_position="top right")
     fig.update_layout(title=_title("Tokens per example", f"cut-off {cutoff}:",
-                                   f"{cut:,} of {len(values):,} ({100 * cut / len(values):.1f}%) truncated"),
+                                   f"{cut:,} of {len(values):,} ({100 * cut / len(values):.1f}%) truncated"
+                                   + (f"; sampled from {of_rows:,} rows" if of_rows and of_rows > len(values) else "")),
                       xaxis_title="tokens (prompt + price)", yaxis_title="examples", bargap=0.05,
                       template="plotly_white", margin=NARROW)
     return fig

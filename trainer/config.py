@@ -65,6 +65,8 @@ class TrainConfig:
     """Run folder name under the runs folder; empty picks a time-stamped one."""
     data: str = "sample"
     """'sample' (built-in products), 'run:NAME' (that run's split), a CSV/TSV/JSON/JSONL/Parquet file, or a dataset."""
+    data_name: str = ""
+    """How the run folder names a data file instead of its path (an upload's own file name); empty: the path."""
     text_column: str = ""
     """Column holding the product text; empty detects text/prompt/description/title."""
     price_column: str = ""
@@ -144,7 +146,7 @@ class TrainConfig:
                   f"data: run:NAME takes a run folder's plain name (got {self.data!r})")
         check(bool(str(self.model).strip()), "model: give 'demo', a Hugging Face id or a folder")
         check(isinstance(self.lora_r, int) and 1 <= self.lora_r <= 256, f"lora_r: must be 1–256 (got {self.lora_r})")
-        check(0 < self.lora_alpha <= 4096, f"lora_alpha: must be positive (got {self.lora_alpha})")
+        check(0 < self.lora_alpha <= 4096, f"lora_alpha: must be in (0, 4096] (got {self.lora_alpha})")
         check(0 <= self.lora_dropout < 1, f"lora_dropout: must be in [0, 1) (got {self.lora_dropout})")
         check(len(self.target_modules) > 0, "target_modules: pick at least one layer")
         check(0 < self.learning_rate <= 1, f"learning_rate: must be in (0, 1] (got {self.learning_rate})")
@@ -166,6 +168,8 @@ class TrainConfig:
         check(self.save_total_limit >= 1, "save_total_limit: must be 1 or more")
         check(self.precision in PRECISIONS, f"precision: one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         check(self.probe_method in METHODS, f"probe_method: one of {', '.join(METHODS)} (got {self.probe_method!r})")
+        for name in ("seed", "split_seed"):  # numpy's and torch's seeds are 32-bit
+            check(0 <= getattr(self, name) < 2**32, f"{name}: must be 0–{2**32 - 1} (got {getattr(self, name)})")
         check(self.max_minutes >= 0, f"max_minutes: must be 0 or more (got {self.max_minutes})")
         check(not self.name or ("/" not in self.name and "\\" not in self.name and not self.name.startswith(".")),
               f"name: a plain folder name, no slashes (got {self.name!r})")
@@ -191,6 +195,10 @@ class TrainConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
 
+    def recorded(self) -> "TrainConfig":
+        """The config as a run folder or a download keeps it: a file named by `data_name`, never by a server path."""
+        return dataclasses.replace(self, data=self.data_name or self.data)
+
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         """A config from plain values (a YAML mapping, the form's fields): each one checked against its field's type
@@ -211,13 +219,36 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        """A config from a YAML file (an upload, a run's config.yaml): at most MAX_CONFIG_BYTES, no aliases."""
+        path = Path(path)
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path.name} is {path.stat().st_size:,} bytes; a config is at most "
+                              f"{MAX_CONFIG_BYTES:,}")
         try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
+            values = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_PlainLoader) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{Path(path).name} is not valid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of field: value")
         return cls.from_dict(values)
+
+
+MAX_CONFIG_BYTES = 16_384
+"""A config file's size limit: every field of a real one fits in under 2 KB."""
+MAX_TEXT = 1_000
+"""The longest text field (a model id, a path, a run name) a config may hold."""
+MAX_MODULES = 64
+"""The most target modules a config may name (an 8B Llama has seven linear kinds)."""
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without aliases: a few hundred bytes of nested aliases expand to billions of list items."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in a config",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 def field_docs() -> dict[str, str]:
@@ -237,36 +268,53 @@ def _convert(value, kind):
         raise ValueError("is empty: enter a number" if kind in (int, float) else "is empty")
     if typing.get_origin(kind) is Literal:
         if value not in typing.get_args(kind):
-            raise ValueError(f"must be {' or '.join(map(str, typing.get_args(kind)))} (got {value!r})")
+            raise ValueError(f"must be {' or '.join(map(str, typing.get_args(kind)))} (got {_shown(value)})")
         return str(value)
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"must be true or false (got {value!r})")
+        raise ValueError(f"must be true or false (got {_shown(value)})")
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValueError(f"must be a number (got {value!r})")
+            raise ValueError(f"must be a number (got {_shown(value)})")
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"must be a number (got {value!r})") from None
+            raise ValueError(f"must be a number (got {_shown(value)})") from None
         if not math.isfinite(number):
-            raise ValueError(f"must be a finite number (got {value!r})")
+            raise ValueError(f"must be a finite number (got {_shown(value)})")
         if kind is int:
             if number != int(number):
-                raise ValueError(f"must be a whole number (got {value!r})")
+                raise ValueError(f"must be a whole number (got {_shown(value)})")
             return int(number)
         return number
     if kind is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ValueError(f"must be text (got {type(value).__name__} {value!r})")
+            raise ValueError(f"must be text (got {type(value).__name__} {_shown(value)})")
+        if len(str(value)) > MAX_TEXT:
+            raise ValueError(f"is {len(str(value)):,} characters long; at most {MAX_TEXT:,}")
         return str(value)
-    # list[str]: a list of names, or one comma-separated string of them
+    # list[str]: a short list of short names, or one comma-separated string of them
     if isinstance(value, str):
-        return names_list(value)
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"must be a list of names (got {value!r})")
-    return [str(v).strip() for v in value if str(v).strip()]
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"is {len(value):,} characters long; at most {MAX_TEXT:,}")
+        names = names_list(value)
+    elif not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"must be a list of names (got {_shown(value)})")
+    else:
+        names = [str(v).strip() for v in value if str(v).strip()]
+    if len(names) > MAX_MODULES or any(len(n) > 100 for n in names):
+        raise ValueError(f"at most {MAX_MODULES} names of at most 100 characters each (got {len(names):,} names)")
+    return names
+
+
+def _shown(value) -> str:
+    """A value as an error message quotes it: its repr, cut short (a pasted 5 MB list helps nobody)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+
 
 
 def names_list(text: str) -> list[str]:

@@ -105,12 +105,16 @@ def model_card(run_path) -> Path:
                   "| model | error $ | RMSLE | hits % | MSE | r² | unparseable |", "|---|---|---|---|---|---|---|"]
         lines += ["| " + " | ".join("—" if v is None else str(v) for v in row) + " |"
                   for row in summary_table(evaluation)]
-        scatter_png(evaluation["items"], run.adapter_dir / "scatter.png", summary_line(evaluation["metrics"]))
+        scatter = run.adapter_dir / "scatter.png"
+        # Redrawn only for a newer evaluation: an unchanged card leaves the adapter folder (and its zip) as it was.
+        if not scatter.is_file() or scatter.stat().st_mtime < run.eval_file.stat().st_mtime:
+            scatter_png(evaluation["items"], scatter, summary_line(evaluation["metrics"]))
         lines += ["", "![truth vs estimate](scatter.png)"]
     else:
         lines.append(f"Not evaluated yet: `python -m trainer eval --run {run.path}` and export again.")
-    card = run.adapter_dir / "README.md"
-    write_atomic(card, "\n".join(lines) + "\n")
+    card, text = run.adapter_dir / "README.md", "\n".join(lines) + "\n"
+    if not card.is_file() or card.read_text() != text:
+        write_atomic(card, text)
     return card
 
 

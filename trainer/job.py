@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import gc
 import math
 import os
@@ -174,7 +175,7 @@ class TrainingJob:
             if dist.is_writer():
                 self.run = RunFolder.create(name, runs_root)
                 self.config.name = self.run.name  # the folder's real name, suffixed if the name was taken
-                self.run.config_file.write_text(self.config.to_yaml())
+                self.run.config_file.write_text(self.config.recorded().to_yaml())
             # Every rank trains into the one folder rank 0 made (its name may have a suffix or another second).
             path = dist.from_writer(str(self.run.path) if dist.is_writer() else None)
             self.run = RunFolder(Path(path), writer=dist.is_writer())
@@ -276,6 +277,13 @@ class TrainingJob:
         else:
             train, validation, test, note = load_config_data(cfg)
             self.run.write_split(train, validation, test)
+            if Path(cfg.data).is_file():  # which file it was, by content: its path may be a server's temp folder
+                digest = hashlib.sha256()
+                with open(cfg.data, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+                self.run.update_status(data_file={"name": cfg.data_name or Path(cfg.data).name,
+                                                  "sha256": digest.hexdigest(), "bytes": Path(cfg.data).stat().st_size})
         # The probe measures training on rows kept out of it; the held-out rows are only for the final Tester.
         self.probe_items = (validation or test)[: max(cfg.probe_size, cfg.num_samples)]
         self.probe_name = "validation" if validation else "held-out"

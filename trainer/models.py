@@ -73,33 +73,72 @@ def demo_model_dir() -> Path | None:
     return target
 
 
-def resolve(name: str) -> str:
-    """Map a model name from the form (demo, hub id or local folder) to what from_pretrained takes."""
+MODEL_DIRS = "PRICETUNE_MODEL_DIRS"
+"""Environment variable: the folders (os.pathsep-separated) a shared app accepts local models under."""
+ARCHITECTURE_LIMITS = {"num_hidden_layers": 512, "hidden_size": 65_536, "intermediate_size": 262_144,
+                       "num_attention_heads": 1_024, "vocab_size": 1_048_576}
+"""The largest architecture numbers inspected: a 400B model fits; a forged config.json costs no minutes of CPU."""
+
+
+def model_roots() -> list[Path]:
+    """Where a shared app accepts local model folders: PRICETUNE_MODEL_DIRS, by default PriceTune's model cache."""
+    listed = [Path(p).expanduser() for p in os.environ.get(MODEL_DIRS, "").split(os.pathsep) if p.strip()]
+    return listed or [cache_dir()]
+
+
+def _local_folder(name: str, roots: list[Path] | None) -> str | None:
+    """The folder `name` means, if it names one (None: a hub id); refused with one message whether it is missing,
+    unreadable or (with `roots`) outside them, so the answer tells nothing about the server's file system."""
+    if not (name.startswith((".", "/", "~")) or os.path.isdir(name)):
+        return None
+    path = Path(name).expanduser()
+    try:
+        real = path.resolve(strict=True)
+        ok = real.is_dir() and os.access(real, os.R_OK | os.X_OK)
+        if roots is not None:
+            ok = ok and any(real.is_relative_to(Path(r).expanduser().resolve()) for r in roots)
+    except (OSError, RuntimeError):
+        ok = False
+    if not ok:
+        where = (f" On a shared app, local models are accepted only under {MODEL_DIRS}." if roots is not None else "")
+        raise ModelError(f"Model folder {name!r} does not exist or cannot be read.{where}")
+    return str(path)
+
+
+def resolve(name: str, roots: list[Path] | None = None) -> str:
+    """Map a model name from the form (demo, hub id or local folder) to what from_pretrained takes; with `roots`,
+    local folders only under them."""
     name = (name or DEMO).strip()
     if name == DEMO:
         folder = demo_model_dir()
         return str(folder) if folder else DEMO_HUB_ID
-    if os.path.isdir(name):
-        return name
-    if name.startswith((".", "/", "~")):
-        raise ModelError(f"Model folder {name!r} does not exist.")
+    folder = _local_folder(name, roots)
+    if folder is not None:
+        return folder
     if name.count("/") != 1:
         raise ModelError(f"{name!r} is neither 'demo', a local folder, nor a Hugging Face id like 'org/model'.")
     return name
 
 
-def model_config(name: str):
-    """The model's config without loading weights; known architectures work offline."""
+def model_config(name: str, roots: list[Path] | None = None):
+    """The model's config without loading weights (known architectures work offline); with `roots`, local folders
+    only under them. Architectures beyond ARCHITECTURE_LIMITS are refused before anything is built."""
     name = (name or DEMO).strip()
     if name in KNOWN_ARCHITECTURES:
         return LlamaConfig(**KNOWN_ARCHITECTURES[name])
     try:
-        return AutoConfig.from_pretrained(resolve(name), trust_remote_code=False)
+        config = AutoConfig.from_pretrained(resolve(name, roots), trust_remote_code=False)
     except ModelError:
         raise
     except Exception as exc:  # hub offline, gated, typo: all read the same to a user
         raise ModelError(f"Cannot read the config of {name!r}: {first_line(exc)}. "
                          "Check the id or folder, network access and HF_TOKEN for gated models.") from exc
+    text = getattr(config, "get_text_config", lambda: config)()
+    for key, limit in ARCHITECTURE_LIMITS.items():
+        value = getattr(text, key, None)
+        if isinstance(value, int) and not 0 < value <= limit:
+            raise ModelError(f"The config of {name!r} has {key} {value:,}; PriceTune inspects models up to {limit:,}.")
+    return config
 
 
 def hub_id(name: str) -> str | None:

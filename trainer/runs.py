@@ -40,6 +40,7 @@ class Status(TypedDict, total=False):
     examples_per_step: int
     max_length: int
     data_summary: str
+    data_file: dict  # a data file's name, sha256 and size in bytes (config.yaml names it, never by a server path)
     baselines: dict  # the baselines' metrics on the probe items (constants, the text baseline)
     best_step: int  # the step and probe $ error of the adapter kept in adapter-best/
     best_error: float

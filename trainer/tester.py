@@ -46,15 +46,18 @@ class _Progress:
             self.report(min(self.done, self.total), self.total, what)
 
 
-def _price_all(predictor, texts: list[str], progress: _Progress, where: str) -> dict[str, list]:
-    """Every method's prices of the fine-tuned model and the base model's greedy ones, in batches (2 + 1 passes)."""
-    guesses: dict[str, list] = {m: [] for m in (*METHODS, "base")}
+def _price_all(predictor, texts: list[str], progress: _Progress, where: str, base: bool = True) -> dict[str, list]:
+    """Every method's prices of the fine-tuned model and (with `base`) the base model's greedy ones, in batches
+    (2 + 1 passes)."""
+    guesses: dict[str, list] = {m: [] for m in (*METHODS, *(["base"] if base else []))}
     for start in range(0, len(texts), BATCH):
         progress.check()
         batch = texts[start:start + BATCH]
         for method, preds in predictor.predict_methods(batch, METHODS).items():
             guesses[method] += [p.price for p in preds]
         progress.add(2 * len(batch), f"{where}: fine-tuned model, {min(start + BATCH, len(texts))} of {len(texts)}")
+        if not base:
+            continue
         progress.check()
         guesses["base"] += [p.price for p in predictor.predict(batch, base=True, method="greedy")]
         progress.add(len(batch), f"{where}: base model, {min(start + BATCH, len(texts))} of {len(texts)}")
@@ -86,9 +89,10 @@ def price_choice(run: RunFolder, predictor=None, progress: _Progress | None = No
     if not measure:
         return None
     predictor = predictor or predictor_for(run.path)
-    progress = progress or _Progress(3 * len(validation), None, None)
+    progress = progress or _Progress(2 * len(validation), None, None)
     texts, truths = [p.text for p in validation], [p.price for p in validation]
-    guesses = _price_all(predictor, texts, progress, f"choosing the price method on {len(texts)} validation rows")
+    guesses = _price_all(predictor, texts, progress, f"choosing the price method on {len(texts)} validation rows",
+                         base=False)
     text_prices = predict_prices(_text_model(run), texts)
     scores = {m: price_metrics(guesses[m], truths) for m in METHODS}
     best = min(METHODS, key=lambda m: (scores[m]["error"], METHODS.index(m)))
@@ -116,7 +120,7 @@ def _choice_for(run: RunFolder, predictor, method: str, progress) -> dict | None
     """The run's price choice: measured now if `method` needs it (auto, ensemble) and it is not yet."""
     if method not in (AUTO, ENSEMBLE):
         return price_choice(run, measure=False)
-    choice = price_choice(run, predictor, _Progress(3 * len(run.split("validation")), progress, None))
+    choice = price_choice(run, predictor, _Progress(2 * len(run.split("validation")), progress, None))
     if method == ENSEMBLE and choice is None:
         raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
     return choice
@@ -169,11 +173,12 @@ def explain_price(run_path: str | Path, text: str, method: str = AUTO,
 
 def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | None = None,
                  progress: Callable[[int, int, str], None] | None = None,
-                 cancel: threading.Event | None = None, method: str = AUTO) -> dict:
+                 cancel: threading.Event | None = None, method: str = AUTO, save: bool = True) -> dict:
     """Price a test set by every method of the run's adapter, the ensemble and the base model; compare to baselines.
 
     The headline is `method`; `auto` takes the method with the lowest $ error on the run's validation rows (priced
-    first when not yet measured for this adapter), so nothing about the headline is chosen on the test rows.
+    first when not yet measured for this adapter), so nothing about the headline is chosen on the test rows. With
+    `save`, the result is the run's eval.json.
     """
     from .inference import predictor_for
 
@@ -185,7 +190,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     texts, truths = [p.text for p in items], [p.price for p in items]
     predictor = predictor_for(run.path)
     to_choose = 0 if price_choice(run, measure=False) else len(run.split("validation"))
-    steps = _Progress(3 * (to_choose + len(texts)), progress, cancel)
+    steps = _Progress(2 * to_choose + 3 * len(texts), progress, cancel)
     choice = price_choice(run, predictor, steps)
     headline, why = resolve_method(run, method, choice)
     if headline == ENSEMBLE:
@@ -214,7 +219,8 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
                    **{k: guesses[k][i] for k in (*methods, "base", TEXT_BASELINE)}}
                   for i, (t, y) in enumerate(zip(texts, truths))],
     }
-    write_atomic(run.eval_file, json.dumps(result))
+    if save:
+        write_atomic(run.eval_file, json.dumps(result))
     return result
 
 

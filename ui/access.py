@@ -9,10 +9,30 @@ import gradio as gr
 from trainer.runs import RunFolder
 
 
+class AuthError(ValueError):
+    """PRICETUNE_AUTH that would let someone in without a password, or that names nobody."""
+
+
 def auth_users() -> list[tuple[str, str]]:
-    """PRICETUNE_AUTH="user:password,user2:password2" turns login on."""
-    pairs = [p.split(":", 1) for p in os.environ.get("PRICETUNE_AUTH", "").split(",") if ":" in p]
-    return [(u.strip(), pw) for u, pw in pairs if u.strip()]
+    """PRICETUNE_AUTH="user:password,user2:password2" turns login on; an entry without a password is refused."""
+    users = []
+    for entry in (e.strip() for e in os.environ.get("PRICETUNE_AUTH", "").split(",")):
+        if not entry:
+            continue
+        user, _, password = entry.partition(":")
+        if not user.strip() or not password:
+            raise AuthError(f"PRICETUNE_AUTH: {user.strip() or entry!r} needs a non-empty password "
+                            "(user:password, comma-separated)")
+        users.append((user.strip(), password))
+    return users
+
+
+def model_folders() -> list | None:
+    """Where this app accepts local model folders: anywhere on a person's own machine (no login), only under the
+    configured roots on a shared one (login on); Gradio's upload folder is never among them by default."""
+    from trainer.models import model_roots
+
+    return model_roots() if auth_users() else None
 
 
 def current_user(request: gr.Request | None) -> str | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import glob
+import re
 import tempfile
 import traceback
 from pathlib import Path
@@ -85,7 +87,8 @@ def resume_run(run: RunFolder, request: gr.Request | None) -> str:
 
 
 def adapter_zip(run: RunFolder) -> str:
-    """The run's adapter zip for download, built in a temp folder the server owns (never the runs folder itself)."""
+    """The run's adapter zip for download, built in a temp folder the server owns (never the runs folder itself):
+    one per run and adapter version, the older ones of the run removed."""
     folder = Path(tempfile.gettempdir()) / "pricetune-downloads"
     folder.mkdir(exist_ok=True)
     # Named by the adapter's and the evaluation's save times, so a resumed, re-finished or re-evaluated run never
@@ -94,4 +97,19 @@ def adapter_zip(run: RunFolder) -> str:
     target = folder / f"{run.name}-adapter-{'-'.join(map(str, stamps))}.zip"
     if not target.exists():
         run.zip_adapter(target)
+        mine = re.compile(re.escape(run.name) + r"-adapter-[\d-]+\.zip")
+        for old in folder.glob(f"{glob.escape(run.name)}-adapter-*.zip"):
+            if old != target and mine.fullmatch(old.name):
+                old.unlink(missing_ok=True)
     return str(target)
+
+
+def busy_refusal(what: str) -> str | None:
+    """Why `what` must wait while a run trains (it would load a second copy of the model beside the running job,
+    which on a GPU can push that job out of memory); None when no run trains in this process."""
+    job = JOBS.active()
+    if job is None:
+        return None
+    status = job.run.status()
+    return (f"**Busy:** run {job.run.name} is training (step {status.get('step', 0)}/{status.get('total_steps') or '?'})."
+            f" {what} loads a second copy of the model, so it waits until the run ends (or is stopped).")

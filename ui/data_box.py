@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import random
 from pathlib import Path
 
 import gradio as gr
@@ -97,12 +98,18 @@ def demo_tokenizer():
     return load_tokenizer(DEMO)
 
 
+CHART_ROWS = 4_000
+"""Rows tokenized for the token-length chart: enough for a histogram and its cut-off, seconds on any upload."""
+
+
 def token_lengths(products):
-    """Tokens per example with the demo tokenizer, and the max length training would pick from the data."""
+    """Tokens per example with the demo tokenizer on a seeded sample of the rows, and the max length training would
+    pick (training sizes it from every row)."""
+    shown = random.Random(0).sample(products, CHART_ROWS) if len(products) > CHART_ROWS else products
     try:
         tokenizer = demo_tokenizer()
-        lengths, cutoff = example_lengths(tokenizer, products), fit_max_length(tokenizer, products)
-        return charts.token_length_figure(lengths, cutoff)
+        lengths, cutoff = example_lengths(tokenizer, shown), fit_max_length(tokenizer, shown)
+        return charts.token_length_figure(lengths, cutoff, of_rows=len(products))
     except (ModelError, ValueError) as exc:  # no tokenizer here: the data is still usable, only the chart is missing
         return charts.empty_figure("Tokens per example", f"Cannot count tokens: {exc}")
 

@@ -9,7 +9,9 @@ from .tabs import evaluate, export, inside, predict, runs, train
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="PriceTune") as app:
+    # Gradio copies every download and upload into its cache: files older than two hours go, checked hourly (a run
+    # keeps its own copy of the data it trained on).
+    with gr.Blocks(title="PriceTune", delete_cache=(3600, 7200)) as app:
         gr.Markdown("# PriceTune\nFine-tune a language model with QLoRA to predict product prices.")
         training = train.create_train_tab()
         predict.create_predict_tab()

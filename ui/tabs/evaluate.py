@@ -10,14 +10,24 @@ import pandas as pd
 from trainer import charts
 from trainer.estimates import AUTO, CHOICES
 
-from ..common import COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, named_run, refused, reports_errors, run_choices, run_picker
+from ..access import current_user, may_control
+from ..common import (COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, busy_refusal, named_run, refused, reports_errors,
+                      run_choices, run_picker)
 from ..data_box import FILE_TYPES
 
-EVAL_CANCEL = threading.Event()
+_CANCELS: dict[str, threading.Event] = {}
+_CANCELS_LOCK = threading.Lock()
+
+
+def cancel_event(request: gr.Request | None) -> threading.Event:
+    """The Cancel flag of one caller (the logged-in user, else the page's session): Cancel stops only your own."""
+    key = current_user(request) or getattr(request, "session_hash", None) or ""
+    with _CANCELS_LOCK:
+        return _CANCELS.setdefault(key, threading.Event())
 
 
 @reports_errors(4, at=0)
-def run_evaluation(run_name, file, limit, method=AUTO, progress=gr.Progress()):
+def run_evaluation(run_name, file, limit, method=AUTO, request: gr.Request = None, progress=gr.Progress()):
     from trainer.tester import Cancelled, evaluate_run, one_line, summary_table
 
     run = named_run(run_name, with_adapter=True)
@@ -25,11 +35,17 @@ def run_evaluation(run_name, file, limit, method=AUTO, progress=gr.Progress()):
         return refused(PICK_FINISHED), None, None, None
     if method not in CHOICES:
         return refused(f"Pick a headline price method: {', '.join(CHOICES)}."), None, None, None
-    EVAL_CANCEL.clear()
+    busy = busy_refusal("Evaluate")
+    if busy:
+        return refused(busy), None, None, None
+    cancel = cancel_event(request)
+    cancel.clear()
+    # Anyone logged in may evaluate; only the run's owner (or an admin) writes eval.json, which feeds its card and zip.
+    save = may_control(run, request)
     try:
         result = evaluate_run(run.path, data=str(file) if file else None, limit=int(limit or 0) or None,
                               progress=lambda done, total, what: progress(done / total, desc=what),
-                              cancel=EVAL_CANCEL, method=method)
+                              cancel=cancel, method=method, save=save)
     except Cancelled:
         return "Evaluation cancelled; nothing was written.", None, None, None
     except ValueError as exc:  # DataError, ModelError: bad test file or unloadable run
@@ -37,13 +53,15 @@ def run_evaluation(run_name, file, limit, method=AUTO, progress=gr.Progress()):
     truths = [item["truth"] for item in result["items"]]
     guesses = [item["guess"] for item in result["items"]]
     table = pd.DataFrame(summary_table(result), columns=EVAL_COLUMNS)
-    return (f"{one_line(result)}  \nSaved with run {run_name}: its model card and adapter zip include it.", table,
+    saved = ("Saved with run {run_name}: its model card and adapter zip include it." if save else
+             f"Not saved: only the user who started run {run_name} (or an admin) writes its evaluation.")
+    return (f"{one_line(result)}  \n{saved.format(run_name=run_name)}", table,
             charts.scatter_figure(truths, guesses), charts.bucket_figure(truths, guesses))
 
 
-def cancel_evaluation():
-    EVAL_CANCEL.set()
-    return "Cancelling at the next batch…"
+def cancel_evaluation(request: gr.Request = None):
+    cancel_event(request).set()
+    return "Cancelling your evaluation at the next batch…"
 
 
 def create_evaluate_tab() -> dict:

@@ -12,12 +12,12 @@ from ..common import PICK_FINISHED, adapter_zip, named_run, refused, reports_err
 
 
 @reports_errors(3, at=0)
-def export_card(run_name):
+def export_card(run_name, request: gr.Request = None):
     from trainer.export import model_card
 
-    run = named_run(run_name, with_adapter=True)
+    run, refusal = controllable_run(run_name, request, "write the model card of")
     if run is None:
-        return refused(PICK_FINISHED), gr.skip(), None
+        return refused(refusal), gr.skip(), None
     card = model_card(run.path)
     scatter = card.with_name("scatter.png")
     return (card_preview(card.read_text()), gr.DownloadButton(

@@ -8,7 +8,7 @@ import pandas as pd
 from trainer.data import DataError, parse_price
 from trainer.models import ModelError
 
-from ..common import named_run, reports_errors, run_choices, run_picker
+from ..common import busy_refusal, named_run, refused, reports_errors, run_choices, run_picker
 
 @reports_errors(4, at=0)
 def inside_step(run_name, text, price, progress=gr.Progress()):
@@ -24,6 +24,9 @@ def inside_step(run_name, text, price, progress=gr.Progress()):
         return f"**Price:** {exc}", None, None, None
     if not text or not text.strip():
         return "Type a product description (or pick a training example).", None, None, None
+    busy = busy_refusal("A look inside a step")
+    if busy:
+        return refused(busy), None, None, None
     progress(0, desc="loading a copy of the model")
     try:
         step = look_inside(run.path, text.strip(), price)

@@ -8,7 +8,7 @@ from trainer import charts
 from trainer.estimates import AUTO, CHOICES, METHOD_NAMES
 from trainer.models import ModelError
 
-from ..common import PICK_FINISHED, named_run, refused, reports_errors, run_choices, run_picker
+from ..common import PICK_FINISHED, busy_refusal, named_run, refused, reports_errors, run_choices, run_picker
 
 
 METHOD_HELP = (
@@ -31,6 +31,9 @@ def predict(run_name, text, method=AUTO, progress=gr.Progress()):
         return refused("Type a product description."), None
     if method not in CHOICES:
         return refused(f"Pick a price method: {', '.join(CHOICES)}."), None
+    busy = busy_refusal("Predict")
+    if busy:
+        return refused(busy), None
     try:
         answer = explain_price(run.path, text, method,
                                progress=lambda done, total, what: progress(done / total, desc=what))

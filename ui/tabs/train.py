@@ -15,7 +15,7 @@ from trainer.job import JOBS, Busy
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
 
 from .. import data_box, live
-from ..access import current_user, may_control
+from ..access import current_user, may_control, model_folders
 from ..common import RESUMABLE, refused, reports_errors, resume_run
 
 DEFAULTS = TrainConfig()
@@ -23,7 +23,7 @@ DEFAULTS = TrainConfig()
 # lora_r, ...), of fill_form's values and of the components.
 FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "sample_every", "probe_size", "seed",
-               "save_steps"]
+               "save_steps", "validation_size"]
 
 
 def is_a_default(targets, lr) -> bool:
@@ -36,7 +36,7 @@ def is_a_default(targets, lr) -> bool:
 def discover_targets(model_name, current, lr):
     """The new model's linear layers; its default targets and learning rate unless the user chose their own."""
     try:
-        names = linear_module_names(model_config(model_name))
+        names = linear_module_names(model_config(model_name, model_folders()))
     except (ModelError, ValueError) as exc:
         gr.Warning(str(exc))
         return gr.skip(), gr.skip()
@@ -52,35 +52,42 @@ def estimate(model_name, r, targets):
     if not targets:
         return "Pick at least one target module."
     try:
-        return estimate_adapter(model_config(model_name), int(r), list(targets)).describe()
+        return estimate_adapter(model_config(model_name, model_folders()), int(r), list(targets)).describe()
     except (ModelError, ValueError) as exc:
         return f"Cannot estimate: {exc}"
 
 
 def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
-                sample_every, probe_size, seed, save_steps, mapping=None) -> TrainConfig:
+                sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
+                mapping=None) -> TrainConfig:
     """The TrainConfig the form describes, every field converted and checked by the config itself (a cleared number
     field is refused by its name); Start and Export config share it."""
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
     mapping = (mapping or {}) if data_path != "sample" else {}
     values = dict(zip(FORM_FIELDS, (model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum,
-                                    max_len, sample_every, probe_size, seed, save_steps)))
+                                    max_len, sample_every, probe_size, seed, save_steps, validation)))
     values["model"] = str(model or "").strip() or DEMO
     values["target_modules"] = list(targets or [])
-    return TrainConfig.from_dict({"data": str(data_path or "sample"), "text_column": ",".join(mapping.get("text") or []),
+    data = str(data_path or "sample")
+    # An upload is named by its own file name in the run folder; Gradio's temp path stays on the server.
+    upload = data != "sample" and not data.startswith(RUN_DATA)
+    return TrainConfig.from_dict({"data": data, "data_name": Path(data).name if upload else "",
+                                  "text_column": ",".join(mapping.get("text") or []),
                                   "price_column": mapping.get("price") or "", **values}).validate()
 
 
 @reports_errors()
 def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
-          sample_every, probe_size, seed, save_steps, mapping=None, request: gr.Request = None):
+          sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size, mapping=None,
+          request: gr.Request = None):
     # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
     form = {k: v for k, v in locals().items() if k != "request"}
     if not data_path:
         return refused("Choose data first: **Use sample data** or upload a file.")
     try:
         config = form_config(**form)
-        model_config(config.model)  # a mistyped id is refused now, not after the data is read and tokenized
+        # A mistyped id is refused now, not after the data is read and tokenized; a folder only where allowed.
+        model_config(config.model, model_folders())
         job = JOBS.start(config, owner=current_user(request))
     except (ConfigError, ModelError, Busy) as exc:
         return refused(f"**Cannot start:** {exc}")
@@ -89,7 +96,7 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
 
 @reports_errors(2, at=1)
 def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
-                  sample_every, probe_size, seed, save_steps, mapping=None):
+                  sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size, mapping=None):
     """The form as the YAML that `python -m trainer train --config` takes."""
     try:
         config = form_config(**locals())
@@ -97,7 +104,7 @@ def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_s
         return gr.skip(), refused(f"**Cannot export:** {exc}")
     folder = Path(tempfile.mkdtemp(prefix="pricetune-config-"))
     path = folder / "pricetune-config.yaml"
-    path.write_text(config.to_yaml())
+    path.write_text(config.recorded().to_yaml())
     return gr.DownloadButton(value=str(path), visible=True, label="Download config.yaml"), commands_text(config)
 
 
@@ -131,7 +138,7 @@ def fill_form(config: TrainConfig, message: str, data_kept: bool = False):
     """The form's values for a config, then a message (with where its data was, as uploads are not kept)."""
     values = [getattr(config, f) for f in FORM_FIELDS]
     try:
-        names = linear_module_names(model_config(config.model))
+        names = linear_module_names(model_config(config.model, model_folders()))
         values[FORM_FIELDS.index("target_modules")] = gr.CheckboxGroup(choices=names, value=config.target_modules)
     except (ModelError, ValueError):
         pass  # the model cannot be inspected here; the targets are shown as given
@@ -185,7 +192,8 @@ def form_components() -> dict:
                 ("max_length", "max length (0 = from data)", 0)],
                [("sample_every", "sample predictions every N steps", 0),
                 ("probe_size", "validation items priced each time", 0), ("seed", "seed", 0),
-                ("save_steps", f"checkpoint every N steps (and every {DEFAULTS.save_minutes:g} min)", 0)]]
+                ("save_steps", f"checkpoint every N steps (and every {DEFAULTS.save_minutes:g} min)", 0),
+                ("validation_size", "validation rows: share (<1) or count, not trained on", None)]]
     for row in numbers:
         with gr.Row():
             for name, label, precision in row:
