@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AuthenticationError
 
 from e2e_app import ROOT, LaunchedApp  # noqa: E402
+from test_hostile import alias_bomb  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -49,6 +50,11 @@ def test_login_owner_only_stop_and_resume_on_a_space(tmp_path):
         alice = Client(app.url, auth=("alice", "wonderland"), verbose=False)
         bob = Client(app.url, auth=("bob", "builder"), verbose=False)
         alice.predict(api_name="/use_sample")
+        # A 300-byte alias bomb uploaded as a config is refused at once, naming what is wrong.
+        bomb = tmp_path / "bomb.yaml"
+        bomb.write_text(alias_bomb(6))
+        note = bob.predict(handle_file(str(bomb)), api_name="/import_config")[-1]
+        assert "Cannot import" in note and "aliases (*name) are not accepted" in note, note
         # On a shared app a local model folder is accepted only under PRICETUNE_MODEL_DIRS, refused alike elsewhere.
         for folder in (str(data_root), "/no/such/folder"):
             refusal = alice.predict(**{**FORM, "model": folder}, api_name="/start")

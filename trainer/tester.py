@@ -237,11 +237,13 @@ def summary_table(result: dict) -> list[list]:
     """Rows of (model, error, RMSLE, hits %, MSE, r², unparseable): the headline first, then the fine-tuned model's
     other methods and the ensemble, then the base model and the baselines."""
     headline = result.get("method", "greedy")
-    methods = result.get("methods") or {headline: result["metrics"]}
+    baselines = dict(result["baselines"])
+    # eval.json from before every method had its entry kept the other method among the baselines.
+    older = {m: baselines.pop(k) for k, m in (("expected_value", "expected"), ("greedy", "greedy")) if k in baselines}
+    methods = result.get("methods") or {headline: result["metrics"], **older}
     rows = [(method_name(headline) + " ◀ headline", result["metrics"])]
     rows += [(method_name(k), v) for k, v in methods.items() if k != headline]
-    rows += [(ROW_NAMES.get(k, k), v) for k, v in result["baselines"].items()
-             if k not in ("expected_value", "greedy")]  # eval.json before every method had its entry
+    rows += [(ROW_NAMES.get(k, k), v) for k, v in baselines.items()]
     return [[name, round(m["error"], 2), round(m["rmsle"], 3), round(100 * m["hits"], 1),
              None if m.get("mse") is None else round(m["mse"], 1), None if m.get("r2") is None else round(m["r2"], 3),
              m["unparseable"]] for name, m in rows]
