@@ -278,10 +278,8 @@ class TrainingJob:
             train, validation, test, note = load_config_data(cfg)
             self.run.write_split(train, validation, test)
             if Path(cfg.data).is_file():  # which file it was, by content: its path may be a server's temp folder
-                digest = hashlib.sha256()
                 with open(cfg.data, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        digest.update(block)
+                    digest = hashlib.file_digest(f, "sha256")
                 self.run.update_status(data_file={"name": cfg.data_name or Path(cfg.data).name,
                                                   "sha256": digest.hexdigest(), "bytes": Path(cfg.data).stat().st_size})
         # The probe measures training on rows kept out of it; the held-out rows are only for the final Tester.

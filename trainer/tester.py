@@ -11,7 +11,8 @@ from .data import DataError, Product, load_products
 from .baselines import (TEXT_BASELINE, TEXT_BASELINE_NAME, constant_baselines, fit_text_baseline, linear_bow,
                         load_text_baseline, predict_prices)
 from .config import TrainConfig
-from .estimates import AUTO, CHOICES, ENSEMBLE, METHOD_NAMES, METHODS, blend, fit_weight
+from .estimates import (AUTO, CHOICES, DISTRIBUTION_METHODS, ENSEMBLE, METHOD_NAMES, METHODS, blend, fit_weight,
+                        point_estimate)
 from .evaluate import price_metrics, summary_line
 from .runs import RunFolder, write_atomic
 
@@ -162,13 +163,15 @@ def explain_price(run_path: str | Path, text: str, method: str = AUTO,
     predictor = predictor_for(run.path)
     choice = _choice_for(run, predictor, method, progress)
     used, why = resolve_method(run, method, choice)
-    prices = {m: preds[0].price for m, preds in predictor.predict_methods([text], METHODS).items()}
+    candidates = predictor.distribution(text)  # one beam search: every point estimate and the chart
+    prices = {m: point_estimate(candidates, m) for m in DISTRIBUTION_METHODS}
+    prices["greedy"] = predictor.predict([text], method="greedy")[0].price
     if choice:
         prices[ENSEMBLE] = _blended(run, choice, [prices[choice["best_method"]]], [text])[0]
         if used == ENSEMBLE:
             why = ensemble_reason(choice)
     return {"method": used, "reason": why, "price": prices[used], "prices": prices,
-            "base": predictor.predict([text], base=True, method="greedy")[0], "candidates": predictor.distribution(text)}
+            "base": predictor.predict([text], base=True, method="greedy")[0], "candidates": candidates}
 
 
 def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | None = None,
