@@ -362,15 +362,25 @@ def predict_expected(model, tokenizer, texts: list[str], **beam_args) -> list[Pr
     return predict_estimates(model, tokenizer, texts, ("expected",), **beam_args)["expected"]
 
 
-def predict_by(model, tokenizer, texts: list[str], method: str, *, batch_size: int = 16,
-               max_prompt_tokens: int = 256) -> list[Prediction]:
-    """Prices by any of METHODS: greedy decoding, or a point estimate of the beam's distribution."""
-    if method == "greedy":
-        return predict_greedy(model, tokenizer, texts, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)
-    if method not in DISTRIBUTION_METHODS:
-        raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
-    return predict_estimates(model, tokenizer, texts, (method,), batch_size=batch_size,
-                             max_prompt_tokens=max_prompt_tokens)[method]
+def predict_methods(model, tokenizer, texts: list[str], methods, *, batch_size: int = 16,
+                    max_prompt_tokens: int = 256) -> dict[str, list[Prediction]]:
+    """method → predictions for each of `methods` (of METHODS): the point estimates share one beam search, greedy
+    decodes."""
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown price method(s) {', '.join(sorted(unknown))}; one of {', '.join(METHODS)}")
+    wanted = [m for m in methods if m in DISTRIBUTION_METHODS]
+    out = predict_estimates(model, tokenizer, texts, wanted, batch_size=batch_size,
+                            max_prompt_tokens=max_prompt_tokens) if wanted else {}
+    if "greedy" in methods:
+        out["greedy"] = predict_greedy(model, tokenizer, texts, batch_size=batch_size,
+                                       max_prompt_tokens=max_prompt_tokens)
+    return out
+
+
+def predict_by(model, tokenizer, texts: list[str], method: str, **kwargs) -> list[Prediction]:
+    """Prices by any one of METHODS."""
+    return predict_methods(model, tokenizer, texts, (method,), **kwargs)[method]
 
 
 def price_distribution(model, tokenizer, text: str, *, beam: int = 8, max_digits: int = 4,

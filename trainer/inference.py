@@ -35,20 +35,11 @@ class Predictor:
 
     def predict_methods(self, texts: list[str], methods, *, base: bool = False) -> dict:
         """method → predictions for each of `methods` (estimates.METHODS); the point estimates share one beam."""
-        from .estimates import DISTRIBUTION_METHODS
-        from .evaluate import predict_estimates, predict_greedy
+        from .evaluate import predict_methods
 
-        wanted = [m for m in methods if m in DISTRIBUTION_METHODS]
         with self.lock, self._adapter(base):
-            out = predict_estimates(self.model, self.tokenizer, texts, wanted,
-                                    max_prompt_tokens=self.max_prompt_tokens) if wanted else {}
-            if "greedy" in methods:
-                out["greedy"] = predict_greedy(self.model, self.tokenizer, texts,
-                                               max_prompt_tokens=self.max_prompt_tokens)
-        unknown = set(methods) - set(out)
-        if unknown:
-            raise ValueError(f"unknown price method(s): {', '.join(sorted(unknown))}")
-        return out
+            return predict_methods(self.model, self.tokenizer, texts, methods,
+                                   max_prompt_tokens=self.max_prompt_tokens)
 
     def distribution(self, text: str, *, base: bool = False):
         from .evaluate import price_distribution
