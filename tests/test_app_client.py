@@ -103,7 +103,8 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
         client.predict(run_name, "x", "__import__('os')", api_name="/predict")
 
     # The Tester on the run's held-out split: a results table and the course's scatter chart.
-    summary, table, scatter, _buckets = client.predict(run_name, None, 6, api_name="/evaluate")
+    summary, table, scatter, _buckets, _categories, _category_chart = client.predict(run_name, None, 6,
+                                                                                   api_name="/evaluate")
     assert "on 6 items" in summary and re.search(r"validation rows\): Error=\$", summary), summary
     assert "eval.json" not in summary and "Saved with run" in summary  # no server paths
     shown = [row[0] for row in table["data"]]
@@ -116,6 +117,17 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     assert rows["TF-IDF ridge (log price)"]["error $"] > 0 and all(r["MSE"] is not None for r in rows.values())
     figure = json.loads(scatter["plot"])
     assert figure["layout"]["title"]["text"].startswith("Error=$") and len(figure["data"][0]["x"]) >= 1
+    assert not _categories["visible"]  # the sample data has no category
+    # A file of the course's Item records: errors by its category, in a table and a chart, beside the text baseline.
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"title": f"Kettle {i}", "summary": f"Electric kettle {i}, 1.{i} litres",
+                                         "category": ["Appliances", "Kitchen"][i % 2], "price": 20.0 + i}) + "\n"
+                             for i in range(12)))
+    *_, by_category, category_chart = client.predict(run_name, handle_file(str(items)), 4, api_name="/evaluate")
+    assert by_category["visible"] and category_chart["visible"]
+    assert [row[:2] for row in by_category["value"]["data"]] == [["Appliances", 2], ["Kitchen", 2]]
+    bars = json.loads(category_chart["value"]["plot"])["data"]
+    assert [bar["name"] for bar in bars] == ["fine-tuned", "text baseline (TF-IDF ridge)"]
 
     # Export: the model card carries that evaluation; the zip has the card and its scatter image.
     card, download, scatter = client.predict(run_name, api_name="/export_card")
@@ -198,6 +210,16 @@ def test_exported_config_imports_back_into_the_form_and_trains_headless(launched
     variant.write_text(TrainConfig(**{**vars(config), "max_minutes": 30, "precision": "fp32"}).to_yaml())
     note = client.predict(handle_file(str(variant)), api_name="/import_config")[-1]
     assert "Not in the form" in note and "max_minutes 30 (default 0)" in note and "precision fp32 (default auto)" in note
+    # A preset fills every field it sets, the question and the course's optimizer settings too.
+    *values, note = client.predict("course-lite", api_name="/apply_preset")
+    filled = dict(zip(["model", "quant", "r", "alpha", "dropout", "targets", "lr", "max_steps", "epochs", "batch",
+                       "accum", "max_len", "sample_every", "probe_size", "seed", "save_steps", "validation",
+                       "question", "warmup", "weight_decay", "grad_norm"], values))
+    assert (filled["model"], filled["r"], filled["alpha"], filled["batch"], filled["max_len"], filled["lr"]) == (
+        "meta-llama/Llama-3.2-3B", 32, 64, 32, 128, 1e-4)
+    assert (filled["question"], filled["warmup"], filled["weight_decay"], filled["grad_norm"]) == (
+        "What does this cost to the nearest dollar?", 0.01, 0.001, 0.3)
+    assert "course lite (Llama 3.2 3B)" in note and "Not in the form" not in note
     bad = tmp_path / "bad.yaml"
     bad.write_text("lora_rank: 8\n")
     assert "Cannot import" in client.predict(handle_file(str(bad)), api_name="/import_config")[-1]
@@ -205,8 +227,10 @@ def test_exported_config_imports_back_into_the_form_and_trains_headless(launched
     # The same file drives the CLI, field for field.
     assert main(["train", "--config", path, "--output", str(tmp_path / "runs" / "headless")]) == 0
     trained = TrainConfig.from_yaml(tmp_path / "runs" / "headless" / "config.yaml")
-    assert {k: v for k, v in vars(trained).items() if k != "name"} == \
-        {k: v for k, v in vars(config).items() if k != "name"}
+    assert {k: v for k, v in vars(trained).items() if k not in ("name", "question")} == \
+        {k: v for k, v in vars(config).items() if k not in ("name", "question")}
+    # The form left the question to the data; the sample asks none, so the run recorded today's course question.
+    assert (config.question, trained.question) == ("", "What does this cost to the nearest dollar?")
 
 
 def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_step(launched_app):

@@ -138,9 +138,10 @@ CASES = [
     ("spaces.jsonl", "\n  \n", {}, "the file is empty"),
     ("header.csv", "text,price\n", {}, "has no data rows (only a header: text, price)"),
     ("few.csv", delimited(GOOD[:5] + [("x", "N/A")] * 3), {}, "only 5 usable rows of 8 (need at least 10)"),
-    ("no-price.csv", delimited(header=("name", "cost")), {}, "no text column 'text' or 'prompt' or 'description' or "
-                                                             "'title'; the columns are: 'name', 'cost'"),
-    ("no-price2.csv", delimited(header=("text", "cost")), {}, "no price column 'price'; the columns are: 'text', "
+    ("no-price.csv", delimited(header=("name", "cost")), {}, "no text column 'text' or 'summary' or 'prompt' or "
+                                                             "'description' or 'title'; the columns are: 'name', 'cost'"),
+    ("no-price2.csv", delimited(header=("text", "cost")), {}, "no price column 'price' or 'completion'; the columns are: "
+                                                              "'text', "
                                                               "'cost'"),
     ("not-cp1252.csv", "text,price\ncafé,12\n".encode("cp1252") + b"\x90,1\n" + delimited().encode()[11:], {},
      "neither UTF-8 (invalid byte 0xe9 at byte 14) nor Windows-1252 (invalid byte 0x90 at byte 19)"),
@@ -299,12 +300,13 @@ def test_a_save_to_disk_folder_loads_like_a_file(tmp_path):
     assert report.row_unit == "record" and products[0] == Product(GOOD[0][0], GOOD[0][1])
 
 
-def test_a_dataset_dict_folder_uses_its_train_split(tmp_path):
+def test_a_dataset_dict_folder_reads_every_split(tmp_path):
     datasets = pytest.importorskip("datasets")
     split = lambda rows: datasets.Dataset.from_dict({"title": [t for t, _ in rows], "price": [p for _, p in rows]})
-    datasets.DatasetDict({"test": split(GOOD[:3]), "train": split(GOOD)}).save_to_disk(str(tmp_path / "dd"))
+    datasets.DatasetDict({"test": split(GOOD[:3]), "train": split(GOOD[3:])}).save_to_disk(str(tmp_path / "dd"))
     products, report = load_products(str(tmp_path / "dd"))
     assert (report.rows_read, report.rows_kept, report.text_columns) == (12, 12, ["title"])
+    assert report.splits == {"test": 3, "train": 9}
 
 
 def test_a_folder_of_data_files_loads_through_datasets(tmp_path):

@@ -8,7 +8,7 @@ import sys
 import typing
 from pathlib import Path
 
-from .config import ConfigError, TrainConfig, field_docs, names_list
+from .config import PRESET_NAMES, PRESETS, ConfigError, TrainConfig, field_docs, names_list, preset
 from .estimates import AUTO, CHOICES
 
 
@@ -23,6 +23,8 @@ def _train_parser(sub):
                               "or `accelerate launch --multi_gpu --num_processes N -m trainer train …`; rank 0 "
                               "writes the run folder.")
     p.add_argument("--config", help="a config.yaml (as exported by the UI or written by a run); flags override it")
+    p.add_argument("--preset", choices=list(PRESETS), help="start from a preset (instead of --config): "
+                   + "; ".join(f"{k}: {v}" for k, v in PRESET_NAMES.items()) + "; flags override it")
     docs, types = field_docs(), typing.get_type_hints(TrainConfig)
     steps = p.add_mutually_exclusive_group()  # --epochs trains by epochs instead of --max-steps
     for f in dataclasses.fields(TrainConfig):
@@ -50,7 +52,12 @@ def _train(args) -> int:
         job = TrainingJob(resume=args.resume)
         print(job.resume_note, flush=True)
         return _follow(job.start())
-    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig.for_model(args.model or "demo")
+    if args.config and args.preset:
+        raise SystemExit("train: give --config or --preset, not both")
+    if args.preset:
+        config = preset(args.preset)
+    else:
+        config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig.for_model(args.model or "demo")
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
     if args.epochs is not None:

@@ -13,6 +13,7 @@ COLOURS = {"green": "#2ca02c", "orange": "#ff7f0e", "red": "#d62728"}
 ROW_BACKGROUNDS = {"green": "#e3f4e3", "orange": "#fdebd3", "red": "#f9dcdc", "none": "#e8e8e8"}
 LOSS_COLOUR = "#1f77b4"
 LR_COLOUR = "#9467bd"
+TEXT_BASELINE_COLOUR = "#17becf"
 EMA_ALPHA = 0.1
 
 
@@ -107,7 +108,7 @@ def error_figure(metrics: list[dict], base_error: float | None = None, constant_
     span = [0, max(max(steps, default=1), 1) * 1.03]
     for value, label, colour in ((base_error, "base model", "#7f7f7f"),
                                  (constant_error, "constant guess", "#bcbd22"),
-                                 (text_baseline_error, "TF-IDF ridge", "#17becf")):
+                                 (text_baseline_error, "TF-IDF ridge", TEXT_BASELINE_COLOUR)):
         if _number(value) is not None:
             fig.add_trace(go.Scatter(x=span, y=[value, value], mode="lines", name=f"{label} ${value:,.2f}",
                                      line=dict(color=colour, dash="dash", width=1.5), hoverinfo="name"))
@@ -256,6 +257,21 @@ def bucket_figure(truths: list[float], guesses: list[float | None]) -> go.Figure
                            marker_color=LOSS_COLOUR))
     fig.update_layout(title="Mean error by true price", xaxis_title="true price", yaxis_title="mean absolute error ($)",
                       template="plotly_white")
+    return fig
+
+
+def category_figure(categories: dict, shown: int = 20) -> go.Figure:
+    """Mean $ error by the data's category (the largest `shown`), the fine-tune beside the text baseline."""
+    rows = list(categories.items())[:shown]
+    if not rows:
+        return empty_figure("Error by category", "The data has no category column", "category", "mean absolute error ($)")
+    names = [name for name, _ in rows]
+    fig = go.Figure([go.Bar(name="fine-tuned", x=names, y=[c["model"]["error"] for _, c in rows],
+                            text=[f"n={c['count']}" for _, c in rows], marker_color=LOSS_COLOUR),
+                     go.Bar(name="text baseline (TF-IDF ridge)", x=names, y=[c["tfidf_ridge"]["error"] for _, c in rows],
+                            marker_color=TEXT_BASELINE_COLOUR)])
+    fig.update_layout(title="Mean error by category", barmode="group", xaxis_title="category",
+                      yaxis_title="mean absolute error ($)", template="plotly_white")
     return fig
 
 

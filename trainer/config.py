@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 import yaml
 
+from .data.prompt import COURSE_2024_QUESTION, COURSE_QUESTION
 from .estimates import METHODS
 
 COURSE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -77,6 +78,8 @@ class TrainConfig:
     """Seed of the train/test shuffle, so the held-out rows are the same every run."""
     validation_size: float = 0.1
     """Share (<1) or count (>=1) of the training split not trained on: the probe, and where the price method is chosen."""
+    question: str = ""
+    """The question every prompt asks; empty: the one the data's prompts ask, else the current course's (recorded)."""
     model: str = "demo"
     """'demo' (SmolLM2-135M-Instruct, built in), a Hugging Face model id, or a local model folder."""
     quant: Quantization = field(default_factory=_default_quant)
@@ -97,6 +100,10 @@ class TrainConfig:
     """Learning-rate schedule after warm-up."""
     warmup_ratio: float = 0.03
     """Share of the steps spent warming the learning rate up from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the LoRA weights."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this norm (0: no clipping)."""
     epochs: float = 1.0
     """Passes over the training split (used when max_steps is 0)."""
     max_steps: int = 250
@@ -152,6 +159,9 @@ class TrainConfig:
         check(0 < self.learning_rate <= 1, f"learning_rate: must be in (0, 1] (got {self.learning_rate})")
         check(self.lr_scheduler in SCHEDULES, f"lr_scheduler: one of {', '.join(SCHEDULES)}")
         check(0 <= self.warmup_ratio < 1, f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
+        check(0 <= self.weight_decay <= 1, f"weight_decay: must be in [0, 1] (got {self.weight_decay})")
+        check(0 <= self.max_grad_norm <= 1000, f"max_grad_norm: must be 0–1000 (got {self.max_grad_norm})")
+        check(len(self.question) <= MAX_QUESTION, f"question: at most {MAX_QUESTION} characters")
         check(self.max_steps >= 0, f"max_steps: must be 0 or more (got {self.max_steps})")
         check(self.max_steps > 0 or self.epochs > 0, "epochs: must be positive when max_steps is 0")
         check(1 <= self.batch_size <= 1024, f"batch_size: must be 1–1024 (got {self.batch_size})")
@@ -181,6 +191,11 @@ class TrainConfig:
     def for_model(cls, model: str = DEMO, **values) -> "TrainConfig":
         """A config for `model` with that model's defaults, then `values` on top."""
         return cls(model=model, **{**model_defaults(model), **values})
+
+    def asked(self) -> str:
+        """The question this run's prompts ask. A run's config.yaml always names it, except a run recorded before
+        the setting existed, which asked the 2024 course's."""
+        return self.question or COURSE_2024_QUESTION
 
     def lora_config(self):
         """PEFT's LoraConfig of this run: r, alpha, dropout and target modules on a causal LM, no bias."""
@@ -233,6 +248,8 @@ class TrainConfig:
         return cls.from_dict(values)
 
 
+MAX_QUESTION = 300
+"""The longest question a prompt may ask: the course's are under 50 characters."""
 MAX_CONFIG_BYTES = 16_384
 """A config file's size limit: every field of a real one fits in under 2 KB."""
 MAX_TEXT = 1_000
@@ -320,3 +337,31 @@ def _shown(value) -> str:
 def names_list(text: str) -> list[str]:
     """'q_proj, v_proj' → ['q_proj', 'v_proj']: how target modules are written on a command line."""
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+_COURSE_RECIPE = dict(quant="4bit", lora_r=32, lora_alpha=64, lora_dropout=0.1, target_modules=COURSE_TARGETS,
+                      learning_rate=1e-4, lr_scheduler="cosine", weight_decay=0.001, max_grad_norm=0.3,
+                      epochs=1.0, max_steps=0, grad_accum=1)
+PRESETS: dict[str, dict] = {
+    "demo": {"model": DEMO},
+    "course-2024": {**_COURSE_RECIPE, "model": "meta-llama/Meta-Llama-3.1-8B",
+                                   "question": COURSE_2024_QUESTION, "warmup_ratio": 0.03, "batch_size": 4,
+                                   "max_length": 182},
+    "course-lite": {**_COURSE_RECIPE, "model": "meta-llama/Llama-3.2-3B", "question": COURSE_QUESTION,
+                                   "warmup_ratio": 0.01, "batch_size": 32, "max_length": 128},
+    "course-full": {**_COURSE_RECIPE, "model": "meta-llama/Llama-3.2-3B", "question": COURSE_QUESTION,
+                                   "warmup_ratio": 0.01, "batch_size": 256, "max_length": 128, "epochs": 3.0,
+                                   "lora_r": 256, "lora_alpha": 512, "target_modules": ALL_LINEAR},
+}
+"""Named starting points: the demo on a CPU, and the course's recipes (its notebooks' settings) for a GPU."""
+PRESET_NAMES = {"demo": "demo (CPU)", "course-2024": "course 2024 (Llama 3.1 8B)",
+                "course-lite": "course lite (Llama 3.2 3B)", "course-full": "course full (Llama 3.2 3B)"}
+
+
+def preset(name: str) -> TrainConfig:
+    """The config of a preset: the model's defaults with the preset's settings on top."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset: one of {', '.join(repr(p) for p in PRESETS)} (got {_shown(name)})")
+    values = dict(PRESETS[name])
+    values["target_modules"] = list(values.get("target_modules", model_defaults(values["model"])["target_modules"]))
+    return TrainConfig.for_model(values.pop("model"), **values)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import encode_prompt
+from .data import COURSE_QUESTION, encode_prompt
 from .estimates import DISTRIBUTION_METHODS, METHODS, point_estimate
 
 # ---------------------------------------------------------------------------------------------------------
@@ -155,14 +155,15 @@ class _EvalMode:
 
 
 def predict_greedy(model, tokenizer, texts: list[str], *, max_new_tokens: int = 6, batch_size: int = 16,
-                   max_prompt_tokens: int = 256) -> list[Prediction]:
+                   max_prompt_tokens: int = 256, question: str = COURSE_QUESTION) -> list[Prediction]:
     """Greedy decoding of a few tokens after "Price is $", batched and left-padded; the first number is the price."""
     device = _device(model)
     pad_id = _pad_id(tokenizer)
     predictions: list[Prediction] = []
     with _EvalMode(model), torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            prompts = [encode_prompt(tokenizer, t, max_prompt_tokens) for t in texts[start:start + batch_size]]
+            prompts = [encode_prompt(tokenizer, t, max_prompt_tokens, question)
+                       for t in texts[start:start + batch_size]]
             ids, mask = _left_padded(prompts, pad_id, device)
             out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
                                  pad_token_id=pad_id, use_cache=True, temperature=None, top_p=None, top_k=None)
@@ -214,7 +215,7 @@ class _Beam:
 
 
 def _candidates(model, tokenizer, texts: list[str], *, beam: int, max_digits: int,
-                max_prompt_tokens: int) -> list[list[tuple[float, float]]]:
+                max_prompt_tokens: int, question: str) -> list[list[tuple[float, float]]]:
     """For each text, up to `beam` (integer price, probability) candidates, renormalised, most likely first.
 
     One batched forward pass per beam step over all (items × beams) rows, last position only, reusing the
@@ -233,7 +234,7 @@ def _candidates(model, tokenizer, texts: list[str], *, beam: int, max_digits: in
     token_digits = [table[i] for i in token_ids.tolist()]
     token_lengths = torch.tensor([len(s) for s in token_digits], dtype=torch.long, device=device)
 
-    prompts = [encode_prompt(tokenizer, t, max_prompt_tokens) for t in texts]
+    prompts = [encode_prompt(tokenizer, t, max_prompt_tokens, question) for t in texts]
     ids, mask = _left_padded(prompts, _pad_id(tokenizer), device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config) if _accepts_config(DynamicCache) else DynamicCache()
@@ -339,13 +340,14 @@ def _describe(candidates: list[tuple[float, float]], shown: int = 3) -> str:
 
 
 def price_distributions(model, tokenizer, texts: list[str], *, batch_size: int = 16, max_prompt_tokens: int = 256,
-                        beam: int = 8, max_digits: int = 4) -> list[list[tuple[float, float]]]:
+                        beam: int = 8, max_digits: int = 4,
+                        question: str = COURSE_QUESTION) -> list[list[tuple[float, float]]]:
     """Each text's (candidate price, probability) pairs from a small beam search over digits, most likely first."""
     results: list[list[tuple[float, float]]] = []
     with _EvalMode(model), torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             results += _candidates(model, tokenizer, texts[start:start + batch_size], beam=beam,
-                                   max_digits=max_digits, max_prompt_tokens=max_prompt_tokens)
+                                   max_digits=max_digits, max_prompt_tokens=max_prompt_tokens, question=question)
     return results
 
 
@@ -363,7 +365,7 @@ def predict_expected(model, tokenizer, texts: list[str], **beam_args) -> list[Pr
 
 
 def predict_methods(model, tokenizer, texts: list[str], methods, *, batch_size: int = 16,
-                    max_prompt_tokens: int = 256) -> dict[str, list[Prediction]]:
+                    max_prompt_tokens: int = 256, question: str = COURSE_QUESTION) -> dict[str, list[Prediction]]:
     """method → predictions for each of `methods` (of METHODS): the point estimates share one beam search, greedy
     decodes."""
     unknown = set(methods) - set(METHODS)
@@ -371,10 +373,10 @@ def predict_methods(model, tokenizer, texts: list[str], methods, *, batch_size: 
         raise ValueError(f"unknown price method(s) {', '.join(sorted(unknown))}; one of {', '.join(METHODS)}")
     wanted = [m for m in methods if m in DISTRIBUTION_METHODS]
     out = predict_estimates(model, tokenizer, texts, wanted, batch_size=batch_size,
-                            max_prompt_tokens=max_prompt_tokens) if wanted else {}
+                            max_prompt_tokens=max_prompt_tokens, question=question) if wanted else {}
     if "greedy" in methods:
         out["greedy"] = predict_greedy(model, tokenizer, texts, batch_size=batch_size,
-                                       max_prompt_tokens=max_prompt_tokens)
+                                       max_prompt_tokens=max_prompt_tokens, question=question)
     return out
 
 
@@ -384,8 +386,8 @@ def predict_by(model, tokenizer, texts: list[str], method: str, **kwargs) -> lis
 
 
 def price_distribution(model, tokenizer, text: str, *, beam: int = 8, max_digits: int = 4,
-                       max_prompt_tokens: int = 256) -> list[tuple[float, float]]:
+                       max_prompt_tokens: int = 256, question: str = COURSE_QUESTION) -> list[tuple[float, float]]:
     """(candidate price, probability) pairs for one text, most likely first; probabilities sum to 1."""
     with _EvalMode(model), torch.inference_mode():
         return _candidates(model, tokenizer, [text], beam=beam, max_digits=max_digits,
-                           max_prompt_tokens=max_prompt_tokens)[0]
+                           max_prompt_tokens=max_prompt_tokens, question=question)[0]

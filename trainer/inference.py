@@ -39,13 +39,14 @@ class Predictor:
 
         with self.lock, self._adapter(base):
             return predict_methods(self.model, self.tokenizer, texts, methods,
-                                   max_prompt_tokens=self.max_prompt_tokens)
+                                   max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
 
     def distribution(self, text: str, *, base: bool = False):
         from .evaluate import price_distribution
 
         with self.lock, self._adapter(base):
-            return price_distribution(self.model, self.tokenizer, text, max_prompt_tokens=self.max_prompt_tokens)
+            return price_distribution(self.model, self.tokenizer, text, max_prompt_tokens=self.max_prompt_tokens,
+                                      question=self.config.asked())
 
     def _adapter(self, base: bool):
         """The base model (adapter off) for the block when `base`, else the fine-tuned model."""

@@ -96,8 +96,9 @@ def look_inside(run_path: str | Path, text: str, price: float, *, top_k: int = 1
     model.eval()
     device = next(p for p in model.parameters()).device
 
-    max_length = int(run.status().get("max_length") or 0) or fit_max_length(tokenizer, [Product(text, price)])
-    example = tokenize_example(tokenizer, text, price, max_length)
+    max_length = (int(run.status().get("max_length") or 0)
+                  or fit_max_length(tokenizer, [Product(text, price)], question=config.asked()))
+    example = tokenize_example(tokenizer, text, price, max_length, config.asked())
     batch = {k: v.to(device) for k, v in PriceCollator(tokenizer, padding=True)([example]).items()}
     labels = batch.pop("labels")
 

@@ -17,8 +17,8 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from .data import (DataError, Product, as_size, fit_max_length, load_products, make_sample_products, split_products,
-                   split_run, tokenize_example)
+from .data import (COURSE_QUESTION, DataError, Product, as_size, fit_max_length, load_products, make_sample_products,
+                   split_description, split_products, split_run, tokenize_example)
 from . import dist
 from .baselines import (TEXT_BASELINE, constant_baselines, fit_text_baseline, load_text_baseline, predict_prices,
                         save_text_baseline)
@@ -38,11 +38,13 @@ class StopRequested(Exception):
     """Raised between loading phases when the user pressed Stop before training began."""
 
 
-def load_config_data(config: TrainConfig) -> tuple[list[Product], list[Product], list[Product], str]:
-    """The train, validation and held-out products of a config, and a one-line data summary.
+def load_config_data(config: TrainConfig) -> tuple[list[Product], list[Product], list[Product], str, str]:
+    """The train, validation and held-out products of a config, a one-line data summary, and the question the data's
+    prompts asked ("" when none).
 
     The validation slice comes out of the training side of the split (never the held-out rows) and is not trained on.
     """
+    question = ""
     if config.data == "sample":
         products, note = make_sample_products(), "synthetic sample products"
     elif config.data.startswith(RUN_DATA):
@@ -53,13 +55,15 @@ def load_config_data(config: TrainConfig) -> tuple[list[Product], list[Product],
             raise DataError(f"run {source.name} has no saved train/held-out split to reuse")
         if not validation:  # a run from before validation slices: carved from its training rows the usual way
             train, validation = split_products(train, as_size(config.validation_size), seed=config.split_seed)
-        return train, validation, test, f"the split of run {source.name}"
+        asked = TrainConfig.from_yaml(source.config_file).asked() if source.config_file.is_file() else ""
+        return train, validation, test, f"the split of run {source.name}", asked
     else:
         products, report = load_products(config.data, text_column=config.text_column or None,
                                            price_column=config.price_column or None)
-        note = f"{report.rows_kept} of {report.rows_read} rows kept"
+        note = f"{report.rows_kept} of {report.rows_read} rows kept; split: {split_description(report.splits)}"
+        question = report.question
     train, validation, test = split_run(products, config.test_size, config.validation_size, config.split_seed)
-    return train, validation, test, note
+    return train, validation, test, note, question
 
 
 def failure_message(exc: BaseException) -> str:
@@ -175,7 +179,7 @@ class TrainingJob:
             if dist.is_writer():
                 self.run = RunFolder.create(name, runs_root)
                 self.config.name = self.run.name  # the folder's real name, suffixed if the name was taken
-                self.run.config_file.write_text(self.config.recorded().to_yaml())
+                self.run.write_config(self.config.recorded())
             # Every rank trains into the one folder rank 0 made (its name may have a suffix or another second).
             path = dist.from_writer(str(self.run.path) if dist.is_writer() else None)
             self.run = RunFolder(Path(path), writer=dist.is_writer())
@@ -228,7 +232,7 @@ class TrainingJob:
         # Greedy decoding of a digit-by-digit tokenizer collapses to round numbers ("10.00", "100.00": the likeliest
         # first digit is 1), so the best adapter is chosen by the expected value unless the config says otherwise.
         preds = predict_by(model, self.tokenizer, texts, self.config.probe_method,
-                           max_prompt_tokens=self.max_prompt_tokens)
+                           max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
         metrics = price_metrics([p.price for p in preds], truths)
         self.run.append(self.run.metrics_file, {
             "step": step, "probe_error": metrics["error"], "probe_rmsle": metrics["rmsle"],
@@ -275,7 +279,10 @@ class TrainingJob:
             train, validation, test = self.run.split(), self.run.split("validation"), self.run.split("test")
             note = "resumed run's split"
         else:
-            train, validation, test, note = load_config_data(cfg)
+            train, validation, test, note, question = load_config_data(cfg)
+            if not cfg.question:  # the data's own question, so a course file is asked what it was written with
+                cfg.question = question or COURSE_QUESTION
+                self.run.write_config(cfg.recorded())
             self.run.write_split(train, validation, test)
             if Path(cfg.data).is_file():  # which file it was, by content: its path may be a server's temp folder
                 with open(cfg.data, "rb") as f:
@@ -302,9 +309,9 @@ class TrainingJob:
         self.run.update_status(message=f"loading {cfg.model} ({cfg.quant})")
         self.tokenizer = tokenizer = load_tokenizer(cfg.model)
         tokenizer.padding_side = "right"
-        max_length = cfg.max_length or fit_max_length(tokenizer, train)
+        max_length = cfg.max_length or fit_max_length(tokenizer, train, question=cfg.asked())
         self.max_prompt_tokens = max_length
-        examples = [tokenize_example(tokenizer, p.text, p.price, max_length) for p in train]
+        examples = [tokenize_example(tokenizer, p.text, p.price, max_length, cfg.asked()) for p in train]
         self._check_stop()
         model = load_model(cfg.model, cfg.quant)
         self._check_stop()
@@ -375,6 +382,8 @@ class TrainingJob:
             learning_rate=cfg.learning_rate,
             lr_scheduler_type=cfg.lr_scheduler,
             warmup_steps=cfg.warmup_ratio,
+            weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm,
             num_train_epochs=cfg.epochs,
             max_steps=cfg.max_steps or -1,
             logging_steps=1,

@@ -27,9 +27,13 @@ KNOWN_ARCHITECTURES: dict[str, dict] = {
     "meta-llama/Llama-3.1-8B": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                                     tie_word_embeddings=False, max_position_embeddings=131072),
+    "meta-llama/Llama-3.2-3B": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                                    num_attention_heads=24, num_key_value_heads=8, head_dim=128, vocab_size=128256,
+                                    tie_word_embeddings=True, max_position_embeddings=131072),
 }
 KNOWN_ARCHITECTURES[DEMO_HUB_ID] = KNOWN_ARCHITECTURES[DEMO]
 KNOWN_ARCHITECTURES["meta-llama/Meta-Llama-3.1-8B"] = KNOWN_ARCHITECTURES["meta-llama/Llama-3.1-8B"]
+KNOWN_ARCHITECTURES["meta-llama/Llama-3.2-3B-Instruct"] = KNOWN_ARCHITECTURES["meta-llama/Llama-3.2-3B"]
 
 
 

@@ -79,6 +79,10 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80] or "run"
 
 
+def _category(product: Product) -> dict:
+    return {"category": product.category} if product.category else {}
+
+
 @dataclass
 class RunFolder:
     """Paths and readers/writers of one runs/<name>/ folder."""
@@ -158,18 +162,24 @@ class RunFolder:
         """Remove the run folder and everything in it."""
         shutil.rmtree(self.path)
 
+    def write_config(self, config) -> None:
+        """config.yaml: the run's TrainConfig as recorded (TrainConfig.recorded)."""
+        if self.writer:
+            write_atomic(self.config_file, config.to_yaml())
+
     def split(self, part: str = "train") -> list[Product]:
         """The run's own products of one part, as written when it started: "train" (trained on), "validation" (kept
         out of training: the probe, and where the price method is chosen) or "test" (held out, only evaluated).
         A run from before validation slices has none."""
         files = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
-        return [Product(r["text"], float(r["price"])) for r in read_jsonl(files[part])]
+        return [Product(r["text"], float(r["price"]), str(r.get("category") or "")) for r in read_jsonl(files[part])]
 
     def write_split(self, train: list[Product], validation: list[Product], test: list[Product]) -> None:
         if not self.writer:
             return
         for path, items in ((self.train_file, train), (self.validation_file, validation), (self.test_file, test)):
-            write_atomic(path, "".join(json.dumps({"text": p.text, "price": p.price}) + "\n" for p in items))
+            write_atomic(path, "".join(json.dumps({"text": p.text, "price": p.price, **_category(p)}) + "\n"
+                                       for p in items))
 
     def price_choice(self) -> dict | None:
         """price_choice.json: every price method scored on the validation rows, the one chosen, the ensemble

@@ -219,12 +219,36 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
         "ensemble": {"method": choice["best_method"], "weight": choice["ensemble_weight"]} if choice else None,
         "validation": None if choice is None else {k: choice[k] for k in ("rows", "methods", "best_method", "ensemble")},
         "items": [{"text": t[:200], "truth": y, "guess": guesses[headline][i], "method": headline,
+                   **({"category": items[i].category} if items[i].category else {}),
                    **{k: guesses[k][i] for k in (*methods, "base", TEXT_BASELINE)}}
                   for i, (t, y) in enumerate(zip(texts, truths))],
     }
+    result["categories"] = by_category(result["items"])
     if save:
         write_atomic(run.eval_file, json.dumps(result))
     return result
+
+
+def by_category(items: list[dict]) -> dict:
+    """category → {count, the headline's metrics, the text baseline's}, largest first; {} when no item has one."""
+    groups: dict[str, list[dict]] = {}
+    for item in items:
+        if item.get("category"):
+            groups.setdefault(item["category"], []).append(item)
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return {name: {"count": len(rows),
+                   "model": price_metrics([r["guess"] for r in rows], [r["truth"] for r in rows]),
+                   TEXT_BASELINE: price_metrics([r[TEXT_BASELINE] for r in rows], [r["truth"] for r in rows])}
+            for name, rows in ordered}
+
+
+CATEGORY_COLUMNS = ["category", "items", "fine-tuned error $", "text baseline error $", "fine-tuned hits %"]
+
+
+def category_table(result: dict) -> list[list]:
+    """Rows of CATEGORY_COLUMNS: the headline's and the text baseline's $ error in each category."""
+    return [[name, c["count"], round(c["model"]["error"], 2), round(c[TEXT_BASELINE]["error"], 2),
+             round(100 * c["model"]["hits"], 1)] for name, c in (result.get("categories") or {}).items()]
 
 
 ROW_NAMES = {"base_model": "base model, greedy", "constant_mean": "constant (training mean)",

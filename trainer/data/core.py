@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -12,6 +12,10 @@ class Product:
 
     text: str
     price: float
+    category: str = field(default="", compare=False)
+    """The data's own category of the product (Item records have one), for errors by category; empty: none."""
+    split: str = field(default="", compare=False)
+    """The data's own split the row came from ("train", "validation", "test"); empty: the data has none."""
 
     @property
     def id(self) -> str:

@@ -13,12 +13,15 @@ from .. import curate
 from .core import DataError, PriceError, Product
 from .prices import looks_decimal_comma, parse_price
 from .readers import MAX_FILE_BYTES, Table, read_source
-from .text import clean_text, strip_course_prompt
+from .text import clean_text, unwrap_course_prompt
 
-TEXT_COLUMNS = ("text", "prompt", "description", "title")
-# Without a text/prompt column these are combined, in this order, the way the course builds its product text.
+TEXT_COLUMNS = ("text", "summary", "prompt", "description", "title")
+# Without a text/summary/prompt column these are combined, in this order, the way the course builds its product text.
 COMBINED_TEXT_COLUMNS = ("title", "description", "features", "details")
-PRICE_COLUMNS = ("price",)
+ITEM_TEXT_COLUMNS = ("title", "full")  # the course's Item records without a summary
+PRICE_COLUMNS = ("price", "completion")  # a prompt/completion record's price is its completion
+CATEGORY_COLUMN = "category"
+CONVERSATION_COLUMN = "messages"  # TRL's conversational records: a user turn (the prompt), an assistant turn (the price)
 
 
 @dataclass
@@ -37,14 +40,21 @@ class DataReport:
     columns: list[str] = field(default_factory=list)  # every column the file has, for the mapping step
     schema: str = "table"  # "table", or "amazon" for raw Amazon Reviews 2023 metadata (curated)
     text_columns: list[str] = field(default_factory=list)  # the same as text_column, as a list (names may hold commas)
+    question: str = ""  # the course question the data's prompts asked (the most common one); empty: none
+    splits: dict[str, int] = field(default_factory=dict)  # rows kept per split of the data's own; empty: it has none
+    category_column: str = ""  # the column categories were read from; empty: none
 
     def drop(self, reason: str, row: int) -> None:
         self.dropped.setdefault(reason, []).append(row)
 
     def summary(self) -> str:
         curated = " — raw Amazon metadata, curated the course's way" if self.schema == "amazon" else ""
+        category = f", category: `{self.category_column}`" if self.category_column else ""
         lines = [f"**{self.rows_kept:,} of {self.rows_read:,} rows kept** "
-                 f"(text: `{' + '.join(self.text_columns)}`, price: `{self.price_column}`){curated}"]
+                 f"(text: `{' + '.join(self.text_columns)}`, price: `{self.price_column}`{category}){curated}"]
+        lines.append("- split: " + split_description(self.splits))
+        if self.question:
+            lines.append(f"- prompts asked “{self.question}” (unwrapped; the run asks it unless set otherwise)")
         for reason, rows in self.dropped.items():
             shown = ", ".join(map(str, rows[:5])) + (", …" if len(rows) > 5 else "")
             lines.append(f"- dropped {len(rows):,} × {reason} ({self.row_unit}s {shown})")
@@ -81,9 +91,13 @@ def _text_columns(frame: pd.DataFrame, wanted, name: str) -> list[str]:
         return [_find_column(frame, column, (), "text", name) for column in wanted]
     if isinstance(wanted, str) and wanted.strip():
         return [_find_column(frame, wanted, (), "text", name)]
-    for single in ("text", "prompt"):  # text already written for the model (perhaps in the course prompt)
+    for single in ("text", "summary"):  # text already written for the model
         if _has_column(frame, single):
             return [_find_column(frame, single, (), "text", name)]
+    if all(_has_column(frame, c) for c in ITEM_TEXT_COLUMNS):  # an Item record's own text before its prompt
+        return [_find_column(frame, c, (), "text", name) for c in ITEM_TEXT_COLUMNS]
+    if _has_column(frame, "prompt"):  # the course prompt around the text, unwrapped later
+        return [_find_column(frame, "prompt", (), "text", name)]
     combined = [c for c in curate.AMAZON_FIELDS if _has_column(frame, c)]
     if combined:
         return [_find_column(frame, c, (), "text", name) for c in combined]
@@ -115,6 +129,34 @@ def _row_texts(frame, columns: list[str], schema: str, tokenizer, token_budget: 
     return ["\n".join(part for part in map(_raw_text, row) if part.strip()) for row in values]
 
 
+def _turn_text(value, roles: tuple[str, ...]) -> str | None:
+    """The content of the last turn by one of `roles` in a conversation (a list of {"role", "content"}); a plain
+    value as it is; None when it is a conversation without such a turn."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, numbers.Number)):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        return value
+    turns = [turn for turn in value if isinstance(turn, dict) and turn.get("role") in roles]
+    return _raw_text(turns[-1].get("content")) if turns else None
+
+
+def _unfold_conversations(frame: pd.DataFrame) -> pd.DataFrame:
+    """TRL's conversational records as prompt and completion columns: `messages` (user turn → prompt, assistant
+    turn → completion), and prompt/completion columns that hold turns instead of text."""
+    columns = {str(c).strip().lower(): c for c in frame.columns}
+    frame = frame.copy()
+    if CONVERSATION_COLUMN in columns and "prompt" not in columns:
+        turns = frame[columns[CONVERSATION_COLUMN]]
+        frame["prompt"] = [_turn_text(t, ("user",)) for t in turns]
+        if "completion" not in columns:
+            frame["completion"] = [_turn_text(t, ("assistant",)) for t in turns]
+        return frame
+    for column, roles in (("prompt", ("user",)), ("completion", ("assistant",))):
+        if column in columns:
+            frame[columns[column]] = [_turn_text(v, roles) for v in frame[columns[column]]]
+    return frame
+
+
 def _decimal_comma(prices, forced: bool | None, price_column: str, report: DataReport) -> bool:
     if forced is not None:
         return forced
@@ -124,13 +166,17 @@ def _decimal_comma(prices, forced: bool | None, price_column: str, report: DataR
     return False
 
 
-def _clean_rows(lines, texts, prices, decimal_comma, min_price, max_price, report) -> list[Product]:
+def _clean_rows(lines, texts, prices, extras, decimal_comma, min_price, max_price, report) -> list[Product]:
+    """Usable, unique products of the rows; `extras` are each row's (category, split)."""
     kept: dict[str, Product] = {}
-    for line, raw_text, raw_price in zip(lines, texts, prices):
+    questions: dict[str, int] = {}
+    for line, raw_text, raw_price, (category, split) in zip(lines, texts, prices, extras):
         if raw_text is None:
             report.drop(f"under {curate.MIN_CHARS} characters of description", line)
             continue
-        text, embedded = strip_course_prompt(raw_text)
+        text, embedded, question = unwrap_course_prompt(raw_text)
+        if question:
+            questions[question] = questions.get(question, 0) + 1
         text = clean_text(text)
         if not text:
             report.drop("empty text", line)
@@ -153,7 +199,8 @@ def _clean_rows(lines, texts, prices, decimal_comma, min_price, max_price, repor
             else:
                 report.conflicting += 1
             continue
-        kept[text] = Product(text, price)
+        kept[text] = Product(text, price, category, split)
+    report.question = max(questions, key=questions.get) if questions else ""
     return list(kept.values())
 
 
@@ -172,7 +219,9 @@ def _new_report(table: Table, text_column, price_column, name: str) -> DataRepor
     texts = _text_columns(frame, text_column, name)
     report = DataReport(rows_read=len(frame) + len(table.bad_lines), row_unit=table.unit, columns=columns,
                         text_column=",".join(texts), text_columns=texts,
-                        price_column=_find_column(frame, price_column, PRICE_COLUMNS, "price", name))
+                        price_column=_find_column(frame, price_column, PRICE_COLUMNS, "price", name),
+                        category_column=(_find_column(frame, CATEGORY_COLUMN, (), "category", name)
+                                         if _has_column(frame, CATEGORY_COLUMN) else ""))
     # Raw Amazon metadata is curated only when its four fields are the text, as they are when detected.
     amazon = {c.lower() for c in texts} == set(curate.AMAZON_FIELDS) and curate.is_amazon_metadata(columns)
     report.schema = "amazon" if amazon else "table"
@@ -202,12 +251,19 @@ def load_products(path, *, text_column: str | list[str] | None = None, price_col
     if len(table.frame) > max_rows:
         raise DataError(f"{name}: has {len(table.frame):,} rows, more than the limit of {max_rows:,}; "
                         f"upload a sample of the data")
+    table.frame = _unfold_conversations(table.frame)
     report = _new_report(table, text_column, price_column, name)
     texts = _row_texts(table.frame, report.text_columns, report.schema, tokenizer, token_budget)
-    prices = table.frame[report.price_column].tolist()
+    prices = [_turn_text(p, ("assistant",)) for p in table.frame[report.price_column].tolist()]
     comma = _decimal_comma(prices, decimal_comma, report.price_column, report)
-    products = _clean_rows(table.lines, texts, prices, comma, min_price, max_price, report)
+    categories = ([_raw_text(c).strip()[:100] for c in table.frame[report.category_column]]
+                  if report.category_column else [""] * len(texts))
+    extras = zip(categories, table.splits or [""] * len(texts))
+    products = _clean_rows(table.lines, texts, prices, extras, comma, min_price, max_price, report)
     report.rows_kept = len(products)
+    if table.splits:
+        for product in products:
+            report.splits[product.split] = report.splits.get(product.split, 0) + 1
     if len(products) < min_rows:
         raise DataError(f"{name}: only {len(products)} usable rows of {report.rows_read} "
                         f"(need at least {min_rows}); dropped: {_drop_reasons(report)}", report=report)
@@ -241,11 +297,33 @@ def split_run(products, test_size: float = 0.1, validation_size: float = 0.1,
     """A run's (train, validation, test): the held-out test rows first, then the validation slice out of the rest.
 
     Each size is a share (<1) or a count (>=1, a float from YAML or a form counts too). Validation rows are not
-    trained on: they are the probe, and where a price method and the ensemble weight are chosen.
+    trained on: they are the probe, and where a price method and the ensemble weight are chosen. Data with its own
+    splits (Product.split) keeps them: its test rows are held out, its validation rows validate; only a part it
+    lacks is carved at random.
     """
-    train, test = split_products(products, test_size=as_size(test_size), seed=seed)
-    train, validation = split_products(train, test_size=as_size(validation_size), seed=seed)
+    products = list(products)
+    own = {p.split for p in products}
+    if "test" in own:
+        test = [p for p in products if p.split == "test"]
+        train = [p for p in products if p.split != "test"]
+    else:
+        train, test = split_products(products, test_size=as_size(test_size), seed=seed)
+    if "validation" in own:
+        validation = [p for p in train if p.split == "validation"]
+        train = [p for p in train if p.split != "validation"]
+    else:
+        train, validation = split_products(train, test_size=as_size(validation_size), seed=seed)
     return train, validation, test
+
+
+def split_description(splits: dict[str, int]) -> str:
+    """How split_run splits data with these own splits (rows per split name), in words for the data summary."""
+    if "test" not in splits and "validation" not in splits:
+        return "random (seeded), held-out and validation shares as set"
+    own = " / ".join(f"{name} {splits[name]:,}" for name in ("train", "validation", "test") if name in splits)
+    missing = [part for part, name in (("held-out", "test"), ("validation", "validation")) if name not in splits]
+    carved = f"; the {missing[0]} rows carved at random from train" if missing else ""
+    return f"the data's own ({own}): its test split is held out, its validation split is the probe{carved}"
 
 
 def as_size(value: float) -> float | int:

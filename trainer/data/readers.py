@@ -31,6 +31,7 @@ class Table:
     unit: str = "line"
     bad_lines: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # from reading (e.g. the encoding), copied into the report
+    splits: list[str] | None = None  # each row's split ("train", "validation", "test") when the data has its own
 
 
 FALLBACK_ENCODING = "cp1252"
@@ -273,22 +274,25 @@ def _datasets(name: str):
     return datasets
 
 
-def _train_split(data, name: str):
-    """The "train" split of a DatasetDict (else its only, or first, split); a Dataset as it is."""
-    if isinstance(data, dict):  # DatasetDict is a dict of split name → Dataset
-        splits = list(data.keys())
-        if not splits:
-            raise DataError(f"{name}: the dataset has no splits")
-        return data["train" if "train" in splits else splits[0]]
-    return data
+SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+               "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
+"""A dataset's split names as a run's parts; a split named otherwise is trained on."""
 
 
 def _dataset_table(data, name: str, max_rows: int) -> Table:
-    if data.num_rows > max_rows:  # before converting, so a huge dataset never becomes a DataFrame
-        raise DataError(f"{name}: has {data.num_rows:,} rows, more than the limit of {max_rows:,}; "
-                        f"upload a sample of the data")
-    frame = data.to_pandas()
-    return Table(frame, list(range(1, len(frame) + 1)), "record")
+    """A Dataset as it is, or every split of a DatasetDict, each row tagged with its split."""
+    parts = dict(data) if isinstance(data, dict) else {"": data}  # DatasetDict is a dict of split name → Dataset
+    if not parts:
+        raise DataError(f"{name}: the dataset has no splits")
+    rows = sum(part.num_rows for part in parts.values())
+    if rows > max_rows:  # before converting, so a huge dataset never becomes a DataFrame
+        raise DataError(f"{name}: has {rows:,} rows, more than the limit of {max_rows:,}; upload a sample of the data")
+    frames = [part.to_pandas() for part in parts.values()]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    splits = None
+    if len(parts) > 1:
+        splits = [SPLIT_NAMES.get(split.lower(), "train") for split, f in zip(parts, frames) for _ in range(len(f))]
+    return Table(frame, list(range(1, len(frame) + 1)), "record", splits=splits)
 
 
 def _read_dataset_folder(path: Path, max_rows: int) -> Table:
@@ -304,7 +308,7 @@ def _read_dataset_folder(path: Path, max_rows: int) -> Table:
     except Exception as exc:  # datasets raises many types (FileNotFoundError, ValueError, DatasetGenerationError…)
         raise DataError(f"{path.name}: cannot read the folder as a Hugging Face dataset "
                         f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
-    return _dataset_table(_train_split(data, path.name), path.name, max_rows)
+    return _dataset_table(data, path.name, max_rows)
 
 
 def _hub_offline() -> bool:
@@ -318,7 +322,7 @@ def _hub_offline() -> bool:
 def _read_hub_dataset(dataset_id: str, max_rows: int) -> Table:
     datasets = _datasets(dataset_id)
     try:
-        data = datasets.load_dataset(dataset_id, split="train")
+        data = datasets.load_dataset(dataset_id)
     except Exception as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, (ConnectionError, TimeoutError)) or _hub_offline() or "offline" in detail.lower():

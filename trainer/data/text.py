@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .prompt import PROMPT_HEAD, PROMPT_TAIL
+from .prompt import PROMPT_TAIL, QUESTIONS
 
+# Either of the course's questions, with the price after "Price is $" or without (a prompt/completion record).
 _COURSE_PROMPT = re.compile(
-    r"\s*" + re.escape(PROMPT_HEAD) + r"(?P<body>.*)" + re.escape(PROMPT_TAIL)
+    r"\s*(?P<question>" + "|".join(map(re.escape, QUESTIONS)) + r")\s*\n(?P<body>.*)" + re.escape(PROMPT_TAIL.strip())
     + r"\s*(?P<answer>[0-9][0-9,]*(?:\.[0-9]+)?)?\s*", re.DOTALL)
 
 # Bidi overrides/isolates can make a text display differently from what the model reads; zero-width
@@ -24,12 +25,18 @@ def _unify_newlines(text: str) -> str:
 
 def strip_course_prompt(text: str) -> tuple[str, float | None]:
     """(product text, embedded price or None): unwraps text already in the course prompt so it is never wrapped twice."""
+    body, price, _ = unwrap_course_prompt(text)
+    return body, price
+
+
+def unwrap_course_prompt(text: str) -> tuple[str, float | None, str | None]:
+    """(product text, embedded price or None, the course question it asked or None) of a text, unwrapped."""
     text = _unify_newlines(text)
     match = _COURSE_PROMPT.fullmatch(text)
     if match is None:
-        return text.strip(), None
+        return text.strip(), None, None
     answer = match["answer"]
-    return match["body"].strip(), float(answer.replace(",", "")) if answer else None
+    return match["body"].strip(), float(answer.replace(",", "")) if answer else None, match["question"]
 
 
 def clean_text(text: str) -> str:

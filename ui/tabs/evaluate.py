@@ -26,18 +26,18 @@ def cancel_event(request: gr.Request | None) -> threading.Event:
         return _CANCELS.setdefault(key, threading.Event())
 
 
-@reports_errors(4, at=0)
+@reports_errors(6, at=0)
 def run_evaluation(run_name, file, limit, method=AUTO, request: gr.Request = None, progress=gr.Progress()):
-    from trainer.tester import Cancelled, evaluate_run, one_line, summary_table
+    from trainer.tester import CATEGORY_COLUMNS, Cancelled, category_table, evaluate_run, one_line, summary_table
 
     run = named_run(run_name, with_adapter=True)
     if run is None:
-        return refused(PICK_FINISHED), None, None, None
+        return refused(PICK_FINISHED), None, None, None, None, None
     if method not in CHOICES:
-        return refused(f"Pick a headline price method: {', '.join(CHOICES)}."), None, None, None
+        return refused(f"Pick a headline price method: {', '.join(CHOICES)}."), None, None, None, None, None
     busy = busy_refusal("Evaluate")
     if busy:
-        return refused(busy), None, None, None
+        return refused(busy), None, None, None, None, None
     cancel = cancel_event(request)
     cancel.clear()
     # Anyone logged in may evaluate; only the run's owner (or an admin) writes eval.json, which feeds its card and zip.
@@ -47,16 +47,19 @@ def run_evaluation(run_name, file, limit, method=AUTO, request: gr.Request = Non
                               progress=lambda done, total, what: progress(done / total, desc=what),
                               cancel=cancel, method=method, save=save)
     except Cancelled:
-        return "Evaluation cancelled; nothing was written.", None, None, None
+        return "Evaluation cancelled; nothing was written.", None, None, None, None, None
     except ValueError as exc:  # DataError, ModelError: bad test file or unloadable run
-        return refused(f"**Cannot evaluate:** {exc}"), None, None, None
+        return refused(f"**Cannot evaluate:** {exc}"), None, None, None, None, None
     truths = [item["truth"] for item in result["items"]]
     guesses = [item["guess"] for item in result["items"]]
     table = pd.DataFrame(summary_table(result), columns=EVAL_COLUMNS)
     saved = ("Saved with run {run_name}: its model card and adapter zip include it." if save else
              f"Not saved: only the user who started run {run_name} (or an admin) writes its evaluation.")
+    categories = result["categories"]
     return (f"{one_line(result)}  \n{saved.format(run_name=run_name)}", table,
-            charts.scatter_figure(truths, guesses), charts.bucket_figure(truths, guesses))
+            charts.scatter_figure(truths, guesses), charts.bucket_figure(truths, guesses),
+            gr.update(value=pd.DataFrame(category_table(result), columns=CATEGORY_COLUMNS), visible=bool(categories)),
+            gr.update(value=charts.category_figure(categories), visible=bool(categories)))
 
 
 def cancel_evaluation(request: gr.Request = None):
@@ -89,10 +92,15 @@ def create_evaluate_tab() -> dict:
         with gr.Row():
             c["scatter"] = gr.Plot(label="Truth vs guess", elem_id="eval-scatter")
             c["buckets"] = gr.Plot(label="Error by price")
+        with gr.Row():  # only for data with a category column (the course's Item records have one)
+            c["categories"] = gr.Dataframe(label="Error by category (the headline method)", interactive=False,
+                                           visible=False, elem_id="eval-categories")
+            c["category_chart"] = gr.Plot(label="Error by category", visible=False)
         gr.Markdown(COLOUR_KEY)
     tab.select(lambda: run_choices(with_adapter=True), outputs=c["run"], api_visibility="private")
     c["button"].click(run_evaluation, [c["run"], c["file"], c["limit"], c["method"]],
-                      [c["summary"], c["table"], c["scatter"], c["buckets"]], api_name="evaluate",
+                      [c["summary"], c["table"], c["scatter"], c["buckets"], c["categories"], c["category_chart"]],
+                      api_name="evaluate",
                       concurrency_id="gpu", concurrency_limit=1, show_progress_on=c["summary"])
     c["cancel"].click(cancel_evaluation, outputs=c["summary"], api_name="cancel_evaluation", concurrency_limit=None)
     return c

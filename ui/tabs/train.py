@@ -10,7 +10,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from trainer.config import COURSE_TARGETS, QUANTIZATIONS, RUN_DATA, ConfigError, TrainConfig, model_defaults
+from trainer.config import (COURSE_TARGETS, PRESET_NAMES, QUANTIZATIONS, RUN_DATA, ConfigError, TrainConfig, model_defaults,
+                            preset)
+from trainer.data import COURSE_2024_QUESTION, COURSE_QUESTION
 from trainer.job import JOBS, Busy
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
 
@@ -23,7 +25,7 @@ DEFAULTS = TrainConfig()
 # lora_r, ...), of fill_form's values and of the components.
 FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "sample_every", "probe_size", "seed",
-               "save_steps", "validation_size"]
+               "save_steps", "validation_size", "question", "warmup_ratio", "weight_decay", "max_grad_norm"]
 
 
 def is_a_default(targets, lr) -> bool:
@@ -59,13 +61,15 @@ def estimate(model_name, r, targets):
 
 def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
                 sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
-                mapping=None) -> TrainConfig:
+                question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
+                grad_norm=DEFAULTS.max_grad_norm, mapping=None) -> TrainConfig:
     """The TrainConfig the form describes, every field converted and checked by the config itself (a cleared number
     field is refused by its name); Start and Export config share it."""
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
     mapping = (mapping or {}) if data_path != "sample" else {}
     values = dict(zip(FORM_FIELDS, (model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum,
-                                    max_len, sample_every, probe_size, seed, save_steps, validation)))
+                                    max_len, sample_every, probe_size, seed, save_steps, validation,
+                                    str(question or "").strip(), warmup, weight_decay, grad_norm)))
     values["model"] = str(model or "").strip() or DEMO
     values["target_modules"] = list(targets or [])
     data = str(data_path or "sample")
@@ -78,8 +82,9 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
 
 @reports_errors()
 def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
-          sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size, mapping=None,
-          request: gr.Request = None):
+          sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size, question=DEFAULTS.question,
+          warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay, grad_norm=DEFAULTS.max_grad_norm,
+          mapping=None, request: gr.Request = None):
     # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
     form = {k: v for k, v in locals().items() if k != "request"}
     if not data_path:
@@ -96,7 +101,9 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
 
 @reports_errors(2, at=1)
 def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
-                  sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size, mapping=None):
+                  sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
+                  question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
+                  grad_norm=DEFAULTS.max_grad_norm, mapping=None):
     """The form as the YAML that `python -m trainer train --config` takes."""
     try:
         config = form_config(**locals())
@@ -132,6 +139,18 @@ def import_config(file):
     except (ConfigError, OSError, ValueError) as exc:  # yaml errors are ValueErrors too
         return *[gr.skip()] * len(FORM_FIELDS), refused(f"**Cannot import:** {exc}")
     return fill_form(config, "Form filled from the config.")
+
+
+@reports_errors(len(FORM_FIELDS) + 1, at=len(FORM_FIELDS))
+def apply_preset(name):
+    """Fill the form from a preset; every field stays editable, the data choice stays as it is."""
+    if not name:
+        return *[gr.skip()] * len(FORM_FIELDS), ""
+    try:
+        config = preset(name)
+    except ConfigError as exc:
+        return *[gr.skip()] * len(FORM_FIELDS), refused(f"**Cannot use the preset:** {exc}")
+    return fill_form(config, f"Form filled from the preset **{PRESET_NAMES[name]}**.", data_kept=True)
 
 
 def fill_form(config: TrainConfig, message: str, data_kept: bool = False):
@@ -174,6 +193,8 @@ def form_components() -> dict:
     """The model, LoRA and training fields, by config field name."""
     f = {}
     gr.Markdown("### 2 · Model")
+    f["preset"] = gr.Dropdown([(label, key) for key, label in PRESET_NAMES.items()], value=None, label="Preset (fills the form; every field stays editable)",
+                              info="the course's recipes are for a GPU; demo (CPU) is the default")
     f["model"] = gr.Textbox(value=DEMO, label="Model: 'demo' (SmolLM2-135M, built in), a Hugging Face id or a local "
                                               "folder")
     f["quant"] = gr.Radio(list(QUANTIZATIONS), value=DEFAULTS.quant,
@@ -194,11 +215,20 @@ def form_components() -> dict:
                 ("probe_size", "validation items priced each time", 0), ("seed", "seed", 0),
                 ("save_steps", f"checkpoint every N steps (and every {DEFAULTS.save_minutes:g} min)", 0),
                 ("validation_size", "validation rows: share (<1) or count, not trained on", None)]]
+    numbers.append([("warmup_ratio", "warm-up share of the steps", None), ("weight_decay", "weight decay", None),
+                    ("max_grad_norm", "max gradient norm (0 = no clipping)", None)])
     for row in numbers:
         with gr.Row():
             for name, label, precision in row:
                 f[name] = gr.Number(value=getattr(DEFAULTS, name), label=label, precision=precision)
+    f["question"] = gr.Dropdown(QUESTION_CHOICES, value=DEFAULTS.question, allow_custom_value=True,
+                                label="Question the prompt asks (or type your own)")
     return f
+
+
+QUESTION_CHOICES = [("the data's own (a course file's); else the current course's", ""),
+                    (f"current course: {COURSE_QUESTION}", COURSE_QUESTION),
+                    (f"course 2024: {COURSE_2024_QUESTION}", COURSE_2024_QUESTION)]
 
 
 def create_train_tab() -> dict:
@@ -234,6 +264,7 @@ def create_train_tab() -> dict:
     c["config_out_btn"].click(export_config, [data["path"], *form, data["mapping"]], [c["config_out"], c["config_md"]],
                               api_name="export_config")
     c["config_in"].upload(import_config, c["config_in"], [*form, c["config_md"]], api_name="import_config")
+    f["preset"].input(apply_preset, f["preset"], [*form, c["config_md"]], api_name="apply_preset")
     # Stop must never wait behind a queued start or evaluation.
     c["stop"].click(stop, outputs=c["message"], api_name="stop", concurrency_limit=None)
     c["resume"].click(resume, outputs=c["message"], api_name="resume", concurrency_id="gpu", concurrency_limit=1)
