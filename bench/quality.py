@@ -8,7 +8,7 @@ baseline's.
 
 The split is the one the quality issue measures on: the file's rows shuffled with random.seed(0), the first 1,800
 for training, the last 200 held out (never trained on, never used to choose anything: the run's own held-out and
-validation rows, where its price method and ensemble weight are chosen, come out of the 1,800). With
+validation rows, where its price method and ensemble regression are chosen, come out of the 1,800). With
 --run, an existing run folder is evaluated instead of training a new one. Prints one table; asserts nothing.
 """
 
@@ -34,7 +34,7 @@ from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import price_metrics  # noqa: E402
 from trainer.job import TrainingJob  # noqa: E402
 from trainer.runs import RunFolder  # noqa: E402
-from trainer.tester import evaluate_run, method_name  # noqa: E402
+from trainer.tester import ensemble_reason, evaluate_run, method_name, range_line  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "appliances_2000.jsonl"
 TRAIN_ROWS = 1800
@@ -107,13 +107,14 @@ def main() -> None:
         t0 = time.time()
         result = evaluate_run(run.path, data=str(test_file))
         print(f"evaluated {result['count']} held-out items in {time.time() - t0:.0f} s", flush=True)
+        print(range_line(result), flush=True)
         rows["base_model"] = result["baselines"]["base_model"]
         for method, metrics in result["methods"].items():
             rows[method_name(method) + (" ◀ auto" if method == result["method"] else "")] = metrics
         if result["validation"]:
             v = result["validation"]
             print(f"on the run's {v['rows']} validation rows: best method {v['best_method']} "
-                  f"(${v['methods'][v['best_method']]['error']:.2f}); ensemble weight {result['ensemble']['weight']:g} "
+                  f"(${v['methods'][v['best_method']]['error']:.2f}); ensemble {ensemble_reason(run.price_choice())} "
                   f"(${v['ensemble']['error']:.2f})", flush=True)
         used = TrainConfig.from_yaml(run.config_file).__dict__
         changed = {k: v for k, v in used.items()

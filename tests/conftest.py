@@ -53,3 +53,20 @@ def launched_app(tmp_path_factory):
         yield app
     finally:
         app.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished two-step demo-model run on the sample data with 8 validation rows, shared by the tests that only
+    read or price with a run (never train it further)."""
+    from trainer.config import TrainConfig
+    from trainer.job import TrainingJob
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    config = TrainConfig(name="tiny", data="sample", model="demo", quant="none", lora_r=4, lora_alpha=8, batch_size=4,
+                         max_steps=2, sample_every=0, save_steps=0, test_size=6, validation_size=8, probe_size=4,
+                         num_samples=2)
+    job = TrainingJob(config, runs_root=root).start()
+    job.thread.join(timeout=900)
+    assert job.run.status()["state"] == "done", job.run.status()
+    return job.run

@@ -1,5 +1,6 @@
 """The launched app over its HTTP API (gradio_client): start, live metrics, busy, stop, download, predict."""
 
+import csv
 import hashlib
 import json
 import re
@@ -97,7 +98,7 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     assert all(f"fine-tuned, {name}" in table for name in names) and "| base model, greedy |" in table
     assert "fine-tuned + text baseline (ensemble)" in table
     blended, _plot = client.predict(run_name, "Premium 12-inch cast iron skillet", "ensemble", api_name="/predict")
-    assert "in log price, the weight fitted on" in blended and "◀" in blended
+    assert "a linear regression fitted on 8 validation rows" in blended and "◀" in blended
     assert "Pick a finished run" in client.predict("../../etc", "x", api_name="/predict")[0]
     with pytest.raises(AppError, match="not in the list of choices"):  # Gradio's own check, before the handler's
         client.predict(run_name, "x", "__import__('os')", api_name="/predict")
@@ -128,6 +129,20 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     assert [row[:2] for row in by_category["value"]["data"]] == [["Appliances", 2], ["Kitchen", 2]]
     bars = json.loads(category_chart["value"]["plot"])["data"]
     assert [bar["name"] for bar in bars] == ["fine-tuned", "text baseline (TF-IDF ridge)"]
+
+    # Price a file: the tab's download has every row, and the same prices as the CLI for the same file.
+    summary, download, preview = client.predict(run_name, handle_file(str(items)), "", 0.8, "expected",
+                                                api_name="/price_file")
+    assert "12 rows in, 12 priced, 0 not priced" in summary and "Against the file's prices (12 rows)" in summary
+    tab_rows = list(csv.DictReader(open(file_path(download), encoding="utf-8")))
+    assert [r["title"] for r in tab_rows] == [f"Kettle {i}" for i in range(12)] and len(preview["value"]["data"]) == 12
+    from trainer.__main__ import main
+    out = tmp_path / "cli.csv"
+    assert main(["price", "--run", str(launched_app.runs / run_name), str(items), "--out", str(out),
+                 "--method", "expected"]) == 0
+    cli_rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert [r["predicted_price"] for r in cli_rows] == [r["predicted_price"] for r in tab_rows]
+    assert all(float(r["price_low"]) <= float(r["predicted_price"]) <= float(r["price_high"]) for r in tab_rows)
 
     # Export: the model card carries that evaluation; the zip has the card and its scatter image.
     card, download, scatter = client.predict(run_name, api_name="/export_card")

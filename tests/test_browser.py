@@ -2,6 +2,7 @@
 refused by name → start → live chart and samples → another tab and back (charts keep their width) → reload shows
 the same run → stop → "stopped" → download → evaluate it."""
 
+import csv
 import os
 import re
 import zipfile
@@ -151,3 +152,17 @@ def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
         return gd && gd.data && gd.data.length > 1 && gd.data[1].x.length === 6; }""", timeout=300_000)
     page.locator("#eval-table").get_by_text("TF-IDF ridge (log price)").wait_for(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "evaluate.png"), full_page=True)
+
+    # Price a file: the user's own catalog (no prices, an extra column) comes back whole, as a download.
+    catalog = tmp_path / "my catalog.csv"
+    catalog.write_text("sku,title\n" + "".join(f"B-{i},Oak shelf bracket model {i}\n" for i in range(10)) + "B-10,\n")
+    page.get_by_role("tab", name="Predict").click()
+    page.locator("#price-catalog input[type=file]").set_input_files(str(catalog))
+    page.get_by_role("button", name="Price the file").click()
+    page.get_by_text("11 rows in, 10 priced, 1 not priced").wait_for(timeout=300_000)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download my catalog-priced.csv").click()
+    with open(download.value.path(), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["sku"] for r in rows] == [f"B-{i}" for i in range(11)] and rows[10]["note"] == "no text to price"
+    assert all(float(r["price_low"]) <= float(r["predicted_price"]) <= float(r["price_high"]) for r in rows[:10])

@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainer.data import encode_prompt
-from trainer.estimates import DISTRIBUTION_METHODS, WEIGHTS, blend, fit_weight, point_estimate
+from trainer.estimates import DISTRIBUTION_METHODS, fit_stack, point_estimate, stacked
 from trainer.evaluate import (Prediction, hit_color, number_tokens, parse_price_output,
                               predict_estimates, predict_expected, predict_greedy, price_distribution, price_metrics, summary_line)
 
@@ -114,18 +114,24 @@ def test_point_estimates_of_a_distribution():
         point_estimate(dist, "mode")
 
 
-def test_blend_and_its_fitted_weight():
-    assert blend(99.0, 9.0, 1.0) == pytest.approx(99.0) and blend(99.0, 9.0, 0.0) == pytest.approx(9.0)
-    assert blend(99.0, 9.0, 0.5) == pytest.approx(math.sqrt(100 * 10) - 1)  # geometric mean of 1 + price
-    assert blend(None, 9.0, 0.7) == 9.0 and blend(-1.0, 9.0, 0.7) == 9.0  # no model price: the text baseline's
-    truths = [10.0, 100.0, 50.0, 20.0]
-    assert fit_weight(truths, [t * 3 for t in truths], truths) == 1.0  # a perfect model takes all the weight
-    assert fit_weight([t * 3 for t in truths], truths, truths) == 0.0
-    # Each wrong the other way: the geometric blend in between beats both.
-    w = fit_weight([t * 2 for t in truths], [t / 2 for t in truths], truths)
-    assert 0 < w < 1 and w in WEIGHTS
-    with pytest.raises(ValueError):
-        fit_weight([], [], [])
+def test_the_stacked_ensemble_and_its_fit():
+    stack = {"model": 0.5, "text": 0.5, "intercept": 0.0}
+    assert stacked(99.0, 9.0, stack) == pytest.approx(math.sqrt(100 * 10) - 1)  # geometric mean of 1 + price
+    assert stacked(99.0, 9.0, {"model": 1.0, "text": 0.0, "intercept": math.log(2)}) == pytest.approx(199.0)
+    assert stacked(None, 9.0, stack) == 9.0 and stacked(-1.0, 9.0, stack) == 9.0  # no model price: the text's
+    truths = [10.0, 100.0, 50.0, 20.0, 300.0, 5.0, 70.0, 35.0]
+    # A perfect model takes the weight; the text baseline's noise gets none.
+    noisy = [t * f for t, f in zip(truths, (3, 0.2, 2, 0.5, 1.5, 4, 0.3, 1))]
+    fit = fit_stack(truths, noisy, truths)
+    assert fit["model"] > 0.9 and abs(fit["text"]) < 0.1
+    assert all(stacked(t, n, fit) == pytest.approx(t, rel=0.1) for t, n in zip(truths, noisy))
+    # A model that prices everything at twice the truth is corrected by the intercept (log 2 off in log(1+price)).
+    fit = fit_stack([2 * t + 1 for t in truths], noisy, truths)
+    assert fit["model"] == pytest.approx(1.0, abs=0.05) and fit["intercept"] == pytest.approx(-math.log(2), abs=0.1)
+    # Rows the model could not price are left out of the fit; fewer than two usable rows cannot fit.
+    assert fit_stack([None, *truths], [1.0, *noisy], [1.0, *truths])["model"] > 0.9
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_stack([None, 5.0], [1.0, 2.0], [1.0, 2.0])
 
 
 # ---------------------------------------------------------------------------------------------------------

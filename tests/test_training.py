@@ -10,7 +10,7 @@ import torch
 from trainer.config import TrainConfig
 from trainer.__main__ import main
 from trainer.data import make_sample_products
-from trainer.estimates import METHODS, blend
+from trainer.estimates import METHODS, stacked
 from trainer.evaluate import price_metrics
 from trainer.job import Busy, JobManager, TrainingJob
 
@@ -95,7 +95,7 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
         return price_metrics([i[key] for i in items], [i["truth"] for i in items])
 
     # Every method was priced and scored on the validation rows alone (their ids recorded); the headline is the
-    # one with the lowest $ error there, and the ensemble weight was fitted there.
+    # one with the lowest $ error there, and the ensemble was fitted there.
     choice = run.price_choice()
     assert choice["row_ids"] == [p.id for p in validation] and not set(choice["row_ids"]) & {p.id for p in held_out}
     assert choice["best_method"] == min(METHODS, key=lambda m: (choice["methods"][m]["error"], METHODS.index(m)))
@@ -108,9 +108,9 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     assert result["baselines"]["tfidf_ridge"] == measured("tfidf_ridge")
     assert {"constant_mean", "constant_median", "linear_bow", "tfidf_ridge"} <= set(result["baselines"])
     assert {"mse", "r2"} <= set(result["metrics"]) and {"mse", "r2"} <= set(result["baselines"]["tfidf_ridge"])
-    weight = choice["ensemble_weight"]
-    assert result["ensemble"] == {"method": choice["best_method"], "weight": weight}
-    assert all(i["ensemble"] == pytest.approx(blend(i[choice["best_method"]], i["tfidf_ridge"], weight))
+    stack = choice["ensemble_stack"]
+    assert result["ensemble"] == {"method": choice["best_method"], **stack}
+    assert all(i["ensemble"] == pytest.approx(stacked(i[choice["best_method"]], i["tfidf_ridge"], stack))
                for i in items)
     assert "Error=$" in capsys.readouterr().out
     # A method asked for is the headline; the choice is not measured again for the same adapter.

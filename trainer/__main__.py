@@ -114,7 +114,7 @@ def _predict(args) -> int:
 
 
 def _eval(args) -> int:
-    from .tester import evaluate_run, one_line, summary_table
+    from .tester import evaluate_run, one_line, range_line, summary_table
 
     def progress(done, total, what):
         print(f"\r{done}/{total} {what}    ", end="", file=sys.stderr, flush=True)
@@ -126,6 +126,23 @@ def _eval(args) -> int:
         print(f"{name:<32} error ${error:>8.2f}  RMSLE {rmsle:5.3f}  hits {hits:5.1f}%  MSE {mse or 0:>10,.0f}  "
               f"r² {r2}  unparseable {bad}")
     print(one_line(result))
+    if range_line(result):
+        print(range_line(result))
+    return 0
+
+
+def _price(args) -> int:
+    from .catalog import price_catalog, write_catalog
+
+    def progress(done, total, what):
+        print(f"\r{done}/{total} {what}    ", end="", file=sys.stderr, flush=True)
+
+    catalog = price_catalog(args.run, args.file, text_column=args.text_column, price_column=args.price_column,
+                            level=args.level, method=args.method, progress=progress)
+    print(file=sys.stderr)
+    write_catalog(catalog.frame, args.out)
+    print(catalog.summary())
+    print(f"written: {args.out}")
     return 0
 
 
@@ -242,7 +259,8 @@ def _method_argument(p) -> None:
     p.add_argument("--method", choices=CHOICES, default=AUTO,
                    help="auto: the point estimate with the lowest $ error on the run's validation rows (measured "
                         "once); expected value, median or mean in log price of the beam over digits; greedy "
-                        "decoding; ensemble: blended with the text baseline, weight fitted on the validation rows")
+                        "decoding; ensemble: stacked with the text baseline by a linear regression fitted on the "
+                        "validation rows")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,6 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="test file (default: the run's held-out split)")
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
     _method_argument(p)
+    p = sub.add_parser("price", help="price a whole file of products: every row out, in order, with a price, a "
+                                     "range, the method and a note (the Predict tab's Price a file)")
+    p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("file", help="CSV, TSV, JSON, JSONL or Parquet; a price column is optional")
+    p.add_argument("--out", required=True, help="the priced file: .csv, .tsv, .json, .jsonl or .parquet")
+    p.add_argument("--text-column", help="text column(s), comma-separated (default: found as for training)")
+    p.add_argument("--price-column", help="true prices to measure against (default: 'price' or 'completion' if any)")
+    p.add_argument("--level", type=float, default=0.8, help="the range's level, between 0 and 1 (default 0.8)")
+    _method_argument(p)
     p = sub.add_parser("estimate", help="trainable parameters and adapter size, without loading weights")
     p.add_argument("--model", default="demo")
     p.add_argument("--lora-r", type=int, default=16, dest="lora_r")
@@ -271,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", help="Hugging Face token with write access (default: HF_TOKEN or your login)")
     p.add_argument("--public", action="store_true", help="make a new Hub repo public (default: private)")
     args = parser.parse_args(argv)
-    commands = {"train": _train, "predict": _predict, "eval": _eval, "estimate": _estimate, "check-data": _check_data,
-                "export": _export}
+    commands = {"train": _train, "predict": _predict, "eval": _eval, "price": _price, "estimate": _estimate,
+                "check-data": _check_data, "export": _export}
     try:
         return commands[args.command](args)
     except (ConfigError, ValueError, OSError) as exc:

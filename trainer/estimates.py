@@ -16,15 +16,15 @@ DISTRIBUTION_METHODS = ("expected", "median", "log_mean")
 METHODS = (*DISTRIBUTION_METHODS, "greedy")
 """Every way the fine-tuned model alone prices a text; greedy decodes the likeliest digits instead."""
 ENSEMBLE = "ensemble"
-"""The fine-tuned model's price blended with the text baseline's in log price."""
+"""The fine-tuned model's price and the text baseline's, stacked by a linear regression in log price."""
 AUTO = "auto"
 """The point estimate with the lowest $ error on the run's validation rows."""
 CHOICES = (AUTO, *METHODS, ENSEMBLE)
 """What a user may ask a run to price by, in the Predict and Evaluate tabs and the CLI."""
 METHOD_NAMES = {"expected": "expected value", "median": "median", "log_mean": "mean in log price",
                 "greedy": "greedy", ENSEMBLE: "ensemble with the text baseline"}
-WEIGHTS = [i / 20 for i in range(21)]
-"""The fine-tuned model's blend weights tried: 0, 0.05, …, 1."""
+STACK_ALPHAS = (1e-3, 1e-2, 0.1, 1.0, 10.0)
+"""The ensemble's ridge penalties tried (by leave-one-out on the validation rows)."""
 
 
 def point_estimate(candidates: list[tuple[float, float]], method: str) -> float | None:
@@ -43,19 +43,84 @@ def point_estimate(candidates: list[tuple[float, float]], method: str) -> float 
     raise ValueError(f"unknown point estimate {method!r}; one of {', '.join(DISTRIBUTION_METHODS)}")
 
 
-def blend(model_price: float | None, text_price: float, weight: float) -> float:
-    """exp(w·log(1+model) + (1−w)·log(1+text)) − 1; the text baseline alone where the model gave no price."""
-    if model_price is None or not math.isfinite(model_price) or model_price < 0:
+def fit_stack(model_prices: list[float | None], text_prices: list[float], truths: list[float]) -> dict:
+    """The ensemble fitted on these rows: log(1+price) regressed on log(1+model) and log(1+text baseline), a ridge
+    regression (scikit-learn's RidgeCV, its penalty by leave-one-out) as the course's week-8 ensemble stacks its
+    models. Rows the model gave no price are left out of the fit."""
+    from sklearn.linear_model import RidgeCV
+
+    rows = [(m, t, y) for m, t, y in zip(model_prices, text_prices, truths) if _usable(m)]
+    if len(rows) < 2:
+        raise ValueError(f"{len(rows)} rows with a model price; the ensemble needs at least 2 to be fitted on")
+    features = np.log1p(np.array([[m, max(t, 0.0)] for m, t, _ in rows]))
+    fit = RidgeCV(alphas=STACK_ALPHAS).fit(features, np.log1p([y for _, _, y in rows]))
+    return {"model": float(fit.coef_[0]), "text": float(fit.coef_[1]), "intercept": float(fit.intercept_)}
+
+
+def stacked(model_price: float | None, text_price: float, stack: dict) -> float:
+    """The ensemble's price: exp(intercept + a·log(1+model) + b·log(1+text)) − 1; the text baseline's where the model
+    gave no price."""
+    if not _usable(model_price):
         return text_price
-    return math.expm1(weight * math.log1p(model_price) + (1 - weight) * math.log1p(max(text_price, 0.0)))
+    log_price = (stack["intercept"] + stack["model"] * math.log1p(model_price)
+                 + stack["text"] * math.log1p(max(text_price, 0.0)))
+    return max(math.expm1(log_price), 0.0)
 
 
-def fit_weight(model_prices: list[float | None], text_prices: list[float], truths: list[float]) -> float:
-    """The blend weight (of WEIGHTS) with the lowest mean $ error on these rows; ties go to the smaller weight."""
-    if not truths:
-        raise ValueError("no rows to fit the ensemble weight on")
+def _usable(price: float | None) -> bool:
+    return price is not None and math.isfinite(price) and price >= 0
 
-    def error(w: float) -> float:
-        return sum(abs(blend(m, t, w) - y) for m, t, y in zip(model_prices, text_prices, truths)) / len(truths)
 
-    return min(WEIGHTS, key=lambda w: (round(error(w), 9), w))
+# --- price ranges ------------------------------------------------------------------------------------------------
+
+LEVELS = (0.5, 0.8)
+"""The range levels measured on the held-out rows; a catalog may ask for any level in (0, 1)."""
+
+
+def price_range(candidates: list[tuple[float, float]], level: float) -> tuple[float, float] | None:
+    """The central `level` range of the candidates' distribution: its (1−level)/2 and (1+level)/2 weighted quantiles
+    (numpy's inverted CDF, as the median); None without candidates."""
+    if not 0 < level < 1:
+        raise ValueError(f"level {level} must be between 0 and 1")
+    if not candidates or sum(p for _, p in candidates) <= 0:
+        return None
+    prices, weights = zip(*candidates)
+    low, high = np.quantile(prices, [(1 - level) / 2, (1 + level) / 2], weights=weights, method="inverted_cdf")
+    return float(low), float(high)
+
+
+def fit_range_adjustment(ranges: list[tuple[float, float] | None], truths: list[float], level: float) -> float:
+    """Conformalized quantile regression (Romano et al., 2019) in log(1+price): how far the raw ranges must be
+    widened (or, negative, narrowed) so that `level` of these rows' true prices fall inside; fitted on validation
+    rows, it holds on new rows from the same data with at least that probability."""
+    scores = sorted(max(math.log1p(r[0]) - math.log1p(y), math.log1p(y) - math.log1p(r[1]))
+                    for r, y in zip(ranges, truths) if r is not None)
+    if not scores:
+        raise ValueError("no rows with a range to calibrate on")
+    rank = min(math.ceil((len(scores) + 1) * level), len(scores))  # the finite-sample conformal quantile
+    return scores[rank - 1]
+
+
+def adjusted(price_range_: tuple[float, float], adjustment: float) -> tuple[float, float]:
+    """A range widened by `adjustment` at both ends in log(1+price) (narrowed when negative, never past its middle)."""
+    low, high = (math.log1p(max(v, 0.0)) for v in price_range_)
+    adjustment = max(adjustment, -(high - low) / 2)
+    return max(math.expm1(low - adjustment), 0.0), math.expm1(high + adjustment)
+
+
+def covering(price_range_: tuple[float, float] | None, price: float | None) -> tuple[float, float] | None:
+    """The range stretched to hold the price given for the row (a greedy or ensemble price may lie outside the
+    model's distribution), so that low ≤ price ≤ high always."""
+    if price_range_ is None or price is None:
+        return price_range_
+    return min(price_range_[0], price), max(price_range_[1], price)
+
+
+def range_scores(ranges: list[tuple[float, float] | None], truths: list[float]) -> dict:
+    """coverage: the share of true prices inside their range; median_width: the ranges' median width in $; rows:
+    how many had a range."""
+    pairs = [(r, y) for r, y in zip(ranges, truths) if r is not None]
+    if not pairs:
+        return {"coverage": None, "median_width": None, "rows": 0}
+    return {"coverage": sum(low <= y <= high for (low, high), y in pairs) / len(pairs),
+            "median_width": float(np.median([high - low for (low, high), _ in pairs])), "rows": len(pairs)}

@@ -112,6 +112,7 @@ class Prediction:
     price: float | None
     method: str  # one of estimates.METHODS
     text: str  # raw decoded output (greedy) or a short description of the candidates (expected)
+    candidates: tuple = ()  # the beam's (price, probability) pairs the point estimate was read from; () for greedy
 
 
 def _device(model) -> torch.device:
@@ -355,7 +356,7 @@ def predict_estimates(model, tokenizer, texts: list[str], methods=DISTRIBUTION_M
                       **beam_args) -> dict[str, list[Prediction]]:
     """Each of `methods` (point estimates of DISTRIBUTION_METHODS) for every text, from one beam search."""
     distributions = price_distributions(model, tokenizer, texts, **beam_args)
-    return {method: [Prediction(point_estimate(c, method), method, _describe(c)) for c in distributions]
+    return {method: [Prediction(point_estimate(c, method), method, _describe(c), tuple(c)) for c in distributions]
             for method in methods}
 
 

@@ -11,8 +11,8 @@ from .data import DataError, Product, load_products
 from .baselines import (TEXT_BASELINE, TEXT_BASELINE_NAME, constant_baselines, fit_text_baseline, linear_bow,
                         load_text_baseline, predict_prices)
 from .config import TrainConfig
-from .estimates import (AUTO, CHOICES, DISTRIBUTION_METHODS, ENSEMBLE, METHOD_NAMES, METHODS, blend, fit_weight,
-                        point_estimate)
+from .estimates import (AUTO, CHOICES, DISTRIBUTION_METHODS, ENSEMBLE, LEVELS, METHOD_NAMES, METHODS, adjusted,
+                        covering, fit_range_adjustment, fit_stack, point_estimate, price_range, range_scores, stacked)
 from .evaluate import price_metrics, summary_line
 from .runs import RunFolder, write_atomic
 
@@ -31,7 +31,7 @@ def test_set(run: RunFolder, data: str | None = None) -> list[Product]:
     return run.split("test")
 
 
-class _Progress:
+class Progress:
     """Items priced out of all the passes of an evaluation, reported with what is being priced; honours Cancel."""
 
     def __init__(self, total: int, report: Callable[[int, int, str], None] | None, cancel: threading.Event | None):
@@ -47,15 +47,17 @@ class _Progress:
             self.report(min(self.done, self.total), self.total, what)
 
 
-def _price_all(predictor, texts: list[str], progress: _Progress, where: str, base: bool = True) -> dict[str, list]:
-    """Every method's prices of the fine-tuned model and (with `base`) the base model's greedy ones, in batches
-    (2 + 1 passes)."""
-    guesses: dict[str, list] = {m: [] for m in (*METHODS, *(["base"] if base else []))}
+def _price_all(predictor, texts: list[str], progress: Progress, where: str, base: bool = True) -> dict[str, list]:
+    """Every method's prices of the fine-tuned model, its distributions ("candidates"), and (with `base`) the base
+    model's greedy prices, in batches (2 + 1 passes)."""
+    guesses: dict[str, list] = {m: [] for m in (*METHODS, "candidates", *(["base"] if base else []))}
     for start in range(0, len(texts), BATCH):
         progress.check()
         batch = texts[start:start + BATCH]
         for method, preds in predictor.predict_methods(batch, METHODS).items():
             guesses[method] += [p.price for p in preds]
+            if method == DISTRIBUTION_METHODS[0]:
+                guesses["candidates"] += [list(p.candidates) for p in preds]
         progress.add(2 * len(batch), f"{where}: fine-tuned model, {min(start + BATCH, len(texts))} of {len(texts)}")
         if not base:
             continue
@@ -70,7 +72,7 @@ def _text_model(run: RunFolder):
     return load_text_baseline(run.text_baseline_file) or fit_text_baseline(run.split())
 
 
-def price_choice(run: RunFolder, predictor=None, progress: _Progress | None = None,
+def price_choice(run: RunFolder, predictor=None, progress: Progress | None = None,
                  measure: bool = True) -> dict | None:
     """Every price method scored on the run's validation rows, the best by $ error, and the ensemble's weight fitted
     there: price_choice.json, measured once per adapter step (with `measure` False: only if it already was). None for
@@ -85,23 +87,26 @@ def price_choice(run: RunFolder, predictor=None, progress: _Progress | None = No
         return None
     step = run.status().get("step")
     cached = run.price_choice()
-    if cached and cached.get("step") == step and cached.get("rows") == len(validation):
+    # A choice from before the stacked ensemble and the ranges is measured again.
+    if (cached and cached.get("step") == step and cached.get("rows") == len(validation)
+            and {"ensemble_stack", "candidates"} <= set(cached)):
         return cached
     if not measure:
         return None
     predictor = predictor or predictor_for(run.path)
-    progress = progress or _Progress(2 * len(validation), None, None)
+    progress = progress or Progress(2 * len(validation), None, None)
     texts, truths = [p.text for p in validation], [p.price for p in validation]
     guesses = _price_all(predictor, texts, progress, f"choosing the price method on {len(texts)} validation rows",
                          base=False)
     text_prices = predict_prices(_text_model(run), texts)
     scores = {m: price_metrics(guesses[m], truths) for m in METHODS}
     best = min(METHODS, key=lambda m: (scores[m]["error"], METHODS.index(m)))
-    weight = fit_weight(guesses[best], text_prices, truths)
+    stack = fit_stack(guesses[best], text_prices, truths)
     choice = {"step": step, "rows": len(validation), "row_ids": [p.id for p in validation], "methods": scores,
-              "best_method": best, "ensemble_weight": weight,
-              "ensemble": price_metrics([blend(g, t, weight) for g, t in zip(guesses[best], text_prices)], truths),
-              TEXT_BASELINE: price_metrics(text_prices, truths)}
+              "best_method": best, "ensemble_stack": stack,
+              "ensemble": price_metrics([stacked(g, t, stack) for g, t in zip(guesses[best], text_prices)], truths),
+              TEXT_BASELINE: price_metrics(text_prices, truths), "truths": truths,
+              "candidates": [[[round(v, 2), round(p, 5)] for v, p in c] for c in guesses["candidates"]]}
     write_atomic(run.choice_file, json.dumps(choice))
     return choice
 
@@ -117,25 +122,71 @@ def resolve_method(run: RunFolder, method: str, choice: dict | None) -> tuple[st
     return TrainConfig.from_yaml(run.config_file).probe_method, "the run's probe method (it has no validation rows)"
 
 
-def _choice_for(run: RunFolder, predictor, method: str, progress) -> dict | None:
+def method_choice(run: RunFolder, predictor, method: str, progress) -> dict | None:
     """The run's price choice: measured now if `method` needs it (auto, ensemble) and it is not yet."""
     if method not in (AUTO, ENSEMBLE):
         return price_choice(run, measure=False)
-    choice = price_choice(run, predictor, _Progress(2 * len(run.split("validation")), progress, None))
+    choice = price_choice(run, predictor, Progress(2 * len(run.split("validation")), progress, None))
     if method == ENSEMBLE and choice is None:
         raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
     return choice
 
 
-def _blended(run: RunFolder, choice: dict, model_prices: list, texts: list[str]) -> list[float]:
-    weight = choice["ensemble_weight"]
-    return [blend(g, t, weight) for g, t in zip(model_prices, predict_prices(_text_model(run), texts))]
+def ensemble_prices(run: RunFolder, choice: dict, model_prices: list, texts: list[str]) -> list[float]:
+    stack = choice["ensemble_stack"]
+    return [stacked(g, t, stack) for g, t in zip(model_prices, predict_prices(_text_model(run), texts))]
+
+
+def range_adjustment(choice: dict, level: float) -> float:
+    """How much the model's raw `level` ranges are widened (log(1+price)) to hold `level` of the validation rows' true
+    prices (estimates.fit_range_adjustment)."""
+    ranges = [price_range([tuple(c) for c in cands], level) for cands in choice["candidates"]]
+    return fit_range_adjustment(ranges, choice["truths"], level)
+
+
+def price_ranges(candidates: list, prices: list, level: float, choice: dict | None) -> list:
+    """Each row's `level` range: the model's distribution, calibrated on the validation rows when the run has them,
+    stretched to hold the row's price."""
+    adjustment = range_adjustment(choice, level) if choice else None
+    out = []
+    for cands, price in zip(candidates, prices):
+        raw = price_range([tuple(c) for c in cands], level)
+        out.append(covering(raw if raw is None or adjustment is None else adjusted(raw, adjustment), price))
+    return out
+
+
+def _range_report(candidates: list, prices: list, truths: list, choice: dict | None) -> dict:
+    """For each of LEVELS: coverage and median width of the raw and the calibrated ranges, on these rows."""
+    report = {}
+    for level in LEVELS:
+        raw = [covering(price_range([tuple(c) for c in cands], level), p) for cands, p in zip(candidates, prices)]
+        report[str(level)] = {"raw": range_scores(raw, truths)}
+        if choice:
+            report[str(level)]["calibrated"] = range_scores(price_ranges(candidates, prices, level, choice), truths)
+            report[str(level)]["adjustment"] = range_adjustment(choice, level)
+    return report
+
+
+def range_line(result: dict) -> str:
+    """The ranges' coverage in words: nominal level, raw and calibrated coverage and median width."""
+    parts = []
+    for level, r in (result.get("ranges") or {}).items():
+        if r["raw"]["coverage"] is None:
+            continue
+        part = (f"{100 * float(level):.0f}% range covers {100 * r['raw']['coverage']:.0f}% raw "
+                f"(median width ${r['raw']['median_width']:.0f})")
+        if "calibrated" in r:
+            part += (f", {100 * r['calibrated']['coverage']:.0f}% calibrated on the validation rows "
+                     f"(${r['calibrated']['median_width']:.0f})")
+        parts.append(part)
+    return "; ".join(parts)
 
 
 def ensemble_reason(choice: dict) -> str:
-    w = choice["ensemble_weight"]
-    return (f"{METHOD_NAMES[choice['best_method']]} × {w:g} + text baseline × {1 - w:g} in log price, the weight "
-            f"fitted on {choice['rows']} validation rows")
+    s = choice["ensemble_stack"]
+    return (f"log(1+price) = {s['model']:.2f} × log(1+{METHOD_NAMES[choice['best_method']]}) + {s['text']:.2f} × "
+            f"log(1+text baseline) {'+' if s['intercept'] >= 0 else '−'} {abs(s['intercept']):.2f}, a linear "
+            f"regression fitted on {choice['rows']} validation rows")
 
 
 def price_texts(run_path: str | Path, texts: list[str], method: str = AUTO,
@@ -145,32 +196,35 @@ def price_texts(run_path: str | Path, texts: list[str], method: str = AUTO,
 
     run = RunFolder(Path(run_path))
     predictor = predictor_for(run.path)
-    choice = _choice_for(run, predictor, method, progress)
+    choice = method_choice(run, predictor, method, progress)
     used, why = resolve_method(run, method, choice)
     if used != ENSEMBLE:
         return [p.price for p in predictor.predict(texts, method=used)], used, why
     prices = [p.price for p in predictor.predict(texts, method=choice["best_method"])]
-    return _blended(run, choice, prices, texts), used, ensemble_reason(choice)
+    return ensemble_prices(run, choice, prices, texts), used, ensemble_reason(choice)
 
 
 def explain_price(run_path: str | Path, text: str, method: str = AUTO,
-                  progress: Callable[[int, int, str], None] | None = None) -> dict:
+                  progress: Callable[[int, int, str], None] | None = None, level: float = 0.8) -> dict:
     """One text priced every way: the headline by `method` and why, each method's price, the ensemble's (when the
-    run has validation rows), the base model's, and the candidates of the model's distribution."""
+    run has validation rows), the `level` range (as a catalog's), the base model's, and the candidates of the model's
+    distribution."""
     from .inference import predictor_for
 
     run = RunFolder(Path(run_path))
     predictor = predictor_for(run.path)
-    choice = _choice_for(run, predictor, method, progress)
+    choice = method_choice(run, predictor, method, progress)
     used, why = resolve_method(run, method, choice)
     candidates = predictor.distribution(text)  # one beam search: every point estimate and the chart
     prices = {m: point_estimate(candidates, m) for m in DISTRIBUTION_METHODS}
     prices["greedy"] = predictor.predict([text], method="greedy")[0].price
     if choice:
-        prices[ENSEMBLE] = _blended(run, choice, [prices[choice["best_method"]]], [text])[0]
+        prices[ENSEMBLE] = ensemble_prices(run, choice, [prices[choice["best_method"]]], [text])[0]
         if used == ENSEMBLE:
             why = ensemble_reason(choice)
-    return {"method": used, "reason": why, "price": prices[used], "prices": prices,
+    span = price_ranges([candidates], [prices[used]], level, choice)[0]
+    return {"method": used, "reason": why, "price": prices[used], "prices": prices, "range": span, "level": level,
+            "calibrated": choice is not None,
             "base": predictor.predict([text], base=True, method="greedy")[0], "candidates": candidates}
 
 
@@ -193,7 +247,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     texts, truths = [p.text for p in items], [p.price for p in items]
     predictor = predictor_for(run.path)
     to_choose = 0 if price_choice(run, measure=False) else len(run.split("validation"))
-    steps = _Progress(2 * to_choose + 3 * len(texts), progress, cancel)
+    steps = Progress(2 * to_choose + 3 * len(texts), progress, cancel)
     choice = price_choice(run, predictor, steps)
     headline, why = resolve_method(run, method, choice)
     if headline == ENSEMBLE:
@@ -206,7 +260,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     guesses[TEXT_BASELINE] = predict_prices(text_model, texts)
     methods = {m: price_metrics(guesses[m], truths) for m in METHODS}
     if choice:
-        guesses[ENSEMBLE] = _blended(run, choice, guesses[choice["best_method"]], texts)
+        guesses[ENSEMBLE] = ensemble_prices(run, choice, guesses[choice["best_method"]], texts)
         methods[ENSEMBLE] = price_metrics(guesses[ENSEMBLE], truths)
     baselines = {"base_model": price_metrics(guesses["base"], truths)}
     if train:
@@ -216,7 +270,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     result = {
         "run": run.name, "data": data or "held-out split", "count": len(items), "method": headline,
         "method_reason": why, "metrics": methods[headline], "methods": methods, "baselines": baselines,
-        "ensemble": {"method": choice["best_method"], "weight": choice["ensemble_weight"]} if choice else None,
+        "ensemble": {"method": choice["best_method"], **choice["ensemble_stack"]} if choice else None,
         "validation": None if choice is None else {k: choice[k] for k in ("rows", "methods", "best_method", "ensemble")},
         "items": [{"text": t[:200], "truth": y, "guess": guesses[headline][i], "method": headline,
                    **({"category": items[i].category} if items[i].category else {}),
@@ -224,6 +278,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
                   for i, (t, y) in enumerate(zip(texts, truths))],
     }
     result["categories"] = by_category(result["items"])
+    result["ranges"] = _range_report(guesses["candidates"], guesses[headline], truths, choice)
     if save:
         write_atomic(run.eval_file, json.dumps(result))
     return result

@@ -7,6 +7,7 @@ import glob
 import re
 import tempfile
 import traceback
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -15,7 +16,7 @@ from trainer.job import JOBS, Busy
 from trainer.models import first_line
 from trainer.runs import RunFolder, list_runs
 
-from .access import may_control
+from .access import current_user, may_control
 
 RESUMABLE = ("stopped", "failed", "interrupted")
 PICK_FINISHED = "Pick a finished run with an adapter."
@@ -113,3 +114,15 @@ def busy_refusal(what: str) -> str | None:
     status = job.run.status()
     return (f"**Busy:** run {job.run.name} is training (step {status.get('step', 0)}/{status.get('total_steps') or '?'})."
             f" {what} loads a second copy of the model, so it waits until the run ends (or is stopped).")
+
+
+_EVENTS: dict[tuple[str, str], threading.Event] = {}
+_EVENTS_LOCK = threading.Lock()
+
+
+def caller_event(kind: str, request: gr.Request | None) -> threading.Event:
+    """The `kind` Cancel flag of one caller (the logged-in user, else the page's session): Cancel stops only your
+    own evaluation or pricing."""
+    key = current_user(request) or getattr(request, "session_hash", None) or ""
+    with _EVENTS_LOCK:
+        return _EVENTS.setdefault((kind, key), threading.Event())

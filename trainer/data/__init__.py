@@ -10,7 +10,8 @@ sample   the seeded synthetic sample generator
 """
 
 from .core import DataError, PriceError, Product
-from .load import (COMBINED_TEXT_COLUMNS, PRICE_COLUMNS, TEXT_COLUMNS, DataReport, load_products, split_description,
+from .load import (COMBINED_TEXT_COLUMNS, PRICE_COLUMNS, TEXT_COLUMNS, DataReport, Rows, load_products, read_rows,
+                   split_description,
                    split_products, split_run, as_size)
 from .prices import looks_decimal_comma, parse_price
 from .prompt import (COURSE_2024_QUESTION, COURSE_QUESTION, IGNORE_INDEX, PRICE_PREFIX, PROMPT_TAIL, QUESTIONS,
@@ -22,7 +23,7 @@ from .sample import make_sample_products
 from .text import clean_text, strip_course_prompt, unwrap_course_prompt
 
 __all__ = [
-    "COMBINED_TEXT_COLUMNS", "COURSE_2024_QUESTION", "COURSE_QUESTION", "QUESTIONS", "prompt_head",
+    "COMBINED_TEXT_COLUMNS", "Rows", "read_rows", "COURSE_2024_QUESTION", "COURSE_QUESTION", "QUESTIONS", "prompt_head",
     "unwrap_course_prompt", "CP1252_WARNING", "DataError", "DataReport", "FALLBACK_ENCODING",
     "FORMATS", "IGNORE_INDEX", "MAX_FILE_BYTES", "PRICE_COLUMNS", "PRICE_PREFIX", "PROMPT_TAIL",
     "PriceError", "Product", "TEXT_COLUMNS", "Table", "build_prompt", "clean_text", "completion", "encode_completion",

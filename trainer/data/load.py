@@ -270,6 +270,49 @@ def load_products(path, *, text_column: str | list[str] | None = None, price_col
     return products, report
 
 
+@dataclass
+class Rows:
+    """A file to price, row by row: the table as read (every column untouched), each row's product text (None when
+    it has none) and true price (None when the file has no price column or the cell is not a price)."""
+
+    table: Table
+    name: str
+    text_columns: list[str]
+    texts: list[str | None]
+    truths: list[float | None]
+    price_column: str = ""
+
+
+def read_rows(path, *, text_column: str | list[str] | None = None, price_column: str | None = None,
+              max_rows: int = 200_000, max_bytes: int = MAX_FILE_BYTES) -> Rows:
+    """Read a file (the same readers and refusals as training data) without dropping a row: a catalog to price.
+    The text is found and cleaned as for training; a price column is optional."""
+    table, name = read_source(path, max_bytes, max_rows)
+    if len(table.frame) == 0:
+        raise DataError(f"{name}: has no data rows")
+    if len(table.frame) > max_rows:
+        raise DataError(f"{name}: has {len(table.frame):,} rows, more than the limit of {max_rows:,}; "
+                        f"price it in parts")
+    frame = _unfold_conversations(table.frame)
+    columns = _text_columns(frame, text_column, name)
+    texts = []
+    for raw in _row_texts(frame, columns, "table", None, 0):
+        text = clean_text(unwrap_course_prompt(raw)[0])
+        texts.append(text or None)
+    truths: list[float | None] = [None] * len(texts)
+    found = ""
+    if price_column or any(_has_column(frame, c) for c in PRICE_COLUMNS):
+        found = _find_column(frame, price_column, PRICE_COLUMNS, "price", name)
+        values = [_turn_text(v, ("assistant",)) for v in frame[found].tolist()]
+        comma = looks_decimal_comma(values)
+        for i, value in enumerate(values):
+            try:
+                truths[i] = parse_price(value, decimal_comma=comma)
+            except PriceError:
+                pass
+    return Rows(table, name, columns, texts, truths, found)
+
+
 # ---------------------------------------------------------------------------
 # Split and sequence length
 

@@ -10,25 +10,22 @@ import pandas as pd
 from trainer import charts
 from trainer.estimates import AUTO, CHOICES
 
-from ..access import current_user, may_control
-from ..common import (COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, busy_refusal, named_run, refused, reports_errors,
-                      run_choices, run_picker)
+from ..access import may_control
+from ..common import (COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, busy_refusal, caller_event, named_run, refused,
+                      reports_errors, run_choices, run_picker)
 from ..data_box import FILE_TYPES
 
-_CANCELS: dict[str, threading.Event] = {}
-_CANCELS_LOCK = threading.Lock()
 
 
 def cancel_event(request: gr.Request | None) -> threading.Event:
-    """The Cancel flag of one caller (the logged-in user, else the page's session): Cancel stops only your own."""
-    key = current_user(request) or getattr(request, "session_hash", None) or ""
-    with _CANCELS_LOCK:
-        return _CANCELS.setdefault(key, threading.Event())
+    """This caller's Cancel flag of evaluations."""
+    return caller_event("evaluate", request)
 
 
 @reports_errors(6, at=0)
 def run_evaluation(run_name, file, limit, method=AUTO, request: gr.Request = None, progress=gr.Progress()):
-    from trainer.tester import CATEGORY_COLUMNS, Cancelled, category_table, evaluate_run, one_line, summary_table
+    from trainer.tester import (CATEGORY_COLUMNS, Cancelled, category_table, evaluate_run, one_line, range_line,
+                                summary_table)
 
     run = named_run(run_name, with_adapter=True)
     if run is None:
@@ -56,7 +53,8 @@ def run_evaluation(run_name, file, limit, method=AUTO, request: gr.Request = Non
     saved = ("Saved with run {run_name}: its model card and adapter zip include it." if save else
              f"Not saved: only the user who started run {run_name} (or an admin) writes its evaluation.")
     categories = result["categories"]
-    return (f"{one_line(result)}  \n{saved.format(run_name=run_name)}", table,
+    ranges = f"{range_line(result)}  \n" if range_line(result) else ""
+    return (f"{one_line(result)}  \n{ranges}{saved.format(run_name=run_name)}", table,
             charts.scatter_figure(truths, guesses), charts.bucket_figure(truths, guesses),
             gr.update(value=pd.DataFrame(category_table(result), columns=CATEGORY_COLUMNS), visible=bool(categories)),
             gr.update(value=charts.category_figure(categories), visible=bool(categories)))
@@ -73,7 +71,7 @@ def create_evaluate_tab() -> dict:
                     "course's bag-of-words linear regression and the strong text baseline (TF-IDF ridge on log "
                     "price, fitted on the run's training split), on the run's held-out split or a file you upload. "
                     "Every price method has its row, and the ensemble of the model with the text baseline; the "
-                    "headline method and the blend weight are chosen on the run's validation rows, never the "
+                    "headline method and the ensemble's regression are chosen on the run's validation rows, never the "
                     "rows evaluated here.")
         with gr.Row():
             c = {"tab": tab, "run": run_picker(),

@@ -1,0 +1,106 @@
+"""Price a catalog: every row out in order with its columns untouched, ranges that hold their price, honest coverage,
+the same prices from the CLI, and Cancel keeping what is done."""
+
+import csv
+import math
+import threading
+
+import pandas as pd
+import pytest
+
+from trainer.__main__ import main
+from trainer.catalog import ADDED_COLUMNS, price_catalog, write_catalog
+from trainer.estimates import adjusted, covering, fit_range_adjustment, price_range, range_scores
+
+LONG = "A very long description of a stainless steel kettle. " * 200  # far over any max length
+
+
+EXTRA = [(f"sku-x{i}", f"Garden hose number {i}, {10 + i} metres", "green", "") for i in range(20)]
+
+
+def catalog_file(tmp_path):
+    """27 rows: 6 hard cases, 20 plain ones without a price, and a line with too many fields (under the 5% share a
+    reader drops as stray)."""
+    rows = [("sku-1", "Stainless kettle, 1.7 l, auto shut-off", "silver", "34.99"),
+            ("sku-2", "", "red", "12"),
+            ("sku-3", "   ", "blue", ""),
+            ("sku-4", LONG, "green", "n/a"),
+            ("sku-5", "Kaffeemühle – café crème ☕, 200 g Bohnenbehälter", "schwarz", "€"),
+            ("sku-6", "Stainless kettle, 1.7 l, auto shut-off", "silver", "34.99"),
+            *EXTRA]
+    path = tmp_path / "catalog.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sku", "title", "colour", "price"])
+        writer.writerows(rows)
+        f.write("sku-7,a row,with,too,many,fields\n")
+    return path
+
+
+@pytest.mark.slow
+def test_every_row_comes_back_in_order_with_its_columns_and_a_range(tmp_path, tiny_run):
+    path = catalog_file(tmp_path)
+    catalog = price_catalog(tiny_run.path, path, method="expected", level=0.8)
+    out = catalog.frame
+    assert list(out.columns) == ["sku", "title", "colour", "price", *ADDED_COLUMNS]
+    skus = [f"sku-{i}" for i in range(1, 7)] + [s for s, *_ in EXTRA]
+    assert list(out["sku"]) == skus + [None]  # the unreadable line in its place
+    source = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip")
+    assert list(out["colour"][:26]) == list(source["colour"]) and list(out["price"][:26]) == list(source["price"])
+    assert list(out["title"][:26]) == list(source["title"])  # the text column too, untouched
+    priced = out[out["predicted_price"].notna()]
+    assert list(priced["sku"]) == ["sku-1", "sku-4", "sku-5", "sku-6"] + [s for s, *_ in EXTRA]
+    assert (priced["price_low"] <= priced["predicted_price"]).all()
+    assert (priced["predicted_price"] <= priced["price_high"]).all()
+    assert set(priced["method"]) == {"expected"} and set(priced["note"]) == {""}
+    assert list(out["note"][[1, 2]]) == ["no text to price"] * 2 and out["note"][26].startswith("unreadable row")
+    assert out["predicted_price"][0] == out["predicted_price"][5]  # the same text, the same price
+    # Measured against the file's own prices where it has one: sku-1 and sku-6 (the others are not prices).
+    assert catalog.metrics["count"] == 2 and catalog.coverage["rows"] == 2
+    assert "27 rows in, 24 priced, 3 not priced" in catalog.summary()
+    # The CLI prices the same file the same way (the tab's path, checked over HTTP in test_app_client).
+    cli_out = tmp_path / "priced.csv"
+    assert main(["price", "--run", str(tiny_run.path), str(path), "--out", str(cli_out), "--method", "expected"]) == 0
+    cli = pd.read_csv(cli_out)
+    assert cli["predicted_price"].tolist() == pytest.approx(out["predicted_price"].astype(float).tolist(), nan_ok=True)
+    # Every output format round-trips the same rows.
+    for suffix in (".jsonl", ".parquet", ".tsv", ".json"):
+        assert len(pd.read_json(p, lines=True) if (p := write_catalog(out, tmp_path / f"o{suffix}")).suffix == ".jsonl"
+                   else pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_json(p) if p.suffix == ".json"
+                   else pd.read_csv(p, sep="\t")) == 27
+
+
+@pytest.mark.slow
+def test_cancel_keeps_the_rows_already_priced(tmp_path, tiny_run):
+    path = catalog_file(tmp_path)
+    cancel = threading.Event()
+
+    def progress(done, total, what):
+        if done >= 16:  # after the first batch
+            cancel.set()
+
+    catalog = price_catalog(tiny_run.path, path, method="expected", progress=progress, cancel=cancel)
+    out = catalog.frame
+    assert catalog.cancelled and len(out) == 27
+    assert out["predicted_price"].notna().sum() == 16 + 1  # 16 texts priced, one of them on two rows
+    assert (out["note"] == "not priced: cancelled").sum() == 27 - 17 - 3  # less the rows with no text to price
+    assert "cancelled" in catalog.summary()
+
+
+def test_ranges_and_their_coverage_by_hand():
+    dist = [(30.0, 0.4), (20.0, 0.25), (40.0, 0.25), (10.0, 0.05), (50.0, 0.05)]  # CDF .05 .30 .70 .95 1
+    assert price_range(dist, 0.8) == (20.0, 40.0)  # the 10% and 90% quantiles of the inverted CDF
+    assert price_range(dist, 0.5) == (20.0, 40.0) and price_range(dist, 0.95) == (10.0, 50.0)
+    assert price_range([(7.0, 1.0)], 0.8) == (7.0, 7.0)
+    assert price_range([], 0.8) is None
+    with pytest.raises(ValueError):
+        price_range(dist, 1.0)
+    ranges = [(10.0, 20.0), (10.0, 20.0), (10.0, 20.0), (10.0, 20.0), None]
+    truths = [15.0, 10.0, 25.0, 5.0, 99.0]
+    assert range_scores(ranges, truths) == {"coverage": 0.5, "median_width": 10.0, "rows": 4}  # 15, 10 in; 25, 5 out
+    # CQR: the scores are [-log(16/11)… ] — at level 0.5 the 3rd of 4 (ceil(5 × 0.5)), 25 above 20: log(26/21).
+    assert fit_range_adjustment(ranges, truths, 0.5) == pytest.approx(math.log(26 / 21))
+    low, high = adjusted((10.0, 20.0), math.log(26 / 21))
+    assert high == pytest.approx(25.0) and low == pytest.approx(11 * 21 / 26 - 1)
+    assert adjusted((10.0, 20.0), -10.0)[0] == pytest.approx(adjusted((10.0, 20.0), -10.0)[1])  # never past the middle
+    assert covering((10.0, 20.0), 25.0) == (10.0, 25.0) and covering(None, 5.0) is None

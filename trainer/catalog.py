@@ -1,0 +1,174 @@
+"""Price a catalog: a whole file of products in; every row out, in order, its columns untouched, with a price, a
+calibrated range, the method and a note. The Predict tab's "Price a file", `python -m trainer price` and the API
+all call price_catalog."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .data import DataError, read_rows
+from .estimates import AUTO, ENSEMBLE, METHODS, range_scores
+from .evaluate import price_metrics
+from .runs import RunFolder
+from .tester import (BATCH, Cancelled, Progress, ensemble_prices, ensemble_reason, method_choice, price_ranges,
+                     resolve_method)
+
+ADDED_COLUMNS = ("predicted_price", "price_low", "price_high", "method", "note")
+DEFAULT_LEVEL = 0.8
+OUTPUT_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+
+
+@dataclass
+class Catalog:
+    """A priced catalog: the output table and what happened."""
+
+    frame: pd.DataFrame  # the input's columns untouched, then ADDED_COLUMNS
+    method: str
+    reason: str
+    level: float
+    seconds: float
+    cancelled: bool = False
+    metrics: dict | None = None  # the Tester's metrics, when the file has true prices
+    coverage: dict | None = None  # range_scores of the ranges against the true prices
+    text_columns: list[str] = field(default_factory=list)
+    price_column: str = ""
+
+    @property
+    def priced(self) -> int:
+        return int(self.frame["predicted_price"].notna().sum())
+
+    def summary(self) -> str:
+        """One line: rows in, priced, not priced, seconds (and against true prices, the metrics and coverage)."""
+        rows = len(self.frame)
+        line = (f"{rows:,} rows in, {self.priced:,} priced, {rows - self.priced:,} not priced, "
+                f"{self.seconds:.1f} s; {self.method} ({self.reason}); {100 * self.level:.0f}% ranges")
+        if self.cancelled:
+            line += "; cancelled: the rows after the last priced batch are not priced"
+        if self.metrics:
+            line += (f". Against the file's prices ({self.metrics['count']:,} rows): error ${self.metrics['error']:.2f}, "
+                     f"RMSLE {self.metrics['rmsle']:.3f}, hits {100 * self.metrics['hits']:.1f}%")
+        if self.coverage and self.coverage["coverage"] is not None:
+            line += (f"; the {100 * self.level:.0f}% range holds {100 * self.coverage['coverage']:.1f}% of them "
+                     f"(median width ${self.coverage['median_width']:.0f})")
+        return line
+
+
+def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | list[str] | None = None,
+                  price_column: str | None = None, level: float = DEFAULT_LEVEL, method: str = AUTO,
+                  progress: Callable[[int, int, str], None] | None = None,
+                  cancel: threading.Event | None = None) -> Catalog:
+    """Every row of the file at `path` priced with the run's adapter by `method`, in batches on the evaluation path
+    (one beam per batch gives every point estimate and the range). Cancel keeps the rows already priced."""
+    from .inference import predictor_for
+
+    if not 0 < level < 1:
+        raise DataError(f"level: the range's level must be between 0 and 1 (got {level})")
+    started = time.time()
+    run = RunFolder(Path(run_path))
+    rows = read_rows(path, text_column=text_column or None, price_column=price_column or None)
+    predictor = predictor_for(run.path)
+    choice = method_choice(run, predictor, method, progress)
+    used, why = resolve_method(run, method, choice)
+    if used == ENSEMBLE:
+        why = ensemble_reason(choice)
+    model_method = choice["best_method"] if used == ENSEMBLE else used
+    unique = list(dict.fromkeys(t for t in rows.texts if t))  # a repeated text is priced once
+    steps = Progress(len(unique), progress, cancel)
+    priced: dict[str, tuple[float | None, list]] = {}
+    cancelled = False
+    wanted = (model_method,) if model_method == METHODS[0] else (METHODS[0], model_method)
+    for start in range(0, len(unique), BATCH):
+        try:
+            steps.check()
+        except Cancelled:
+            cancelled = True
+            break
+        batch = unique[start:start + BATCH]
+        out = predictor.predict_methods(batch, wanted)
+        for i, text in enumerate(batch):
+            priced[text] = (out[model_method][i].price, list(out[METHODS[0]][i].candidates))
+        steps.add(len(batch), f"pricing: {min(start + BATCH, len(unique)):,} of {len(unique):,} texts")
+    texts = [t for t in unique if t in priced]
+    prices = [priced[t][0] for t in texts]
+    if used == ENSEMBLE and texts:
+        prices = ensemble_prices(run, choice, prices, texts)
+    ranges = price_ranges([priced[t][1] for t in texts], prices, level, choice)
+    by_text = {t: (p, r) for t, p, r in zip(texts, prices, ranges)}
+    frame = _output(rows, by_text, used, cancelled)
+    catalog = Catalog(frame, used, why, level, time.time() - started, cancelled, text_columns=rows.text_columns,
+                      price_column=rows.price_column)
+    known = [(p, t) for p, t in zip(frame["predicted_price"], rows.truths) if t is not None and not _missing(p)]
+    if known:
+        catalog.metrics = {**price_metrics([p for p, _ in known], [t for _, t in known]), "count": len(known)}
+        spans = [(lo, hi) for lo, hi, p, t in zip(frame["price_low"], frame["price_high"], frame["predicted_price"],
+                                                  rows.truths) if t is not None and not _missing(p)]
+        catalog.coverage = range_scores([None if _missing(lo) else (lo, hi) for lo, hi in spans],
+                                        [t for _, t in known])
+    return catalog
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _output(rows, by_text: dict, method: str, cancelled: bool) -> pd.DataFrame:
+    """The input table with the added columns; rows the reader could not split into fields come back too, in their
+    place, with a note."""
+    frame = rows.table.frame.copy()
+    added = {name: [] for name in ADDED_COLUMNS}
+    for text in rows.texts:
+        price, span = by_text.get(text, (None, None)) if text else (None, None)
+        span = span if price is not None else None  # no price, no range
+        if not text:
+            note = "no text to price"
+        elif text not in by_text:
+            note = "not priced: cancelled" if cancelled else "not priced"
+        elif price is None:
+            note = "the model gave no price"
+        else:
+            note = ""
+        added["predicted_price"].append(None if price is None else round(price, 2))
+        added["price_low"].append(None if span is None else round(span[0], 2))
+        added["price_high"].append(None if span is None else round(span[1], 2))
+        added["method"].append(method if price is not None else "")
+        added["note"].append(note)
+    for name in ADDED_COLUMNS:
+        frame[_free_name(frame, name)] = added[name]
+    if rows.table.bad_lines:
+        note = frame.columns[-1]
+        unreadable = pd.DataFrame([{**{c: None for c in frame.columns}, note: "unreadable row: not the header's "
+                                    "number of fields"} for _ in rows.table.bad_lines])
+        lines = list(rows.table.lines) + list(rows.table.bad_lines)
+        frame = pd.concat([frame, unreadable], ignore_index=True)
+        frame = frame.iloc[sorted(range(len(frame)), key=lines.__getitem__)].reset_index(drop=True)
+    return frame
+
+
+def _free_name(frame: pd.DataFrame, name: str) -> str:
+    """The added column's name, suffixed when the input already has a column of that name (it stays untouched)."""
+    while name in frame.columns:
+        name += "_"
+    return name
+
+
+def write_catalog(frame: pd.DataFrame, out: str | Path) -> Path:
+    """The priced table in the format its suffix names (CSV, TSV, JSON, JSONL or Parquet)."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise DataError(f"{out.name}: write the result as {', '.join(OUTPUT_SUFFIXES)}")
+    if suffix in (".csv", ".tsv"):
+        frame.to_csv(out, index=False, sep="\t" if suffix == ".tsv" else ",")
+    elif suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        frame.to_json(out, orient="records", lines=suffix == ".jsonl", force_ascii=False)
+    return out
+
