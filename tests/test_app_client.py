@@ -134,14 +134,16 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     summary, download, preview = client.predict(run_name, handle_file(str(items)), "", 0.8, "expected",
                                                 api_name="/price_file")
     assert "12 rows in, 12 priced, 0 not priced" in summary and "Against the file's prices (12 rows)" in summary
-    tab_rows = list(csv.DictReader(open(file_path(download), encoding="utf-8")))
+    priced = Path(file_path(download))
+    assert priced.name == "items-priced.jsonl"  # the upload's own format back
+    tab_rows = [json.loads(line) for line in priced.read_text(encoding="utf-8").splitlines()]
     assert [r["title"] for r in tab_rows] == [f"Kettle {i}" for i in range(12)] and len(preview["value"]["data"]) == 12
     from trainer.__main__ import main
     out = tmp_path / "cli.csv"
     assert main(["price", "--run", str(launched_app.runs / run_name), str(items), "--out", str(out),
                  "--method", "expected"]) == 0
     cli_rows = list(csv.DictReader(open(out, encoding="utf-8")))
-    assert [r["predicted_price"] for r in cli_rows] == [r["predicted_price"] for r in tab_rows]
+    assert [float(r["predicted_price"]) for r in cli_rows] == [r["predicted_price"] for r in tab_rows]
     assert all(float(r["price_low"]) <= float(r["predicted_price"]) <= float(r["price_high"]) for r in tab_rows)
 
     # Export: the model card carries that evaluation; the zip has the card and its scatter image.

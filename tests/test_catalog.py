@@ -3,6 +3,7 @@ the same prices from the CLI, and Cancel keeping what is done."""
 
 import csv
 import math
+import re
 import threading
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 
 from trainer.__main__ import main
 from trainer.catalog import ADDED_COLUMNS, price_catalog, write_catalog
+from trainer.data import DataError, read_rows
 from trainer.estimates import adjusted, covering, fit_range_adjustment, price_range, range_scores
 
 LONG = "A very long description of a stainless steel kettle. " * 200  # far over any max length
@@ -75,7 +77,10 @@ def test_cancel_keeps_the_rows_already_priced(tmp_path, tiny_run):
     path = catalog_file(tmp_path)
     cancel = threading.Event()
 
+    reports = []
+
     def progress(done, total, what):
+        reports.append((done, total, what))
         if done >= 16:  # after the first batch
             cancel.set()
 
@@ -85,6 +90,16 @@ def test_cancel_keeps_the_rows_already_priced(tmp_path, tiny_run):
     assert out["predicted_price"].notna().sum() == 16 + 1  # 16 texts priced, one of them on two rows
     assert (out["note"] == "not priced: cancelled").sum() == 27 - 17 - 3  # less the rows with no text to price
     assert "cancelled" in catalog.summary()
+    assert reports[0][:2] == (16, 23) and re.fullmatch(r"pricing: 16 of 23 texts, about \d+ s left", reports[0][2])
+
+
+def test_a_ten_thousand_row_file_is_read_whole_and_a_bigger_one_refused_by_name(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("title,price\n" + "".join(f"Product {i} in steel,{i % 500 + 1}\n" for i in range(10_000)))
+    rows = read_rows(path)
+    assert len(rows.texts) == 10_000 and rows.texts[9_999] == "Product 9999 in steel" and rows.truths[0] == 1.0
+    with pytest.raises(DataError, match="big.csv: has 10,000 rows, more than the limit of 9,999; price it in parts"):
+        read_rows(path, max_rows=9_999)
 
 
 def test_ranges_and_their_coverage_by_hand():

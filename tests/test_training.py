@@ -120,7 +120,7 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     capsys.readouterr()
     assert main(["predict", "--run", str(run.path), "--method", "ensemble", "Premium 6-quart stand mixer"]) == 0
     out = capsys.readouterr()
-    assert re.fullmatch(r"(\$\d+\.\d\d|unparseable)\n", out.out) and "weight fitted on 4 validation rows" in out.err
+    assert re.fullmatch(r"(\$\d+\.\d\d|unparseable)\n", out.out) and "a linear regression fitted on 4 validation rows" in out.err
 
     ids = torch.tensor([encode_prompt(demo_tokenizer, "Premium stainless steel stand mixer, 6 quart", 128)])
     base_logits = demo_model(input_ids=ids).logits[0, -1]

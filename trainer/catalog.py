@@ -82,6 +82,7 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
     unique = list(dict.fromkeys(t for t in rows.texts if t))  # a repeated text is priced once
     steps = Progress(len(unique), progress, cancel)
     priced: dict[str, tuple[float | None, list]] = {}
+    pricing_started = time.time()
     cancelled = False
     wanted = (model_method,) if model_method == METHODS[0] else (METHODS[0], model_method)
     for start in range(0, len(unique), BATCH):
@@ -94,7 +95,9 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
         out = predictor.predict_methods(batch, wanted)
         for i, text in enumerate(batch):
             priced[text] = (out[model_method][i].price, list(out[METHODS[0]][i].candidates))
-        steps.add(len(batch), f"pricing: {min(start + BATCH, len(unique)):,} of {len(unique):,} texts")
+        done = min(start + BATCH, len(unique))
+        left = (time.time() - pricing_started) / done * (len(unique) - done)
+        steps.add(len(batch), f"pricing: {done:,} of {len(unique):,} texts, about {_duration(left)} left")
     texts = [t for t in unique if t in priced]
     prices = [priced[t][0] for t in texts]
     if used == ENSEMBLE and texts:
@@ -112,6 +115,10 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
         catalog.coverage = range_scores([None if _missing(lo) else (lo, hi) for lo, hi in spans],
                                         [t for _, t in known])
     return catalog
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _missing(value) -> bool:
