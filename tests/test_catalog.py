@@ -13,6 +13,7 @@ from trainer.__main__ import main
 from trainer.catalog import ADDED_COLUMNS, price_catalog, write_catalog
 from trainer.data import DataError, read_rows
 from trainer.estimates import adjusted, covering, fit_range_adjustment, price_range, range_scores
+from trainer.tester import price_ranges, range_adjustment
 
 LONG = "A very long description of a stainless steel kettle. " * 200  # far over any max length
 
@@ -21,8 +22,8 @@ EXTRA = [(f"sku-x{i}", f"Garden hose number {i}, {10 + i} metres", "green", "") 
 
 
 def catalog_file(tmp_path):
-    """27 rows: 6 hard cases, 20 plain ones without a price, and a line with too many fields (under the 5% share a
-    reader drops as stray)."""
+    """27 rows: 6 hard cases, 20 plain ones without a price, and (fourth) a line with too many fields (under the 5%
+    share a reader drops as stray)."""
     rows = [("sku-1", "Stainless kettle, 1.7 l, auto shut-off", "silver", "34.99"),
             ("sku-2", "", "red", "12"),
             ("sku-3", "   ", "blue", ""),
@@ -34,8 +35,9 @@ def catalog_file(tmp_path):
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["sku", "title", "colour", "price"])
-        writer.writerows(rows)
-        f.write("sku-7,a row,with,too,many,fields\n")
+        writer.writerows(rows[:3])
+        f.write("sku-7,a row,with,too,many,fields\n")  # between the rows: the rows after it keep their prices
+        writer.writerows(rows[3:])
     return path
 
 
@@ -45,20 +47,22 @@ def test_every_row_comes_back_in_order_with_its_columns_and_a_range(tmp_path, ti
     catalog = price_catalog(tiny_run.path, path, method="expected", level=0.8)
     out = catalog.frame
     assert list(out.columns) == ["sku", "title", "colour", "price", *ADDED_COLUMNS]
-    skus = [f"sku-{i}" for i in range(1, 7)] + [s for s, *_ in EXTRA]
-    assert list(out["sku"]) == skus + [None]  # the unreadable line in its place
+    skus = ["sku-1", "sku-2", "sku-3", None, "sku-4", "sku-5", "sku-6"] + [s for s, *_ in EXTRA]
+    assert list(out["sku"]) == skus  # the unreadable line in its place
     source = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="skip")
-    assert list(out["colour"][:26]) == list(source["colour"]) and list(out["price"][:26]) == list(source["price"])
-    assert list(out["title"][:26]) == list(source["title"])  # the text column too, untouched
+    readable = out.drop(index=3).reset_index(drop=True)
+    assert list(readable["colour"]) == list(source["colour"]) and list(readable["price"]) == list(source["price"])
+    assert list(readable["title"]) == list(source["title"])  # the text column too, untouched
     priced = out[out["predicted_price"].notna()]
     assert list(priced["sku"]) == ["sku-1", "sku-4", "sku-5", "sku-6"] + [s for s, *_ in EXTRA]
     assert (priced["price_low"] <= priced["predicted_price"]).all()
     assert (priced["predicted_price"] <= priced["price_high"]).all()
     assert set(priced["method"]) == {"expected"} and set(priced["note"]) == {""}
-    assert list(out["note"][[1, 2]]) == ["no text to price"] * 2 and out["note"][26].startswith("unreadable row")
-    assert out["predicted_price"][0] == out["predicted_price"][5]  # the same text, the same price
+    assert list(out["note"][[1, 2]]) == ["no text to price"] * 2 and out["note"][3].startswith("unreadable row")
+    assert out["predicted_price"][0] == out["predicted_price"][6]  # the same text, the same price
     # Measured against the file's own prices where it has one: sku-1 and sku-6 (the others are not prices).
     assert catalog.metrics["count"] == 2 and catalog.coverage["rows"] == 2
+    assert catalog.metrics["error"] == pytest.approx(abs(out["predicted_price"][0] - 34.99), abs=0.01)
     assert "27 rows in, 24 priced, 3 not priced" in catalog.summary()
     # The CLI prices the same file the same way (the tab's path, checked over HTTP in test_app_client).
     cli_out = tmp_path / "priced.csv"
@@ -119,3 +123,6 @@ def test_ranges_and_their_coverage_by_hand():
     assert high == pytest.approx(25.0) and low == pytest.approx(11 * 21 / 26 - 1)
     assert adjusted((10.0, 20.0), -10.0)[0] == pytest.approx(adjusted((10.0, 20.0), -10.0)[1])  # never past the middle
     assert covering((10.0, 20.0), 25.0) == (10.0, 25.0) and covering(None, 5.0) is None
+    # Validation rows without any distribution (a model that never wrote digits): no calibration, raw ranges.
+    assert range_adjustment({"candidates": [[], []], "truths": [1.0, 2.0]}, 0.8) is None
+    assert price_ranges([[(10.0, 1.0)]], [10.0], 0.8, {"candidates": [[]], "truths": [3.0]}) == [(10.0, 10.0)]

@@ -4,7 +4,6 @@ all call price_catalog."""
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,7 +51,8 @@ class Catalog:
         if self.cancelled:
             line += "; cancelled: the rows after the last priced batch are not priced"
         if self.metrics:
-            line += (f". Against the file's prices ({self.metrics['count']:,} rows): error ${self.metrics['error']:.2f}, "
+            line += (f". Against the file's prices ({self.metrics['count']:,} rows): "
+                     f"error ${self.metrics['error']:.2f}, "
                      f"RMSLE {self.metrics['rmsle']:.3f}, hits {100 * self.metrics['hits']:.1f}%")
         if self.coverage and self.coverage["coverage"] is not None:
             line += (f"; the {100 * self.level:.0f}% range holds {100 * self.coverage['coverage']:.1f}% of them "
@@ -104,16 +104,14 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
         prices = ensemble_prices(run, choice, prices, texts)
     ranges = price_ranges([priced[t][1] for t in texts], prices, level, choice)
     by_text = {t: (p, r) for t, p, r in zip(texts, prices, ranges)}
-    frame = _output(rows, by_text, used, cancelled)
+    per_row = [by_text.get(t) if t else None for t in rows.texts]  # aligned with the rows read; None: not priced
+    frame = _output(rows, per_row, used, cancelled)
     catalog = Catalog(frame, used, why, level, time.time() - started, cancelled, text_columns=rows.text_columns,
                       price_column=rows.price_column)
-    known = [(p, t) for p, t in zip(frame["predicted_price"], rows.truths) if t is not None and not _missing(p)]
+    known = [(*row, t) for row, t in zip(per_row, rows.truths) if t is not None and row is not None]
     if known:
-        catalog.metrics = {**price_metrics([p for p, _ in known], [t for _, t in known]), "count": len(known)}
-        spans = [(lo, hi) for lo, hi, p, t in zip(frame["price_low"], frame["price_high"], frame["predicted_price"],
-                                                  rows.truths) if t is not None and not _missing(p)]
-        catalog.coverage = range_scores([None if _missing(lo) else (lo, hi) for lo, hi in spans],
-                                        [t for _, t in known])
+        catalog.metrics = {**price_metrics([p for p, _, _ in known], [t for _, _, t in known]), "count": len(known)}
+        catalog.coverage = range_scores([span for _, span, _ in known], [t for _, _, t in known])
     return catalog
 
 
@@ -121,21 +119,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _output(rows, by_text: dict, method: str, cancelled: bool) -> pd.DataFrame:
-    """The input table with the added columns; rows the reader could not split into fields come back too, in their
-    place, with a note."""
+def _output(rows, per_row: list, method: str, cancelled: bool) -> pd.DataFrame:
+    """The input table with the added columns (`per_row`: each row's (price, range), None where it was not priced);
+    rows the reader could not split into fields come back too, in their place, with a note."""
     frame = rows.table.frame.copy()
     added = {name: [] for name in ADDED_COLUMNS}
-    for text in rows.texts:
-        price, span = by_text.get(text, (None, None)) if text else (None, None)
+    for text, row in zip(rows.texts, per_row):
+        price, span = row or (None, None)
         span = span if price is not None else None  # no price, no range
         if not text:
             note = "no text to price"
-        elif text not in by_text:
+        elif row is None:
             note = "not priced: cancelled" if cancelled else "not priced"
         elif price is None:
             note = "the model gave no price"

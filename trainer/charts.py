@@ -264,11 +264,13 @@ def category_figure(categories: dict, shown: int = 20) -> go.Figure:
     """Mean $ error by the data's category (the largest `shown`), the fine-tune beside the text baseline."""
     rows = list(categories.items())[:shown]
     if not rows:
-        return empty_figure("Error by category", "The data has no category column", "category", "mean absolute error ($)")
+        return empty_figure("Error by category", "The data has no category column", "category",
+                            "mean absolute error ($)")
     names = [name for name, _ in rows]
     fig = go.Figure([go.Bar(name="fine-tuned", x=names, y=[c["model"]["error"] for _, c in rows],
                             text=[f"n={c['count']}" for _, c in rows], marker_color=LOSS_COLOUR),
-                     go.Bar(name="text baseline (TF-IDF ridge)", x=names, y=[c["tfidf_ridge"]["error"] for _, c in rows],
+                     go.Bar(name="text baseline (TF-IDF ridge)", x=names,
+                            y=[c["tfidf_ridge"]["error"] for _, c in rows],
                             marker_color=TEXT_BASELINE_COLOUR)])
     fig.update_layout(title="Mean error by category", barmode="group", xaxis_title="category",
                       yaxis_title="mean absolute error ($)", template="plotly_white")

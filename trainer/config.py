@@ -344,14 +344,13 @@ _COURSE_RECIPE = dict(quant="4bit", lora_r=32, lora_alpha=64, lora_dropout=0.1, 
                       epochs=1.0, max_steps=0, grad_accum=1)
 PRESETS: dict[str, dict] = {
     "demo": {"model": DEMO},
-    "course-2024": {**_COURSE_RECIPE, "model": "meta-llama/Meta-Llama-3.1-8B",
-                                   "question": COURSE_2024_QUESTION, "warmup_ratio": 0.03, "batch_size": 4,
-                                   "max_length": 182},
+    "course-2024": {**_COURSE_RECIPE, "model": "meta-llama/Meta-Llama-3.1-8B", "question": COURSE_2024_QUESTION,
+                    "warmup_ratio": 0.03, "batch_size": 4, "max_length": 182},
     "course-lite": {**_COURSE_RECIPE, "model": "meta-llama/Llama-3.2-3B", "question": COURSE_QUESTION,
-                                   "warmup_ratio": 0.01, "batch_size": 32, "max_length": 128},
+                    "warmup_ratio": 0.01, "batch_size": 32, "max_length": 128},
     "course-full": {**_COURSE_RECIPE, "model": "meta-llama/Llama-3.2-3B", "question": COURSE_QUESTION,
-                                   "warmup_ratio": 0.01, "batch_size": 256, "max_length": 128, "epochs": 3.0,
-                                   "lora_r": 256, "lora_alpha": 512, "target_modules": ALL_LINEAR},
+                    "warmup_ratio": 0.01, "batch_size": 256, "max_length": 128, "epochs": 3.0, "lora_r": 256,
+                    "lora_alpha": 512, "target_modules": ALL_LINEAR},
 }
 """Named starting points: the demo on a CPU, and the course's recipes (its notebooks' settings) for a GPU."""
 PRESET_NAMES = {"demo": "demo (CPU)", "course-2024": "course 2024 (Llama 3.1 8B)",

@@ -58,8 +58,8 @@ def fit_stack(model_prices: list[float | None], text_prices: list[float], truths
 
 
 def stacked(model_price: float | None, text_price: float, stack: dict) -> float:
-    """The ensemble's price: exp(intercept + a·log(1+model) + b·log(1+text)) − 1; the text baseline's where the model
-    gave no price."""
+    """The ensemble's price: exp(intercept + a·log(1+model) + b·log(1+text)) − 1; the text baseline's where the
+    model gave no price."""
     if not _usable(model_price):
         return text_price
     log_price = (stack["intercept"] + stack["model"] * math.log1p(model_price)

@@ -137,17 +137,21 @@ def ensemble_prices(run: RunFolder, choice: dict, model_prices: list, texts: lis
     return [stacked(g, t, stack) for g, t in zip(model_prices, predict_prices(_text_model(run), texts))]
 
 
-def range_adjustment(choice: dict, level: float) -> float:
+def range_adjustment(choice: dict | None, level: float) -> float | None:
     """How much the model's raw `level` ranges are widened (log(1+price)) to hold `level` of the validation rows' true
-    prices (estimates.fit_range_adjustment)."""
+    prices (estimates.fit_range_adjustment); None without validation rows the model gave a distribution for."""
+    if not choice:
+        return None
     ranges = [price_range([tuple(c) for c in cands], level) for cands in choice["candidates"]]
+    if not any(ranges):
+        return None
     return fit_range_adjustment(ranges, choice["truths"], level)
 
 
 def price_ranges(candidates: list, prices: list, level: float, choice: dict | None) -> list:
     """Each row's `level` range: the model's distribution, calibrated on the validation rows when the run has them,
     stretched to hold the row's price."""
-    adjustment = range_adjustment(choice, level) if choice else None
+    adjustment = range_adjustment(choice, level)
     out = []
     for cands, price in zip(candidates, prices):
         raw = price_range([tuple(c) for c in cands], level)
@@ -161,9 +165,10 @@ def _range_report(candidates: list, prices: list, truths: list, choice: dict | N
     for level in LEVELS:
         raw = [covering(price_range([tuple(c) for c in cands], level), p) for cands, p in zip(candidates, prices)]
         report[str(level)] = {"raw": range_scores(raw, truths)}
-        if choice:
+        adjustment = range_adjustment(choice, level)
+        if adjustment is not None:
             report[str(level)]["calibrated"] = range_scores(price_ranges(candidates, prices, level, choice), truths)
-            report[str(level)]["adjustment"] = range_adjustment(choice, level)
+            report[str(level)]["adjustment"] = adjustment
     return report
 
 
@@ -224,7 +229,7 @@ def explain_price(run_path: str | Path, text: str, method: str = AUTO,
             why = ensemble_reason(choice)
     span = price_ranges([candidates], [prices[used]], level, choice)[0]
     return {"method": used, "reason": why, "price": prices[used], "prices": prices, "range": span, "level": level,
-            "calibrated": choice is not None,
+            "calibrated": range_adjustment(choice, level) is not None,
             "base": predictor.predict([text], base=True, method="greedy")[0], "candidates": candidates}
 
 

@@ -340,7 +340,7 @@ def split_run(products, test_size: float = 0.1, validation_size: float = 0.1,
     """A run's (train, validation, test): the held-out test rows first, then the validation slice out of the rest.
 
     Each size is a share (<1) or a count (>=1, a float from YAML or a form counts too). Validation rows are not
-    trained on: they are the probe, and where a price method and the ensemble weight are chosen. Data with its own
+    trained on: they are the probe, and where a price method and the ensemble are chosen. Data with its own
     splits (Product.split) keeps them: its test rows are held out, its validation rows validate; only a part it
     lacks is carved at random.
     """

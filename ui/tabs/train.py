@@ -10,8 +10,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from trainer.config import (COURSE_TARGETS, PRESET_NAMES, QUANTIZATIONS, RUN_DATA, ConfigError, TrainConfig, model_defaults,
-                            preset)
+from trainer.config import (COURSE_TARGETS, PRESET_NAMES, QUANTIZATIONS, RUN_DATA, ConfigError, TrainConfig,
+                            model_defaults, preset)
 from trainer.data import COURSE_2024_QUESTION, COURSE_QUESTION
 from trainer.job import JOBS, Busy
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
@@ -193,7 +193,8 @@ def form_components() -> dict:
     """The model, LoRA and training fields, by config field name."""
     f = {}
     gr.Markdown("### 2 · Model")
-    f["preset"] = gr.Dropdown([(label, key) for key, label in PRESET_NAMES.items()], value=None, label="Preset (fills the form; every field stays editable)",
+    f["preset"] = gr.Dropdown([(label, key) for key, label in PRESET_NAMES.items()], value=None,
+                              label="Preset (fills the form; every field stays editable)",
                               info="the course's recipes are for a GPU; demo (CPU) is the default")
     f["model"] = gr.Textbox(value=DEMO, label="Model: 'demo' (SmolLM2-135M, built in), a Hugging Face id or a local "
                                               "folder")
