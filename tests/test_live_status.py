@@ -36,3 +36,7 @@ def test_eta_counts_probe_time_and_runs_down_while_the_probe_is_priced(tmp_path,
     status.update(training_started_step=5, pricing_probe=None)
     monkeypatch.setattr(live.time, "time", lambda: t0 + 100)
     assert eta_seconds(live.status_text(run, status, metrics)) == 400  # 100 s for 5 steps, 20 to go
+    # A tracker that failed is named in the status, under the rest; the run goes on.
+    status["tracker_warning"] = "WandbCallback failed (CommError: no login); training goes on without it"
+    assert live.status_text(run, status, metrics).endswith("\n\n⚠ WandbCallback failed (CommError: no login); "
+                                                           "training goes on without it")

@@ -14,6 +14,7 @@ import yaml
 
 from .data.prompt import COURSE_2024_QUESTION, COURSE_QUESTION
 from .estimates import METHODS
+from .trackers import Tracker
 
 COURSE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 ALL_LINEAR = COURSE_TARGETS + ["gate_proj", "up_proj", "down_proj"]
@@ -136,6 +137,8 @@ class TrainConfig:
     """Batch examples of similar length together, so less compute goes into padding."""
     max_minutes: float = 0.0
     """Stop training after this many minutes and save the adapter, as if max_steps were reached (0: no limit)."""
+    report_to: Tracker = "none"
+    """Experiment tracker the Trainer reports the loss and PriceTune's $ metrics to (installed ones only)."""
 
     def validate(self) -> "TrainConfig":
         """Every field converted to its type (or refused, named), then checked against its range; returns self."""

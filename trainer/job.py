@@ -19,11 +19,11 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from .data import (COURSE_QUESTION, DataError, Product, as_size, fit_max_length, load_products, make_sample_products,
                    split_description, split_products, split_run, tokenize_example)
-from . import dist
+from . import dist, trackers
 from .baselines import (TEXT_BASELINE, constant_baselines, fit_text_baseline, load_text_baseline, predict_prices,
                         save_text_baseline)
 from .evaluate import price_metrics
-from .config import RUN_DATA, TrainConfig
+from .config import RUN_DATA, ConfigError, TrainConfig
 from .loss import PriceCollator, price_loss
 from .models import first_line, load_model, load_tokenizer
 from .paths import runs_dir
@@ -161,6 +161,8 @@ class TrainingJob:
             if self.run.writer and self.run.state() in ("queued", "loading", "training", "stopping"):
                 raise ValueError(f"run {self.run.name} is still {self.run.state()} in another process")
             self.config = TrainConfig.from_yaml(self.run.config_file).validate()
+            if trackers.missing(self.config.report_to):
+                raise ConfigError(trackers.missing(self.config.report_to))
             self.checkpoint, skipped = self.run.last_complete_checkpoint()
             if self.checkpoint is None:
                 raise ValueError(f"run {self.run.name} has no complete checkpoint to resume from"
@@ -175,6 +177,8 @@ class TrainingJob:
         else:
             # Checked (types too) before any folder exists: a refused config leaves nothing behind.
             self.config = config.validate()
+            if trackers.missing(self.config.report_to):
+                raise ConfigError(trackers.missing(self.config.report_to))
             name = self.config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(self.config.model).name}-r{self.config.lora_r}"
             if dist.is_writer():
                 self.run = RunFolder.create(name, runs_root)
@@ -187,6 +191,7 @@ class TrainingJob:
             self.run.update_status(state="queued", step=0, total_steps=None, created=time.time(), error=None)
         self.run.update_status(pid=os.getpid(), owner=owner)
         self.stop_event = threading.Event()
+        self.trainer = None  # the Trainer while it trains: the probe logs its scalars to the trackers through it
         self.thread = threading.Thread(target=self._run, name=f"train-{self.run.name}", daemon=True)
         self.nonfinite: str | None = None
         self.time_up: str | None = None
@@ -234,6 +239,11 @@ class TrainingJob:
         preds = predict_by(model, self.tokenizer, texts, self.config.probe_method,
                            max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
         metrics = price_metrics([p.price for p in preds], truths)
+        scalars = {"probe/error_usd": metrics["error"], "probe/rmsle": metrics["rmsle"], "probe/hits": metrics["hits"]}
+        if step == 0:  # the lines to beat, once
+            scalars.update({f"baseline/{name}_error_usd": m["error"]
+                            for name, m in self.run.status().get("baselines", {}).items()})
+        trackers.log_metrics(self.trainer, scalars)
         self.run.append(self.run.metrics_file, {
             "step": step, "probe_error": metrics["error"], "probe_rmsle": metrics["rmsle"],
             "probe_hits": metrics["hits"], "probe_unparseable": metrics["unparseable"], "time": time.time()})
@@ -334,7 +344,10 @@ class TrainingJob:
                           data_collator=PriceCollator(self.tokenizer, padding=True), compute_loss_func=price_loss,
                           callbacks=[RunCallback(self), *self.extra_callbacks])
         trainer.remove_callback(PrinterCallback)  # progress goes to the run folder, not stdout
-        trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
+        trackers.set_up(trainer, self.run.path, lambda warning: self.run.update_status(tracker_warning=warning))
+        self.trainer = trainer
+        with trackers.logs_in(self.run.path, self.config.report_to):
+            trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
         if self.nonfinite:
             raise FloatingPointError(f"Training stopped: {self.nonfinite}. Nothing was saved from the broken "
                                      "weights; lower the learning rate or use a higher-precision dtype.")
@@ -394,7 +407,8 @@ class TrainingJob:
             save_steps=cfg.save_steps or 10**9,
             save_total_limit=cfg.save_total_limit,
             seed=cfg.seed,
-            report_to="none",
+            report_to=cfg.report_to,
+            run_name=self.run.name,
             disable_tqdm=True,
             remove_unused_columns=False,
             include_num_input_tokens_seen="non_padding",

@@ -77,6 +77,8 @@ def status_text(run: RunFolder, status: dict, metrics: list[dict], settings: str
         lines.append(f"Pricing the probe set at step {status['pricing_probe']}…")
     elif status.get("message"):
         lines.append(status["message"])
+    if status.get("tracker_warning"):
+        lines.append(f"⚠ {status['tracker_warning']}")
     return "\n\n".join(lines)
 
 

@@ -12,6 +12,7 @@ import gradio as gr
 
 from trainer.config import (COURSE_TARGETS, PRESET_NAMES, QUANTIZATIONS, RUN_DATA, ConfigError, TrainConfig,
                             model_defaults, preset)
+from trainer import trackers
 from trainer.data import COURSE_2024_QUESTION, COURSE_QUESTION
 from trainer.job import JOBS, Busy
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
@@ -25,7 +26,8 @@ DEFAULTS = TrainConfig()
 # lora_r, ...), of fill_form's values and of the components.
 FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "sample_every", "probe_size", "seed",
-               "save_steps", "validation_size", "question", "warmup_ratio", "weight_decay", "max_grad_norm"]
+               "save_steps", "validation_size", "question", "warmup_ratio", "weight_decay", "max_grad_norm",
+               "report_to"]
 
 
 def is_a_default(targets, lr) -> bool:
@@ -62,14 +64,15 @@ def estimate(model_name, r, targets):
 def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
                 sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
                 question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
-                grad_norm=DEFAULTS.max_grad_norm, mapping=None) -> TrainConfig:
+                grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to, mapping=None) -> TrainConfig:
     """The TrainConfig the form describes, every field converted and checked by the config itself (a cleared number
     field is refused by its name); Start and Export config share it."""
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
     mapping = (mapping or {}) if data_path != "sample" else {}
     values = dict(zip(FORM_FIELDS, (model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum,
                                     max_len, sample_every, probe_size, seed, save_steps, validation,
-                                    str(question or "").strip(), warmup, weight_decay, grad_norm)))
+                                    str(question or "").strip(), warmup, weight_decay, grad_norm,
+                                    report_to or DEFAULTS.report_to)))
     values["model"] = str(model or "").strip() or DEMO
     values["target_modules"] = list(targets or [])
     data = str(data_path or "sample")
@@ -84,7 +87,7 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
 def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
           sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size, question=DEFAULTS.question,
           warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay, grad_norm=DEFAULTS.max_grad_norm,
-          mapping=None, request: gr.Request = None):
+          report_to=DEFAULTS.report_to, mapping=None, request: gr.Request = None):
     # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
     form = {k: v for k, v in locals().items() if k != "request"}
     if not data_path:
@@ -103,7 +106,7 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
 def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
                   sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
                   question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
-                  grad_norm=DEFAULTS.max_grad_norm, mapping=None):
+                  grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to, mapping=None):
     """The form as the YAML that `python -m trainer train --config` takes."""
     try:
         config = form_config(**locals())
@@ -222,8 +225,11 @@ def form_components() -> dict:
         with gr.Row():
             for name, label, precision in row:
                 f[name] = gr.Number(value=getattr(DEFAULTS, name), label=label, precision=precision)
-    f["question"] = gr.Dropdown(QUESTION_CHOICES, value=DEFAULTS.question, allow_custom_value=True,
-                                label="Question the prompt asks (or type your own)")
+    with gr.Row():
+        f["question"] = gr.Dropdown(QUESTION_CHOICES, value=DEFAULTS.question, allow_custom_value=True,
+                                    label="Question the prompt asks (or type your own)")
+        f["report_to"] = gr.Dropdown([(trackers.label(t), t) for t in trackers.TRACKERS], value=DEFAULTS.report_to,
+                                     label="Report to (an experiment tracker; local logs go in the run folder)")
     return f
 
 
