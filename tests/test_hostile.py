@@ -170,3 +170,15 @@ def test_no_data_file_takes_long_or_raises_anything_but_a_data_error(tmp_path, t
         load_products(path, min_rows=1)
     except DataError:
         pass
+
+
+def test_a_callers_priced_files_do_not_pile_up_on_disk():
+    from types import SimpleNamespace
+
+    from ui.tabs.predict import priced_folder
+
+    alice, bob = (SimpleNamespace(username=None, session_hash=h) for h in ("session-a", "session-b"))
+    first = priced_folder(alice)
+    (first / "catalog-priced.csv").write_text("sku,predicted_price\n")
+    assert priced_folder(alice) == first and not any(first.iterdir())  # the next result replaces the last
+    assert priced_folder(bob) != first  # another caller's folder is their own

@@ -3,6 +3,8 @@ and "Price a file": a whole catalog priced, with ranges, as a download."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from trainer import charts
 from trainer.estimates import AUTO, CHOICES, METHOD_NAMES
 from trainer.models import ModelError
 
+from ..access import current_user
 from ..common import (PICK_FINISHED, busy_refusal, caller_event, named_run, refused, reports_errors, run_choices,
                       run_picker)
 from ..data_box import FILE_TYPES
@@ -132,11 +135,22 @@ def price_file(run_name, file, text_column="", level=0.8, method=AUTO, request: 
         return refused(f"**Cannot price the file:** {exc}"), hidden, hidden
     name = Path(str(file)).name
     suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in OUTPUT_SUFFIXES else ".csv"
-    out = Path(tempfile.mkdtemp(prefix="pricetune-priced-")) / f"{Path(name).stem}-priced{suffix}"
+    out = priced_folder(request) / f"{Path(name).stem}-priced{suffix}"
     write_catalog(catalog.frame, out)
-    preview = catalog.frame.head(PREVIEW_ROWS).astype(object).where(catalog.frame.head(PREVIEW_ROWS).notna(), None)
+    head = catalog.frame.head(PREVIEW_ROWS)
+    preview = head.astype(object).where(head.notna(), None)
     return (catalog.summary(), gr.update(value=str(out), visible=True, label=f"Download {out.name}"),
             gr.update(value=preview, visible=True))
+
+
+def priced_folder(request: gr.Request | None) -> Path:
+    """One folder per caller for the priced file, emptied first: a caller's earlier results never pile up on disk
+    (Gradio's own copy of each download is removed by the app's delete_cache)."""
+    key = current_user(request) or getattr(request, "session_hash", None) or "local"
+    folder = Path(tempfile.gettempdir()) / "pricetune-priced" / hashlib.sha1(key.encode()).hexdigest()[:16]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def cancel_pricing(request: gr.Request = None):
