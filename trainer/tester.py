@@ -151,7 +151,10 @@ def range_adjustment(choice: dict | None, level: float) -> float | None:
 def price_ranges(candidates: list, prices: list, level: float, choice: dict | None) -> list:
     """Each row's `level` range: the model's distribution, calibrated on the validation rows when the run has them,
     stretched to hold the row's price."""
-    adjustment = range_adjustment(choice, level)
+    return _ranges(candidates, prices, level, range_adjustment(choice, level))
+
+
+def _ranges(candidates: list, prices: list, level: float, adjustment: float | None) -> list:
     out = []
     for cands, price in zip(candidates, prices):
         raw = price_range([tuple(c) for c in cands], level)
@@ -163,11 +166,10 @@ def _range_report(candidates: list, prices: list, truths: list, choice: dict | N
     """For each of LEVELS: coverage and median width of the raw and the calibrated ranges, on these rows."""
     report = {}
     for level in LEVELS:
-        raw = [covering(price_range([tuple(c) for c in cands], level), p) for cands, p in zip(candidates, prices)]
-        report[str(level)] = {"raw": range_scores(raw, truths)}
+        report[str(level)] = {"raw": range_scores(_ranges(candidates, prices, level, None), truths)}
         adjustment = range_adjustment(choice, level)
         if adjustment is not None:
-            report[str(level)]["calibrated"] = range_scores(price_ranges(candidates, prices, level, choice), truths)
+            report[str(level)]["calibrated"] = range_scores(_ranges(candidates, prices, level, adjustment), truths)
             report[str(level)]["adjustment"] = adjustment
     return report
 
