@@ -120,6 +120,9 @@ def test_strip_course_prompt_with_and_without_completion():
 
 def test_clean_text_removes_controls_and_bidi_keeps_newlines():
     assert clean_text("  Cafe\u0301 \u202eevil\u202c\x00\x07 line\r\nnext\tword  ") == "Café evil line\nnext word"
+    # Every C0 and C1 control (Unicode's Cc) goes, and only those.
+    controls = "".join(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)) if chr(c) not in "\t\n\r")
+    assert clean_text(f"a{controls}b\u00a0c") == "ab\u00a0c"
 
 
 # ---------------------------------------------------------------------------

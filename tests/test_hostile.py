@@ -1,5 +1,6 @@
 """What a careless or hostile visitor tried, refused where the handler or the reader is the boundary."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,12 +127,19 @@ def test_a_model_folder_is_accepted_only_where_allowed_and_refused_alike(tmp_pat
     assert model_roots() == [allowed]
     assert model_config(inside, model_roots()).num_hidden_layers == 2
     assert model_config(outside).num_hidden_layers == 2  # a person's own machine: any folder
+    locked = llama(allowed / "locked")
+    os.chmod(locked, 0)
     answers = []
+    # A folder this process cannot read is refused like a missing one (root reads every folder: no probe there).
+    unreadable = (locked,) if os.geteuid() else ()
+    if not unreadable:
+        assert model_config(locked, model_roots()).num_hidden_layers == 2
     for name in (outside, str(elsewhere / "missing"), str(allowed / "tiny" / "config.json"),
-                 str(allowed / "tiny" / ".." / ".." / "uploads" / "tiny")):
+                 str(allowed / "tiny" / ".." / ".." / "uploads" / "tiny"), *unreadable):
         with pytest.raises(ModelError) as refused:
             model_config(name, model_roots())
         answers.append(str(refused.value).replace(name, "NAME"))
+    os.chmod(locked, 0o755)
     assert len(set(answers)) == 1 and "accepted only under PRICETUNE_MODEL_DIRS" in answers[0], answers
     # A forged architecture is refused from its numbers, before any layer is built.
     with pytest.raises(ModelError, match="num_hidden_layers 8,000; PriceTune inspects models up to 512"):

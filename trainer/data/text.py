@@ -17,6 +17,8 @@ _COURSE_PROMPT = re.compile(
 _INVISIBLE = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
                                     "\u200e\u200f\u061c\u200b\ufeff"))
 _INVISIBLE[ord("\t")] = " "
+# Unicode's Cc category is exactly the C0 and C1 controls; newlines are kept.
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 def _unify_newlines(text: str) -> str:
@@ -42,5 +44,4 @@ def unwrap_course_prompt(text: str) -> tuple[str, float | None, str | None]:
 def clean_text(text: str) -> str:
     """NFC text without control or bidi-override characters, newlines kept, ends trimmed."""
     text = unicodedata.normalize("NFC", _unify_newlines(text)).translate(_INVISIBLE)
-    text = "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch) != "Cc")
-    return text.strip()
+    return _CONTROL.sub("", text).strip()
