@@ -199,6 +199,16 @@ def child(args) -> None:
         preds = predict_greedy(model, tokenizer, [p.text for p in probe], max_prompt_tokens=max_length)
         metrics = price_metrics([p.price for p in preds], [p.price for p in probe])
     base, lora = timer.counts
+    estimate_gib = None
+    if torch.cuda.is_available():  # the memory formula's figure beside the measured peak
+        from trainer.memory import GiB, estimate_memory
+        from trainer.models import model_config
+
+        cfg = _config(args)
+        estimate_gib = estimate_memory(model_config(args.model), cfg.quant, lora, list(cfg.target_modules),
+                                       cfg.lora_r, cfg.batch_size, max_length, dropout=cfg.lora_dropout > 0,
+                                       fp32_norms=args.arm != "A16", price_logits_only=args.arm in ("A", "A16"),
+                                       gradient_checkpointing=args.arm == "B").total / GiB
     # The issue's count: forward 2N and backward 2N (input grads only) for the frozen base, 6 per LoRA weight.
     flops = 4 * base + 6 * lora
     tokens_per_s = (n1 - n0) / (t1 - t0)
@@ -208,7 +218,7 @@ def child(args) -> None:
         "adapter_mb": adapter_mb,
         "arm": args.arm, "tokens_per_s": tokens_per_s, "examples_per_s": steps * args.batch / (t1 - t0),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "peak_cuda_gb": timer.peak_cuda_gb, "base_params": base, "lora_params": lora,
+        "peak_cuda_gb": timer.peak_cuda_gb, "estimate_gib": estimate_gib, "base_params": base, "lora_params": lora,
         "final_loss": statistics.mean(losses[-5:]), "probe_error": metrics["error"], "steps": steps,
     }))
 
@@ -263,7 +273,8 @@ def main() -> None:
         return statistics.median(values) if values else None
 
     print(f"\nmedian of {args.pairs} runs per arm")
-    print(f"{'arm':<5}{'tokens/s':>10}{'examples/s':>12}{'peak RSS GB':>13}{'peak CUDA GB':>14}{'final loss':>12}"
+    print(f"{'arm':<5}{'tokens/s':>10}{'examples/s':>12}{'peak RSS GB':>13}{'peak CUDA GiB':>14}{'estimate':>10}"
+          f"{'final loss':>12}"
           f"{'probe $ err':>13}{'MFU':>7}{'A/this tok/s':>14}")
 
     def fmt(value, spec):
@@ -273,6 +284,7 @@ def main() -> None:
         ratio = med("A", "tokens_per_s") / med(arm, "tokens_per_s") if "A" in arms else None
         print(f"{arm:<5}{med(arm, 'tokens_per_s'):>10.1f}{med(arm, 'examples_per_s'):>12.2f}"
               f"{med(arm, 'peak_rss_gb'):>13.2f}{fmt(med(arm, 'peak_cuda_gb'), '.2f'):>14}"
+              f"{fmt(med(arm, 'estimate_gib'), '.2f'):>10}"
               f"{med(arm, 'final_loss'):>12.3f}{fmt(med(arm, 'probe_error'), '.2f'):>13}"
               f"{fmt(med(arm, 'mfu') and 100 * med(arm, 'mfu'), '.1f'):>7}{fmt(ratio, '.2f'):>13}x")
     for arm in [a for a in ("B", "B'") if a in arms and "A" in arms]:

@@ -237,6 +237,12 @@ def test_exported_config_imports_back_into_the_form_and_trains_headless(launched
     assert (filled["question"], filled["warmup"], filled["weight_decay"], filled["grad_norm"]) == (
         "What does this cost to the nearest dollar?", 0.01, 0.001, 0.3)
     assert "course lite (Llama 3.2 3B)" in note and "Not in the form" not in note
+    # The live estimate of that preset, over the API: the adapter, the peak GPU memory and which GPUs hold it.
+    targets = filled["targets"]["value"]  # an update of the checkboxes: the model's choices and the preset's value
+    sized = client.predict(filled["model"], filled["quant"], filled["r"], filled["dropout"], targets,
+                           filled["batch"], filled["max_len"], api_name="/estimate")
+    assert "M trainable parameters" in sized and re.search(r"peak GPU memory ≈ [\d.]+ GiB \(base weights", sized), sized
+    assert "fits the " in sized or "fits every GPU listed" in sized, sized
     bad = tmp_path / "bad.yaml"
     bad.write_text("lora_rank: 8\n")
     assert "Cannot import" in client.predict(handle_file(str(bad)), api_name="/import_config")[-1]

@@ -8,7 +8,7 @@ import sys
 import typing
 from pathlib import Path
 
-from .config import PRESET_NAMES, PRESETS, ConfigError, TrainConfig, field_docs, names_list, preset
+from .config import PRESET_NAMES, PRESETS, QUANTIZATIONS, ConfigError, TrainConfig, field_docs, names_list, preset
 from .estimates import AUTO, CHOICES
 
 
@@ -47,6 +47,7 @@ def _train_parser(sub):
 
 def _train(args) -> int:
     from .job import TrainingJob
+    from .memory import gpu_warning
 
     if args.resume:
         job = TrainingJob(resume=args.resume)
@@ -67,6 +68,9 @@ def _train(args) -> int:
     if args.output:
         out = Path(args.output)
         config.name, root = out.name, out.parent
+    warning = gpu_warning(config)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return _follow(TrainingJob(config, runs_root=root).start())
 
 
@@ -147,12 +151,28 @@ def _price(args) -> int:
 
 
 def _estimate(args) -> int:
+    from .memory import ESTIMATE_LENGTH, detected_gpu, estimate_memory, fit_warning
     from .models import estimate_adapter, linear_module_names, model_config
 
     config = model_config(args.model)
     targets = names_list(args.target_modules)
     print(f"linear layers: {', '.join(linear_module_names(config))}")
-    print(estimate_adapter(config, args.lora_r, targets).describe())
+    adapter = estimate_adapter(config, args.lora_r, targets)
+    print(adapter.describe())
+    shape = dict(dropout=args.lora_dropout > 0)
+    length = args.max_length or ESTIMATE_LENGTH
+    memory = estimate_memory(config, args.quant, adapter.trainable_params, targets, args.lora_r, args.batch_size,
+                             length, **shape)
+    print(f"batch {args.batch_size} × {length} tokens, {args.quant}, on a GPU (bf16 compute): {memory.describe()}")
+    checkpointed = estimate_memory(config, args.quant, adapter.trainable_params, targets, args.lora_r,
+                                   args.batch_size, length, gradient_checkpointing=True, **shape)
+    full = estimate_memory(config, args.quant, adapter.trainable_params, targets, args.lora_r, args.batch_size,
+                           length, price_logits_only=False, **shape)
+    print(f"with gradient checkpointing: {checkpointed.total / 2**30:.1f} GiB; with the loss over the full vocabulary "
+          f"at every token (TRL's): {full.total / 2**30:.1f} GiB")
+    gpu = detected_gpu()
+    if gpu and fit_warning(memory, *gpu):
+        print(f"warning: {fit_warning(memory, *gpu)}")
     return 0
 
 
@@ -289,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="demo")
     p.add_argument("--lora-r", type=int, default=16, dest="lora_r")
     p.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj", dest="target_modules")
+    p.add_argument("--lora-dropout", type=float, default=TrainConfig.lora_dropout, dest="lora_dropout")
+    p.add_argument("--quant", default="4bit", choices=QUANTIZATIONS, help="the weights' format (default 4bit)")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, dest="batch_size")
+    p.add_argument("--max-length", type=int, default=0, dest="max_length",
+                   help="tokens per example (default 0: a course prompt's length is assumed)")
     _check_data_parser(sub)
     p = sub.add_parser("export", help="model card, merged model folder, or a push to the Hugging Face Hub")
     p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")

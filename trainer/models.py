@@ -158,7 +158,7 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _meta_model(config):
+def meta_model(config):
     # On the meta device no memory is allocated, so even an 8B architecture builds in milliseconds.
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
@@ -166,7 +166,7 @@ def _meta_model(config):
 
 def linear_module_names(config) -> list[str]:
     """Names of the Linear layers LoRA can target (the output head excluded), in model order."""
-    model = _meta_model(config)
+    model = meta_model(config)
     names: list[str] = []
     for full_name, module in model.named_modules():
         leaf = full_name.rsplit(".", 1)[-1]
@@ -192,7 +192,7 @@ class AdapterEstimate:
 def estimate_adapter(config, r: int, target_modules: list[str]) -> AdapterEstimate:
     from peft import LoraConfig, get_peft_model
 
-    peft_model = get_peft_model(_meta_model(config),
+    peft_model = get_peft_model(meta_model(config),
                                 LoraConfig(r=r, lora_alpha=r, target_modules=list(target_modules), task_type="CAUSAL_LM"))
     trainable, total = peft_model.get_nb_trainable_parameters()
     # The adapter is saved in fp32: 4 bytes a parameter, decimal megabytes as the lecture counts them.

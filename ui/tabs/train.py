@@ -15,6 +15,7 @@ from trainer.config import (COURSE_TARGETS, PRESET_NAMES, QUANTIZATIONS, RUN_DAT
 from trainer import trackers
 from trainer.data import COURSE_2024_QUESTION, COURSE_QUESTION
 from trainer.job import JOBS, Busy
+from trainer.memory import ESTIMATE_LENGTH, detected_gpu, estimate_memory, fit_warning, gpu_warning
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
 
 from .. import data_box, live
@@ -27,7 +28,7 @@ DEFAULTS = TrainConfig()
 FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "sample_every", "probe_size", "seed",
                "save_steps", "validation_size", "question", "warmup_ratio", "weight_decay", "max_grad_norm",
-               "report_to"]
+               "report_to", "gradient_checkpointing"]
 
 
 def is_a_default(targets, lr) -> bool:
@@ -52,19 +53,34 @@ def discover_targets(model_name, current, lr):
     return gr.CheckboxGroup(choices=names, value=keep), gr.skip()
 
 
-def estimate(model_name, r, targets):
+ESTIMATED = ("model", "quant", "lora_r", "lora_dropout", "target_modules", "batch_size", "max_length",
+             "gradient_checkpointing")
+"""The form fields the live estimate depends on, in `estimate`'s order."""
+
+
+def estimate(model_name, quant, r, dropout, targets, batch, max_len, checkpointing=False):
+    """The adapter's size and the run's peak GPU memory, with a warning when the detected GPU cannot hold it."""
     if not targets:
         return "Pick at least one target module."
     try:
-        return estimate_adapter(model_config(model_name, model_folders()), int(r), list(targets)).describe()
-    except (ModelError, ValueError) as exc:
+        config = model_config(model_name, model_folders())
+        adapter = estimate_adapter(config, int(r), list(targets))
+        memory = estimate_memory(config, quant, adapter.trainable_params, list(targets), int(r), int(batch or 1),
+                                 int(max_len or 0), dropout=bool(dropout), gradient_checkpointing=bool(checkpointing))
+    except (ModelError, ValueError, TypeError) as exc:
         return f"Cannot estimate: {exc}"
+    gpu = detected_gpu()
+    warning = fit_warning(memory, *gpu) if gpu else ""
+    length = "" if max_len else f" (max length auto: estimated at {ESTIMATE_LENGTH} tokens)"
+    return (f"{adapter.describe()}\n\nOn a GPU (bf16 compute): {memory.describe()}{length}"
+            + (f"\n\n**Warning:** {warning}" if warning else ""))
 
 
 def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
                 sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
                 question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
-                grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to, mapping=None) -> TrainConfig:
+                grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to,
+                checkpointing=DEFAULTS.gradient_checkpointing, mapping=None) -> TrainConfig:
     """The TrainConfig the form describes, every field converted and checked by the config itself (a cleared number
     field is refused by its name); Start and Export config share it."""
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
@@ -72,7 +88,7 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
     values = dict(zip(FORM_FIELDS, (model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum,
                                     max_len, sample_every, probe_size, seed, save_steps, validation,
                                     str(question or "").strip(), warmup, weight_decay, grad_norm,
-                                    report_to or DEFAULTS.report_to)))
+                                    report_to or DEFAULTS.report_to, bool(checkpointing))))
     values["model"] = str(model or "").strip() or DEMO
     values["target_modules"] = list(targets or [])
     data = str(data_path or "sample")
@@ -87,7 +103,8 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
 def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
           sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size, question=DEFAULTS.question,
           warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay, grad_norm=DEFAULTS.max_grad_norm,
-          report_to=DEFAULTS.report_to, mapping=None, request: gr.Request = None):
+          report_to=DEFAULTS.report_to,
+          checkpointing=DEFAULTS.gradient_checkpointing, mapping=None, request: gr.Request = None):
     # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
     form = {k: v for k, v in locals().items() if k != "request"}
     if not data_path:
@@ -96,17 +113,19 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
         config = form_config(**form)
         # A mistyped id is refused now, not after the data is read and tokenized; a folder only where allowed.
         model_config(config.model, model_folders())
+        warning = gpu_warning(config, model_folders())  # told, not refused: the estimate is an estimate
         job = JOBS.start(config, owner=current_user(request))
     except (ConfigError, ModelError, Busy) as exc:
         return refused(f"**Cannot start:** {exc}")
-    return f"Started run **{job.run.name}**."
+    return f"Started run **{job.run.name}**." + (f" **Warning:** {warning}" if warning else "")
 
 
 @reports_errors(2, at=1)
 def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
                   sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
                   question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
-                  grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to, mapping=None):
+                  grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to,
+                  checkpointing=DEFAULTS.gradient_checkpointing, mapping=None):
     """The form as the YAML that `python -m trainer train --config` takes."""
     try:
         config = form_config(**locals())
@@ -209,7 +228,9 @@ def form_components() -> dict:
     f["lora_dropout"] = gr.Slider(0, 0.5, value=DEFAULTS.lora_dropout, step=0.01, label="dropout")
     f["target_modules"] = gr.CheckboxGroup(linear_module_names(model_config(DEMO)),
                                            value=list(DEFAULTS.target_modules), label="target modules")
-    f["estimate"] = gr.Markdown(estimate(DEMO, DEFAULTS.lora_r, DEFAULTS.target_modules))
+    f["estimate"] = gr.Markdown(estimate(DEMO, DEFAULTS.quant, DEFAULTS.lora_r, DEFAULTS.lora_dropout,
+                                         DEFAULTS.target_modules, DEFAULTS.batch_size, DEFAULTS.max_length,
+                                         DEFAULTS.gradient_checkpointing))
     gr.Markdown("### 4 · Training")
     numbers = [[("learning_rate", "learning rate", None), ("max_steps", "max steps (0 = use epochs)", 0),
                 ("epochs", "epochs", None)],
@@ -230,6 +251,8 @@ def form_components() -> dict:
                                     label="Question the prompt asks (or type your own)")
         f["report_to"] = gr.Dropdown([(trackers.label(t), t) for t in trackers.TRACKERS], value=DEFAULTS.report_to,
                                      label="Report to (an experiment tracker; local logs go in the run folder)")
+        f["gradient_checkpointing"] = gr.Checkbox(value=DEFAULTS.gradient_checkpointing,
+                                                  label="Gradient checkpointing (less GPU memory, slower steps)")
     return f
 
 
@@ -263,9 +286,10 @@ def create_train_tab() -> dict:
                       [f["target_modules"], f["learning_rate"]])
     f["model"].blur(discover_targets, [f["model"], f["target_modules"], f["learning_rate"]],
                     [f["target_modules"], f["learning_rate"]], api_visibility="private")
-    for name in ("model", "lora_r", "target_modules"):
-        f[name].change(estimate, [f["model"], f["lora_r"], f["target_modules"]], f["estimate"], show_progress="hidden",
-                       api_visibility="private")
+    sizes = [f[name] for name in ESTIMATED]
+    f["model"].change(estimate, sizes, f["estimate"], show_progress="hidden", api_name="estimate")
+    for name in ESTIMATED[1:]:
+        f[name].change(estimate, sizes, f["estimate"], show_progress="hidden", api_visibility="private")
     c["start"].click(start, [data["path"], *form, data["mapping"]], c["message"], api_name="start",
                      concurrency_id="gpu", concurrency_limit=1)
     c["config_out_btn"].click(export_config, [data["path"], *form, data["mapping"]], [c["config_out"], c["config_md"]],
