@@ -56,6 +56,15 @@ def test_a_warning_names_the_gpu_and_what_to_change():
     assert fit_warning(big, "NVIDIA A100-SXM4-40GB", 39.4) == ""
 
 
+
+def test_the_api_estimate_names_a_bad_field(llama8b):
+    from ui.tabs.train import estimate
+
+    assert "quant: must be one of 4bit, 8bit, none (got 'int3')" in estimate("demo", "int3", 8, 0.05, ["q_proj"], 8, 0)
+    assert estimate("demo", "none", 8, 0.05, [], 8, 0) == "Pick at least one target module."
+    assert "peak GPU memory" in estimate("demo", "none", 8, 0.05, ["q_proj"], 8, 0)
+
+
 @pytest.mark.slow
 def test_gradient_checkpointing_trains_the_same_steps(tiny_run, tmp_path):
     # The shared two-step run, again with checkpointing: the recomputed forward gives the same losses (the second

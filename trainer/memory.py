@@ -35,6 +35,10 @@ ESTIMATE_LENGTH = 256
 PRICE_COLUMNS = 7
 """Logit columns per row at most: a price is ≤ 6 tokens ("1,234.56" digit by digit) plus the end of text."""
 
+BYTES_PER_WEIGHT = {"4bit": 0.5 + 1 / 64 + 4 / (64 * 256), "8bit": 1.0, "none": 2.0}
+"""A frozen linear weight's bytes: NF4 with double quantization (an 8-bit scale per 64 weights, an fp32 one per 256
+scales), LLM.int8, bf16."""
+
 # What torch.cuda reports as total memory for the GPUs users rent most (bytes / 2**30), largest last.
 GPUS: dict[str, float] = {"T4 16 GB": 14.6, "L4 24 GB": 22.0, "A10G 24 GB": 22.0, "A100 40 GB": 39.4,
                           "A100 80 GB": 79.1, "H100 80 GB": 79.1}
@@ -92,7 +96,9 @@ def estimate_memory(config, quant: str, lora_params: int, target_modules: list[s
     linear = sum(m.in_features * m.out_features for n, m in model.named_modules()
                  if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"))
     total = sum(p.numel() for p in model.parameters())
-    per_weight = {"4bit": 0.5 + 1 / 64 + 4 / (64 * 256), "8bit": 1.0, "none": 2.0}[quant]
+    if quant not in BYTES_PER_WEIGHT:
+        raise ValueError(f"quant: must be one of {', '.join(BYTES_PER_WEIGHT)} (got {quant!r})")
+    per_weight = BYTES_PER_WEIGHT[quant]
     other = 4 if quant != "none" and fp32_norms else 2
     layers = config.num_hidden_layers
     # The in-features of every targeted linear in one layer (the first layer stands for all).
@@ -123,7 +129,7 @@ def fit_warning(estimate: MemoryEstimate, gpu: str, capacity_gib: float) -> str:
         return ""
     return (f"Estimated peak memory {estimate.total / GiB:.1f} GiB is more than this GPU ({gpu}, "
             f"{capacity_gib:.1f} GiB) holds: lower the batch size or the max length (raise gradient accumulation "
-            "to keep the effective batch), or load the model in 4-bit.")
+            "to keep the effective batch), turn on gradient checkpointing, or load the model in 4-bit.")
 
 
 def detected_gpu() -> tuple[str, float] | None:
