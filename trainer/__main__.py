@@ -22,6 +22,13 @@ def _train_parser(sub):
                        epilog="Several GPUs: the same command under `torchrun --nproc_per_node N -m trainer train …` "
                               "or `accelerate launch --multi_gpu --num_processes N -m trainer train …`; rank 0 "
                               "writes the run folder.")
+    _config_flags(p)
+    p.add_argument("--output", help="run folder to create, e.g. runs/my-run")
+    p.add_argument("--resume", metavar="RUN", help="continue runs/NAME from its last complete checkpoint")
+
+
+def _config_flags(p) -> None:
+    """--config, --preset and one flag per TrainConfig field (but the name), shared by `train` and `sweep`."""
     p.add_argument("--config", help="a config.yaml (as exported by the UI or written by a run); flags override it")
     p.add_argument("--preset", choices=list(PRESETS), help="start from a preset (instead of --config): "
                    + "; ".join(f"{k}: {v}" for k, v in PRESET_NAMES.items()) + "; flags override it")
@@ -41,8 +48,21 @@ def _train_parser(sub):
         elif kind != str:
             options["help"] += " (comma-separated)"
         (steps if f.name in ("max_steps", "epochs") else p).add_argument(*flags, **options)
-    p.add_argument("--output", help="run folder to create, e.g. runs/my-run")
-    p.add_argument("--resume", metavar="RUN", help="continue runs/NAME from its last complete checkpoint")
+
+
+def _config_of(args) -> TrainConfig:
+    """The config `--config` / `--preset` and the field flags describe (not yet validated)."""
+    if args.config and args.preset:
+        raise SystemExit(f"{args.command}: give --config or --preset, not both")
+    if args.preset:
+        config = preset(args.preset)
+    else:
+        config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig.for_model(args.model or "demo")
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    if args.epochs is not None:
+        overrides["max_steps"] = 0
+    return TrainConfig.from_dict({**dataclasses.asdict(config), **overrides})
 
 
 def _train(args) -> int:
@@ -53,17 +73,7 @@ def _train(args) -> int:
         job = TrainingJob(resume=args.resume)
         print(job.resume_note, flush=True)
         return _follow(job.start())
-    if args.config and args.preset:
-        raise SystemExit("train: give --config or --preset, not both")
-    if args.preset:
-        config = preset(args.preset)
-    else:
-        config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig.for_model(args.model or "demo")
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name, None) is not None}
-    if args.epochs is not None:
-        overrides["max_steps"] = 0
-    config = TrainConfig.from_dict({**dataclasses.asdict(config), **overrides})
+    config = _config_of(args)
     root = None
     if args.output:
         out = Path(args.output)
@@ -72,6 +82,42 @@ def _train(args) -> int:
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     return _follow(TrainingJob(config, runs_root=root).start())
+
+
+def _sweep_parser(sub):
+    p = sub.add_parser("sweep", help="train a grid of configs one after another and rank them by held-out $ error",
+                       epilog="Run the same command again to continue a stopped or killed sweep: finished runs are "
+                              "skipped, an interrupted one resumes from its last checkpoint.")
+    _config_flags(p)
+    p.add_argument("--set", action="append", default=[], dest="sets", metavar="FIELD=V1,V2,…",
+                   help="a field and its values (list fields join names with '+'); repeat for a grid")
+    p.add_argument("--minutes", type=float, help="a time limit per run (max_minutes)")
+    p.add_argument("--output", required=True, help="the sweep folder, e.g. runs/SWEEP; its runs go beside it")
+
+
+def _sweep(args) -> int:
+    from .job import TrainingJob
+    from .sweep import Sweep, leaderboard_lines, parse_set, run_sweep
+
+    if args.minutes is not None:
+        args.max_minutes = args.minutes
+    sets = [parse_set(text) for text in args.sets]
+    folder = Path(args.output)
+    sweep, opened = Sweep.create_or_open(folder, _config_of(args), sets)
+    if opened:
+        print(f"continuing the sweep recorded in {folder} (its own grid and settings)", flush=True)
+    elif not sets:
+        raise SystemExit("sweep: give at least one --set FIELD=V1,V2")
+
+    def start(config=None, runs_root=None, resume=None):
+        job = TrainingJob(config, runs_root=runs_root, resume=resume).start()
+        _follow(job)
+        return job.outcome
+
+    rows = run_sweep(sweep, start, progress=lambda line: print(line, flush=True))
+    print("\n".join(leaderboard_lines(rows)))
+    print(f"leaderboard: {folder / 'leaderboard.json'}")
+    return 0
 
 
 def _follow(job) -> int:
@@ -287,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _sweep_parser(sub)
     p = sub.add_parser("predict", help="price descriptions with a run's adapter")
     p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
     _method_argument(p)
@@ -323,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", help="Hugging Face token with write access (default: HF_TOKEN or your login)")
     p.add_argument("--public", action="store_true", help="make a new Hub repo public (default: private)")
     args = parser.parse_args(argv)
-    commands = {"train": _train, "predict": _predict, "eval": _eval, "price": _price, "estimate": _estimate,
-                "check-data": _check_data, "export": _export}
+    commands = {"train": _train, "sweep": _sweep, "predict": _predict, "eval": _eval, "price": _price,
+                "estimate": _estimate, "check-data": _check_data, "export": _export}
     try:
         return commands[args.command](args)
     except (ConfigError, ValueError, OSError) as exc:

@@ -415,8 +415,8 @@ class TrainingJob:
             optim="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch",
             bf16=cfg.use_bf16(),
             # Non-reentrant: the frozen base's inputs need no gradient for the LoRA layers inside to get theirs.
-            gradient_checkpointing=cfg.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
+            activation_checkpointing=cfg.gradient_checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False},
             # Without a GPU the Trainer refuses bf16, and accelerate sets up several processes (gloo), only when told
             # the CPU is meant; otherwise it keeps picking MPS where there is one.
             use_cpu=not torch.cuda.is_available() and (cfg.use_bf16() or dist.world_size() > 1),

@@ -1,0 +1,68 @@
+"""Sweeps: the grid from --set, a two-run sweep on the demo model ranked by held-out $ error beside the text
+baseline, and a sweep killed between its runs that continues where it stopped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from e2e_app import ROOT  # noqa: E402
+from trainer.config import ConfigError
+from trainer.sweep import LEADERBOARD_FILE, grid, parse_set
+
+
+def test_the_grid_from_set_flags():
+    assert parse_set("lora_r=8,16,32") == ("lora_r", [8, 16, 32])
+    assert parse_set("learning-rate=3e-4,1e-3") == ("learning_rate", [3e-4, 1e-3])
+    assert parse_set("target_modules=q_proj+v_proj,q_proj") == ("target_modules", [["q_proj", "v_proj"], ["q_proj"]])
+    assert parse_set("gradient_checkpointing=true,false") == ("gradient_checkpointing", [True, False])
+    points = grid([parse_set("lora_r=8,16"), parse_set("learning_rate=3e-4,1e-3")])
+    assert points == [{"lora_r": 8, "learning_rate": 3e-4}, {"lora_r": 8, "learning_rate": 1e-3},
+                      {"lora_r": 16, "learning_rate": 3e-4}, {"lora_r": 16, "learning_rate": 1e-3}]
+    for bad, words in [("lora_rank=8", "'lora_rank' is not a config field"), ("lora_r", "write FIELD=VALUE"),
+                       ("test_size=0.1,0.2", "cannot vary test_size"), ("lora_r=8,x", "lora_r: must be a number")]:
+        with pytest.raises(ConfigError, match=words):
+            parse_set(bad)
+    with pytest.raises(ConfigError, match="the sweep has 81 runs; at most 64"):
+        grid([parse_set("lora_r=1,2,3,4,5,6,7,8,9"), parse_set("seed=1,2,3,4,5,6,7,8,9")])
+
+
+SWEEP = ["--data", "sample", "--model", "demo", "--quant", "none", "--lora-alpha", "8", "--batch-size", "4",
+         "--max-steps", "2", "--sample-every", "0", "--save-steps", "1", "--test-size", "6", "--validation-size", "8",
+         "--probe-size", "4", "--set", "lora_r=2,4"]
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_between_runs_continues_and_ranks_by_held_out_error(tmp_path):
+    folder = tmp_path / "runs" / "SW"
+    command = [sys.executable, "-m", "trainer", "sweep", *SWEEP, "--output", str(folder)]
+    first = tmp_path / "runs" / "SW-01-lora_r-2"
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        end = time.time() + 600
+        while not (first / "eval.json").is_file() and proc.poll() is None and time.time() < end:
+            time.sleep(0.2)
+        assert (first / "eval.json").is_file(), "the first run was never evaluated"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # as a crash would: no Stop, no checkpoint at the kill
+        proc.wait()
+    evaluated = (first / "eval.json").stat().st_mtime_ns
+    # The same command again: the first run is not trained or evaluated again; the second is trained (resumed from
+    # a checkpoint or started over, wherever the kill caught it) and evaluated.
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "continuing the sweep recorded in" in again.stdout and "[1/2] lora_r=2: done before" in again.stdout
+    assert (first / "eval.json").stat().st_mtime_ns == evaluated
+    rows = json.loads((folder / LEADERBOARD_FILE).read_text())
+    assert len(rows) == 3 and {r["run"] for r in rows} >= {"SW-01-lora_r-2", "SW-02-lora_r-4"}
+    assert [r["error"] for r in rows] == sorted(r["error"] for r in rows)
+    baseline = next(r for r in rows if r["run"].startswith("TF-IDF ridge"))
+    second = json.loads((tmp_path / "runs" / "SW-02-lora_r-4" / "eval.json").read_text())
+    assert baseline["error"] == second["baselines"]["tfidf_ridge"]["error"]  # the same held-out rows for all
+    assert json.loads((first / "eval.json").read_text())["count"] == second["count"] == 6
+    assert "rank run" in again.stdout and "SW-02-lora_r-4" in again.stdout
