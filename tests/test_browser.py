@@ -74,6 +74,13 @@ def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
         field.fill(value)
         field.press("Tab")
 
+    # The sweep section lists the grid on this form and this file before anything trains.
+    page.get_by_text("Sweep: train a grid of settings, one run after another").click()
+    page.get_by_label("Values, comma-separated", exact=True).fill("4,8")
+    page.get_by_role("button", name="Show the grid").click()
+    page.locator("#sweep-message").get_by_text("2 runs", exact=False).wait_for(timeout=30_000)
+    assert page.locator("#sweep-message").get_by_text("lora_r=8").count() > 0
+
     # A cleared number field: Start says which field, and no run folder appears.
     batch = page.get_by_label("batch size", exact=True)
     batch.fill("")

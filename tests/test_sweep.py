@@ -12,7 +12,7 @@ import pytest
 
 from e2e_app import ROOT  # noqa: E402
 from trainer.config import ConfigError
-from trainer.sweep import LEADERBOARD_FILE, grid, parse_set
+from trainer.sweep import LEADERBOARD_FILE, grid, list_sweeps, parse_set
 
 
 def test_the_grid_from_set_flags():
@@ -66,3 +66,49 @@ def test_a_sweep_killed_between_runs_continues_and_ranks_by_held_out_error(tmp_p
     assert baseline["error"] == second["baselines"]["tfidf_ridge"]["error"]  # the same held-out rows for all
     assert json.loads((first / "eval.json").read_text())["count"] == second["count"] == 6
     assert "rank run" in again.stdout and "SW-02-lora_r-4" in again.stdout
+
+
+@pytest.mark.e2e
+def test_a_sweep_from_the_api_shows_its_grid_trains_and_lands_in_the_runs_tab(launched_app, tmp_path):
+    from gradio_client import Client, handle_file
+
+    own = tmp_path / "desks.jsonl"
+    own.write_text("".join(json.dumps({"title": f"Walnut desk organiser no. {i}", "price": 10 + i}) + "\n"
+                           for i in range(60)))
+    client = Client(launched_app.url, verbose=False)
+    assert "60 of 60 rows kept" in client.predict(handle_file(str(own)), api_name="/upload")[0]
+    # The form's fields and the sweep's, by their labels (the endpoint takes the form as the page holds it).
+    labels = {"Model": "demo", "Quantization": "none", "rank r": 4, "alpha": 8, "dropout": 0.05,
+              "target modules": ["q_proj", "v_proj"], "learning rate": 1e-3, "max steps": 2, "epochs": 1,
+              "batch size": 2, "gradient accumulation": 1, "max length": 0, "sample predictions": 0,
+              "validation items priced": 2, "seed": 1, "checkpoint every": 1, "validation rows": 4,
+              "warm-up": 0.03, "weight decay": 0.0, "max gradient norm": 1.0, "Question": "", "Report to": "none",
+              "Gradient checkpointing": False, "Field": "lora_r", "Values": "2,4",
+              "Second field": "", "Its values": ""}
+    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/sweep_grid"]["parameters"]
+    values = [next(v for k, v in labels.items() if p["label"].startswith(k)) for p in params]
+    grid_text = client.predict(*values, api_name="/sweep_grid")
+    assert "**2 runs" in grid_text and "| 1 | lora_r=2 | 2 |" in grid_text and "| 2 | lora_r=4 | 2 |" in grid_text
+    bad = list(values)
+    bad[[p["label"] for p in params].index("Values, comma-separated")] = "2,x"
+    assert "Cannot sweep:** --set 'lora_r=2,x': lora_r: must be a number" in client.predict(*bad, api_name="/sweep_grid")
+    started = client.predict(*values, api_name="/start_sweep")
+    assert started.startswith("Started sweep **sweep-"), started
+    name = started.split("**")[1]
+    # One sweep at a time, and a sweep does not start beside a training run: refused before any folder is made.
+    assert "Cannot start the sweep:** Busy" in client.predict(*values, api_name="/start_sweep")
+    assert [p.name for p in list_sweeps(launched_app.runs)] == [name]
+    end = time.time() + 600
+    while time.time() < end:
+        table, progress = client.predict(name, api_name="/sweep_leaderboard")
+        if len(table["data"]) == 3:
+            break
+        time.sleep(2)
+    assert len(table["data"]) == 3, progress
+    ranked = [row[1] for row in table["data"]]
+    assert any(r.startswith("TF-IDF ridge") for r in ranked) and f"{name}-01-lora_r-2" in ranked
+    errors = [row[2] for row in table["data"]]
+    assert errors == sorted(errors)
+    assert "[2/2] lora_r=4: evaluating" in progress
+    listed = client.predict(api_name="/list_runs")[0]["data"]
+    assert {f"{name}-01-lora_r-2", f"{name}-02-lora_r-4"} <= {row[0] for row in listed}

@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import shutil
+import threading
 import typing
 from pathlib import Path
 from typing import Callable
@@ -77,12 +78,15 @@ class Sweep:
         if (folder / SWEEP_FILE).is_file():
             recorded = json.loads((folder / SWEEP_FILE).read_text())
             return cls(folder, TrainConfig.from_dict(recorded["base"]), recorded["points"]), True
-        sweep = cls(folder, base, grid(sets))
-        sweep.configs()  # a bad value is refused before the folder exists
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / SWEEP_FILE, json.dumps({"base": dataclasses.asdict(base), "points": sweep.points,
-                                                       "runs": sweep.runs}, indent=2))
-        return sweep, False
+        return cls(folder, base, grid(sets)).save(), False
+
+    def save(self) -> "Sweep":
+        """Record the sweep in its folder (made here), every point checked first."""
+        self.configs()  # a bad value is refused before the folder exists
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.folder / SWEEP_FILE, json.dumps({"base": dataclasses.asdict(self.base),
+                                                           "points": self.points, "runs": self.runs}, indent=2))
+        return self
 
     def configs(self) -> list[TrainConfig]:
         out = []
@@ -159,3 +163,91 @@ def leaderboard_lines(rows: list[dict]) -> list[str]:
         lines.append(f"{rank:<5}{r['run'][:47]:<48}{r['error']:>9.2f}{r['rmsle']:>8.3f}{100 * r['hits']:>8.1f}  "
                      f"{point_label(r['point'])}")
     return lines
+
+
+def list_sweeps(root: Path) -> list[Path]:
+    """Sweep folders in a runs folder, newest first."""
+    if not Path(root).is_dir():
+        return []
+    found = [p for p in Path(root).iterdir() if (p / SWEEP_FILE).is_file()]
+    return sorted(found, key=lambda p: (p / SWEEP_FILE).stat().st_mtime, reverse=True)
+
+
+def read_leaderboard(folder: Path) -> list[dict]:
+    path = Path(folder) / LEADERBOARD_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def pace(model: str, root: Path) -> tuple[float, str] | None:
+    """(seconds per trained example, run name) of the newest finished run of `model` in `root`, or None."""
+    from .runs import list_runs
+
+    for run in list_runs(root):
+        s = run.status()
+        steps = (s.get("step") or 0) - (s.get("training_started_step") or 0)
+        if (run.state() == "done" and steps > 0 and s.get("ended") and s.get("training_started")
+                and run.config_file.is_file() and TrainConfig.from_yaml(run.config_file).model == model):
+            return (s["ended"] - s["training_started"]) / (steps * (s.get("examples_per_step") or 1)), run.name
+    return None
+
+
+def plan(sweep: Sweep, measured: tuple[float, str] | None) -> tuple[list[dict], float | None]:
+    """Each point's steps and estimated training minutes (at `measured`'s pace, capped by its time limit), and the
+    total (None when some point cannot be estimated: trained by epochs with no pace, or no pace at all)."""
+    rows, total = [], 0.0
+    for point, config in zip(sweep.points, sweep.configs()):
+        minutes = None
+        if measured and config.max_steps:
+            minutes = config.max_steps * config.batch_size * config.grad_accum * measured[0] / 60
+        if config.max_minutes:
+            minutes = min(minutes, config.max_minutes) if minutes is not None else config.max_minutes
+        rows.append({"settings": point_label(point), "steps": config.max_steps or f"{config.epochs:g} epochs",
+                     "minutes": minutes})
+        total = None if total is None or minutes is None else total + minutes
+    return rows, total
+
+
+PROGRESS_FILE = "progress.txt"
+_background = threading.Lock()
+
+
+def run_in_background(sweep: Sweep, owner: str | None = None) -> threading.Thread:
+    """The app's sweep, recorded in its folder, then run_sweep in a thread, each run through the process's one-job queue (Stop stops the run and
+    the sweep; a job started by someone else between two runs ends it too), its lines in the sweep folder's
+    progress.txt. One sweep at a time per process: a second one raises Busy."""
+    from .job import JOBS, Busy
+
+    if not _background.acquire(blocking=False):
+        raise Busy("Busy: a sweep is already running. Stop its current run to end it.")
+    try:
+        if JOBS.active():
+            raise Busy(f"Busy: run {JOBS.active().run.name} is training. Stop it or wait for it to finish.")
+        sweep.save()
+    except BaseException:
+        _background.release()
+        raise
+
+    def say(line: str) -> None:
+        with open(sweep.folder / PROGRESS_FILE, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def start(config=None, runs_root=None, resume=None):
+        try:
+            job = JOBS.start(config, runs_root, resume=resume, owner=owner)
+        except Busy as exc:
+            return str(exc)
+        job.wait()
+        return job.outcome
+
+    def work():
+        try:
+            rows = run_sweep(sweep, start, progress=say)
+            say("\n".join(leaderboard_lines(rows)))
+        except Exception as exc:  # a failure ends the sweep, never the app
+            say(f"the sweep failed: {type(exc).__name__}: {exc}")
+        finally:
+            _background.release()
+
+    thread = threading.Thread(target=work, name=f"sweep-{sweep.folder.name}", daemon=True)
+    thread.start()
+    return thread

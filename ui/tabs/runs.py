@@ -5,8 +5,9 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from trainer import charts
+from trainer import charts, sweep
 from trainer.config import RUN_DATA, ConfigError, TrainConfig
+from trainer.paths import runs_dir
 from trainer.runs import ACTIVE_STATES, list_runs, run_summary
 
 from ..access import may_control
@@ -112,6 +113,27 @@ def load_run_config(run_name):
             f"{RUN_DATA}{run.name}", info, None)
 
 
+LEADERBOARD_COLUMNS = ["rank", "run", "held-out $ error", "RMSLE", "hits %", "settings"]
+
+
+def list_sweeps():
+    names = [p.name for p in sweep.list_sweeps(runs_dir())]
+    return gr.Dropdown(choices=names, value=names[0] if names else None)
+
+
+def show_sweep(name):
+    """A sweep's leaderboard (its runs by held-out $ error, the TF-IDF ridge of the same rows among them) and its
+    progress lines."""
+    folder = next((p for p in sweep.list_sweeps(runs_dir()) if p.name == name), None)
+    if folder is None:
+        return pd.DataFrame(columns=LEADERBOARD_COLUMNS), "Pick a sweep."
+    rows = [[rank, r["run"], round(r["error"], 2), round(r["rmsle"], 3), round(100 * r["hits"], 1),
+             sweep.point_label(r["point"])] for rank, r in enumerate(sweep.read_leaderboard(folder), 1)]
+    progress = folder / sweep.PROGRESS_FILE
+    lines = progress.read_text(encoding="utf-8").splitlines()[-12:] if progress.is_file() else []
+    return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS), "\n".join(f"    {line}" for line in lines)
+
+
 def create_runs_tab(train: dict) -> dict:
     """The Runs tab; *Load its config* fills `train`'s form and data box."""
     with gr.Tab("Runs") as tab:
@@ -140,6 +162,11 @@ def create_runs_tab(train: dict) -> dict:
                                         interactive=False, wrap=True, column_widths=SAMPLE_WIDTHS)
         c["eval"] = gr.Dataframe(pd.DataFrame(columns=EVAL_COLUMNS), label="Evaluation (eval.json)",
                                  interactive=False)
+        gr.Markdown("### Sweeps")
+        c["sweep"] = gr.Dropdown(label="Sweep", choices=[], allow_custom_value=True)
+        c["leaderboard"] = gr.Dataframe(pd.DataFrame(columns=LEADERBOARD_COLUMNS), interactive=False,
+                                        label="Leaderboard: the sweep's runs by held-out $ error")
+        c["sweep_progress"] = gr.Markdown(elem_id="sweep-progress")
     listing = [c["table"], c["compare"], c["open"], c["delete_pick"]]
     curves = [c["loss"], c["error"]]
     # Registered first so the public endpoint gets the plain name; the tab's chained call is private.
@@ -151,6 +178,9 @@ def create_runs_tab(train: dict) -> dict:
     c["delete"].click(delete_run, [c["delete_pick"], c["delete_sure"]], c["delete_message"],
                       api_name="delete_run").then(list_history, outputs=listing, api_visibility="private")
     c["open"].change(open_run, c["open"], [c["detail"], c["config"], c["samples"], c["eval"]], api_name="open_run")
+    c["sweep"].change(show_sweep, c["sweep"], [c["leaderboard"], c["sweep_progress"]], api_name="sweep_leaderboard")
+    tab.select(list_sweeps, outputs=c["sweep"], api_visibility="private").then(
+        show_sweep, c["sweep"], [c["leaderboard"], c["sweep_progress"]], api_visibility="private")
     c["resume"].click(resume_named, c["open"], c["message"], api_name="resume_run", concurrency_id="gpu",
                       concurrency_limit=1)
     data, form = train["data"], [train["form"][name] for name in FORM_FIELDS]

@@ -18,7 +18,7 @@ from trainer.job import JOBS, Busy
 from trainer.memory import ESTIMATE_LENGTH, detected_gpu, estimate_memory, fit_warning, gpu_warning
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
 
-from .. import data_box, live
+from .. import data_box, live, sweep_box
 from ..access import current_user, may_control, model_folders
 from ..common import RESUMABLE, refused, reports_errors, resume_run
 
@@ -277,6 +277,15 @@ def create_train_tab() -> dict:
                     c["stop"] = gr.Button("Stop", variant="stop")
                     c["resume"] = gr.Button("Resume", visible=False)
                 c["message"] = gr.Markdown()
+                form, data = [c["form"][name] for name in FORM_FIELDS], c["data"]
+
+                def sweep_base(values):  # the form's config, as Start would train it
+                    if not values[data["path"]]:
+                        raise ConfigError("choose data first: Use sample data or upload a file")
+                    return form_config(values[data["path"]], *[values[x] for x in form],
+                                       mapping=values[data["mapping"]])
+
+                c["sweep"] = sweep_box.create_sweep_box({data["path"], data["mapping"], *form}, sweep_base)
             with gr.Column(scale=3):
                 c["live"] = live.create_live_panel()
     c["tab"] = tab

@@ -1,0 +1,89 @@
+"""The Train tab's "Sweep" section: up to two fields and their values, the grid and its time shown before it starts,
+its runs trained one after another through the one-job queue (trainer.sweep does the work)."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import gradio as gr
+
+from trainer.config import ConfigError
+from trainer.job import Busy
+from trainer.paths import runs_dir
+from trainer.sweep import Sweep, grid, pace, parse_set, plan, run_in_background
+
+from .access import current_user
+from .common import refused, reports_errors
+
+SWEEPABLE = ["lora_r", "lora_alpha", "lora_dropout", "learning_rate", "max_steps", "epochs", "batch_size",
+             "grad_accum", "max_length", "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "quant"]
+"""The fields the section offers (the CLI's --set takes any field but the data and split ones)."""
+
+
+def _sweep(values: dict, parts: dict, config_of: Callable) -> Sweep:
+    sets = [parse_set(f"{values[parts[f'field_{k}']]}={values[parts[f'values_{k}']]}") for k in "ab"
+            if values[parts[f"field_{k}"]] and str(values[parts[f"values_{k}"]] or "").strip()]
+    if not sets:
+        raise ConfigError("pick a field and type its values, e.g. lora_r and 8,16,32")
+    stamp = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = next(runs_dir() / name for name in (stamp, *(f"{stamp}-{i}" for i in range(1, 100)))
+                  if not (runs_dir() / name).exists())
+    return Sweep(folder, config_of(values), grid(sets))
+
+
+def _grid_text(sweep: Sweep) -> str:
+    measured = pace(sweep.base.model, runs_dir())
+    rows, total = plan(sweep, measured)
+    lines = ["| # | settings | steps | training minutes |", "|---|---|---|---|"]
+    shown = lambda minutes: "?" if minutes is None else f"{minutes:.1f}"  # noqa: E731
+    lines += [f"| {i} | {r['settings']} | {r['steps']} | {shown(r['minutes'])} |" for i, r in enumerate(rows, 1)]
+    if total is not None:
+        where = f"at the pace of run {measured[1]}" if measured else "the time limit of each run"
+        head = f"**{len(rows)} runs, about {total:.0f} training minutes** ({where}; each run is then evaluated)"
+    else:
+        head = (f"**{len(rows)} runs**; their time is unknown: no finished run of {sweep.base.model} to time it by "
+                "(set a time limit per run to bound it)")
+    return head + "\n\n" + "\n".join(lines)
+
+
+def create_sweep_box(inputs: set, config_of: Callable) -> dict:
+    """The section's components, its events wired; `inputs` are the form's components, `config_of(values)` the
+    TrainConfig they describe (values: component → value)."""
+    c = {}
+    with gr.Accordion("Sweep: train a grid of settings, one run after another", open=False):
+        with gr.Row():
+            c["field_a"] = gr.Dropdown(SWEEPABLE, value="lora_r", label="Field")
+            c["values_a"] = gr.Textbox(label="Values, comma-separated", placeholder="8,16,32")
+        with gr.Row():
+            c["field_b"] = gr.Dropdown(["", *SWEEPABLE], value="", label="Second field (optional)")
+            c["values_b"] = gr.Textbox(label="Its values", placeholder="3e-4,1e-3")
+        with gr.Row():
+            c["show"] = gr.Button("Show the grid")
+            c["start"] = gr.Button("Start sweep")
+        c["message"] = gr.Markdown(elem_id="sweep-message")
+    parts = {k: c[k] for k in ("field_a", "values_a", "field_b", "values_b")}
+    everything = set(inputs) | set(parts.values())
+
+    @reports_errors()
+    def show(values):
+        try:
+            return _grid_text(_sweep(values, parts, config_of))
+        except ConfigError as exc:
+            return refused(f"**Cannot sweep:** {exc}")
+
+    @reports_errors()
+    def start(values, request: gr.Request = None):
+        try:
+            sweep = _sweep(values, parts, config_of)
+            text = _grid_text(sweep)
+            run_in_background(sweep, owner=current_user(request))
+        except (ConfigError, Busy) as exc:
+            return refused(f"**Cannot start the sweep:** {exc}")
+        return (f"Started sweep **{sweep.folder.name}**: each run shows in the live view as it trains; Stop ends the "
+                f"sweep; the leaderboard is in the Runs tab.\n\n{text}")
+
+    c["show"].click(show, everything, c["message"], api_name="sweep_grid")
+    c["start"].click(start, everything, c["message"], api_name="start_sweep", concurrency_id="gpu",
+                     concurrency_limit=1)
+    return c
