@@ -139,6 +139,8 @@ class TrainConfig:
     """Batch examples of similar length together, so less compute goes into padding."""
     max_minutes: float = 0.0
     """Stop training after this many minutes and save the adapter, as if max_steps were reached (0: no limit)."""
+    max_cost: float = 0.0
+    """Stop and save the adapter when the run's time at the stated hourly price costs this many dollars (0: no cap)."""
     report_to: Tracker = "none"
     """Experiment tracker the Trainer reports the loss and PriceTune's $ metrics to (installed ones only)."""
 
@@ -186,6 +188,7 @@ class TrainConfig:
         for name in ("seed", "split_seed"):  # numpy's and torch's seeds are 32-bit
             check(0 <= getattr(self, name) < 2**32, f"{name}: must be 0–{2**32 - 1} (got {getattr(self, name)})")
         check(self.max_minutes >= 0, f"max_minutes: must be 0 or more (got {self.max_minutes})")
+        check(0 <= self.max_cost <= 1e6, f"max_cost: must be 0–1,000,000 dollars (got {self.max_cost})")
         check(not self.name or ("/" not in self.name and "\\" not in self.name and not self.name.startswith(".")),
               f"name: a plain folder name, no slashes (got {self.name!r})")
         if problems:

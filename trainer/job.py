@@ -19,7 +19,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from .data import (COURSE_QUESTION, DataError, Product, as_size, fit_max_length, load_products, make_sample_products,
                    split_description, split_products, split_run, tokenize_example)
-from . import dist, trackers
+from . import cost, dist, trackers
 from .baselines import (TEXT_BASELINE, constant_baselines, fit_text_baseline, load_text_baseline, predict_prices,
                         save_text_baseline)
 from .evaluate import price_metrics
@@ -125,11 +125,17 @@ class RunCallback(TrainerCallback):
         now, minutes, limit = time.time(), job.config.save_minutes, job.config.max_minutes
         save_due = bool(minutes) and now - self.last_save >= 60 * minutes
         time_up = bool(limit) and now - self.began >= 60 * limit and state.global_step < state.max_steps
-        save_due, time_up, stop = dist.any_rank(save_due, time_up, job.stop_event.is_set())
+        spent = cost.cost(now - job.started_at, job.price[0]) if job.price else 0.0
+        cost_up = bool(job.config.max_cost) and spent >= job.config.max_cost and state.global_step < state.max_steps
+        save_due, time_up, cost_up, stop = dist.any_rank(save_due, time_up, cost_up, job.stop_event.is_set())
         if save_due:
             control.should_save = True
         if time_up:
             job.time_up = f"time limit of {limit:g} min reached at step {state.global_step} of {state.max_steps}"
+            control.should_training_stop = True
+        elif cost_up:
+            job.time_up = (f"cost cap of ${job.config.max_cost:g} reached at step {state.global_step} of "
+                           f"{state.max_steps} (${spent:.2f} at ${job.price[0]:g}/h)")
             control.should_training_stop = True
         if stop:
             job.stop_event.set()  # Stop pressed on another rank: this one ends as stopped too
@@ -163,6 +169,7 @@ class TrainingJob:
             self.config = TrainConfig.from_yaml(self.run.config_file).validate()
             if trackers.missing(self.config.report_to):
                 raise ConfigError(trackers.missing(self.config.report_to))
+            self.price = self._price()
             self.checkpoint, skipped = self.run.last_complete_checkpoint()
             if self.checkpoint is None:
                 raise ValueError(f"run {self.run.name} has no complete checkpoint to resume from"
@@ -179,6 +186,7 @@ class TrainingJob:
             self.config = config.validate()
             if trackers.missing(self.config.report_to):
                 raise ConfigError(trackers.missing(self.config.report_to))
+            self.price = self._price()
             name = self.config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(self.config.model).name}-r{self.config.lora_r}"
             if dist.is_writer():
                 self.run = RunFolder.create(name, runs_root)
@@ -189,7 +197,8 @@ class TrainingJob:
             self.run = RunFolder(Path(path), writer=dist.is_writer())
             self.config.name = self.run.name
             self.run.update_status(state="queued", step=0, total_steps=None, created=time.time(), error=None)
-        self.run.update_status(pid=os.getpid(), owner=owner)
+        self.run.update_status(pid=os.getpid(), owner=owner, hourly_usd=self.price and self.price[0],
+                               price_source=self.price and self.price[1])
         self.stop_event = threading.Event()
         self.trainer = None  # the Trainer while it trains: the probe logs its scalars to the trackers through it
         self.thread = threading.Thread(target=self._run, name=f"train-{self.run.name}", daemon=True)
@@ -200,6 +209,17 @@ class TrainingJob:
         self.best_error = self.run.status().get("best_error") or math.inf
         self.data_message = self.data_note = ""
         self.outcome: str | None = None  # this process's final state; on ranks > 0 the status file is rank 0's
+
+    def _price(self) -> tuple[float, str] | None:
+        """The stated hourly price (USD, its source), checked against a cost cap before any folder is touched."""
+        try:
+            price = cost.hourly_price()
+        except cost.PriceError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.config.max_cost and price is None:
+            raise ConfigError(f"max_cost: a cost cap needs the hourly price: set {cost.PRICE_ENV} (dollars an hour) "
+                              f"or {cost.HARDWARE_ENV} (a Spaces flavour)")
+        return price
 
     @property
     def checkpointing(self) -> bool:
@@ -259,6 +279,10 @@ class TrainingJob:
 
     def _run(self) -> None:
         model = None
+        # What a cost cap and the live cost count from: the GPU is paid for while the model loads too. A resumed run
+        # counts from its resume.
+        self.started_at = time.time()
+        self.run.update_status(cost_from=self.started_at)
         try:
             # 1. The data: the split, the probe items and the constant baselines to beat.
             train = self._load_data()

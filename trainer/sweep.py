@@ -212,9 +212,9 @@ _background = threading.Lock()
 
 
 def run_in_background(sweep: Sweep, owner: str | None = None) -> threading.Thread:
-    """The app's sweep, recorded in its folder, then run_sweep in a thread, each run through the process's one-job queue (Stop stops the run and
-    the sweep; a job started by someone else between two runs ends it too), its lines in the sweep folder's
-    progress.txt. One sweep at a time per process: a second one raises Busy."""
+    """The app's sweep, recorded in its folder, then run_sweep in a thread, each run through the process's one-job
+    queue (Stop stops the run and the sweep; a job started by someone else between two runs ends it too), its lines
+    in the sweep folder's progress.txt. One sweep at a time per process, never beside a run: else Busy."""
     from .job import JOBS, Busy
 
     if not _background.acquire(blocking=False):

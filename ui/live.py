@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from trainer import charts
+from trainer import charts, cost
 from trainer.baselines import TEXT_BASELINE
 from trainer.config import RUN_DATA, ConfigError, TrainConfig
 from trainer.job import JOBS
@@ -62,6 +62,10 @@ def status_text(run: RunFolder, status: dict, metrics: list[dict], settings: str
     left = eta(status, metrics)
     if left is not None:
         parts.append(f"ETA {fmt_seconds(left)}")
+    if status.get("hourly_usd") is not None and status.get("cost_from"):
+        spent = cost.cost(now - status["cost_from"], status["hourly_usd"])
+        parts.append(f"≈ ${spent:,.2f} at ${status['hourly_usd']:g}/h"
+                     + (f" (≈ ${spent + cost.cost(left, status['hourly_usd']):,.2f} at the end)" if left else ""))
     recent = [r["tokens_per_s"] for r in metrics if "tokens_per_s" in r][-10:]
     if recent:
         parts.append(f"{sum(recent) / len(recent):.0f} tokens/s")

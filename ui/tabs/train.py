@@ -12,7 +12,7 @@ import gradio as gr
 
 from trainer.config import (COURSE_TARGETS, PRESET_NAMES, QUANTIZATIONS, RUN_DATA, ConfigError, TrainConfig,
                             model_defaults, preset)
-from trainer import trackers
+from trainer import cost, trackers
 from trainer.data import COURSE_2024_QUESTION, COURSE_QUESTION
 from trainer.job import JOBS, Busy
 from trainer.memory import ESTIMATE_LENGTH, detected_gpu, estimate_memory, fit_warning, gpu_warning
@@ -28,7 +28,7 @@ DEFAULTS = TrainConfig()
 FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "sample_every", "probe_size", "seed",
                "save_steps", "validation_size", "question", "warmup_ratio", "weight_decay", "max_grad_norm",
-               "report_to", "gradient_checkpointing"]
+               "report_to", "gradient_checkpointing", "max_cost"]
 
 
 def is_a_default(targets, lr) -> bool:
@@ -80,7 +80,7 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
                 sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
                 question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
                 grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to,
-                checkpointing=DEFAULTS.gradient_checkpointing, mapping=None) -> TrainConfig:
+                checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost, mapping=None) -> TrainConfig:
     """The TrainConfig the form describes, every field converted and checked by the config itself (a cleared number
     field is refused by its name); Start and Export config share it."""
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
@@ -88,7 +88,7 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
     values = dict(zip(FORM_FIELDS, (model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum,
                                     max_len, sample_every, probe_size, seed, save_steps, validation,
                                     str(question or "").strip(), warmup, weight_decay, grad_norm,
-                                    report_to or DEFAULTS.report_to, bool(checkpointing))))
+                                    report_to or DEFAULTS.report_to, bool(checkpointing), max_cost)))
     values["model"] = str(model or "").strip() or DEMO
     values["target_modules"] = list(targets or [])
     data = str(data_path or "sample")
@@ -104,7 +104,8 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
           sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size, question=DEFAULTS.question,
           warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay, grad_norm=DEFAULTS.max_grad_norm,
           report_to=DEFAULTS.report_to,
-          checkpointing=DEFAULTS.gradient_checkpointing, mapping=None, request: gr.Request = None):
+          checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost, mapping=None,
+          request: gr.Request = None):
     # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
     form = {k: v for k, v in locals().items() if k != "request"}
     if not data_path:
@@ -125,7 +126,7 @@ def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_s
                   sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
                   question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
                   grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to,
-                  checkpointing=DEFAULTS.gradient_checkpointing, mapping=None):
+                  checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost, mapping=None):
     """The form as the YAML that `python -m trainer train --config` takes."""
     try:
         config = form_config(**locals())
@@ -253,6 +254,8 @@ def form_components() -> dict:
                                      label="Report to (an experiment tracker; local logs go in the run folder)")
         f["gradient_checkpointing"] = gr.Checkbox(value=DEFAULTS.gradient_checkpointing,
                                                   label="Gradient checkpointing (less GPU memory, slower steps)")
+        f["max_cost"] = gr.Number(value=DEFAULTS.max_cost, label=f"cost cap $ (0 = none; the price: {cost.PRICE_ENV} "
+                                                                 f"or {cost.HARDWARE_ENV})")
     return f
 
 
