@@ -91,3 +91,37 @@ def test_the_cli_prints_the_estimate_with_and_without_checkpointing(capsys):
     out = capsys.readouterr().out
     assert "batch 16 × 182 tokens, 4bit, on a GPU (bf16 compute): peak GPU memory ≈ 32.2 GiB" in out, out
     assert "with gradient checkpointing: 12.5 GiB; with the loss over the full vocabulary at every token" in out
+
+
+def test_the_stated_space_hardware_warns_before_start(monkeypatch):
+    # PRICETUNE_HARDWARE names the Space's flavour: with no GPU here, the warning is for that flavour's GPU.
+    from trainer.config import preset
+    from trainer.memory import gpu_warning
+
+    monkeypatch.setenv("PRICETUNE_HARDWARE", "t4-small")
+    lite = preset("course-lite")
+    lite.gradient_checkpointing = False
+    warning = gpu_warning(lite)
+    assert "Estimated peak memory 27.3 GiB is more than this GPU (t4-small, as PRICETUNE_HARDWARE states, 14.6 GiB)" \
+        in warning, warning
+    lite.gradient_checkpointing = True  # the preset as shipped fits
+    assert gpu_warning(lite) == ""
+
+
+@pytest.mark.e2e
+def test_the_live_estimate_over_http_warns_for_the_stated_hardware(tmp_path):
+    from gradio_client import Client
+
+    from e2e_app import LaunchedApp
+
+    app = LaunchedApp(tmp_path / "runs", tmp_path / "app.log", {"PRICETUNE_HARDWARE": "t4-small"})
+    try:
+        app.wait_ready()
+        client = Client(app.url, verbose=False)
+        shape = ("meta-llama/Llama-3.2-3B", "4bit", 32, 0.1, COURSE, 32, 128)
+        too_big = client.predict(*shape, False, api_name="/estimate")
+        assert "**Warning:** Estimated peak memory 27.3 GiB is more than this GPU (t4-small" in too_big, too_big
+        assert "turn on gradient checkpointing" in too_big
+        assert "Warning" not in client.predict(*shape, True, api_name="/estimate")
+    finally:
+        app.close()

@@ -25,8 +25,10 @@ Against two published figures:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+from .cost import HARDWARE_ENV
 from .models import meta_model
 
 GiB = 2**30
@@ -132,14 +134,23 @@ def fit_warning(estimate: MemoryEstimate, gpu: str, capacity_gib: float) -> str:
             "to keep the effective batch), turn on gradient checkpointing, or load the model in 4-bit.")
 
 
+SPACE_GPUS: dict[str, float] = {"t4-small": 14.6, "t4-medium": 14.6, "l4x1": 22.0, "l4x4": 22.0, "a10g-small": 22.0,
+                                "a10g-large": 22.0, "l40sx1": 44.4, "l40sx4": 44.4}
+"""GiB of one GPU of a Spaces hardware flavour (one training process uses one GPU)."""
+
+
 def detected_gpu() -> tuple[str, float] | None:
-    """(name, GiB) of the GPU training would use, or None without one."""
+    """(name, GiB) of the GPU training would use: the one torch sees, else the Spaces flavour PRICETUNE_HARDWARE
+    states (planning a Space's runs from elsewhere); None without either."""
     import torch
 
-    if not torch.cuda.is_available():
-        return None
-    props = torch.cuda.get_device_properties(0)
-    return props.name, props.total_memory / GiB
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return props.name, props.total_memory / GiB
+    flavour = os.environ.get(HARDWARE_ENV, "").strip()
+    if flavour in SPACE_GPUS:
+        return f"{flavour}, as {HARDWARE_ENV} states", SPACE_GPUS[flavour]
+    return None
 
 
 def gpu_warning(config, roots=None) -> str:
