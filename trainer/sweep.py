@@ -104,8 +104,9 @@ class Sweep:
 def run_sweep(sweep: Sweep, start: Callable, progress: Callable[[str], None] = print) -> list[dict]:
     """Train and evaluate every point not yet done, in order; returns the leaderboard.
 
-    `start(config=…)` or `start(resume=…)` returns a started TrainingJob and waits for it (the CLI's follower);
-    a run that ends stopped or failed ends the sweep there, to be continued by running it again."""
+    `start(config=…, runs_root=…)` or `start(resume=…)` trains one run to its end and returns how it ended ("done",
+    "stopped", "failed" or why it could not start); anything but "done" ends the sweep there, to be continued by
+    running it again (a failed run is then tried again from the start)."""
     from .tester import evaluate_run
 
     for i, config in enumerate(sweep.configs()):
