@@ -83,7 +83,7 @@ def test_a_sweep_from_the_api_shows_its_grid_trains_and_lands_in_the_runs_tab(la
               "batch size": 2, "gradient accumulation": 1, "max length": 0, "sample predictions": 0,
               "validation items priced": 2, "seed": 1, "checkpoint every": 1, "validation rows": 4,
               "warm-up": 0.03, "weight decay": 0.0, "max gradient norm": 1.0, "Question": "", "Report to": "none",
-              "Gradient checkpointing": False, "Field": "lora_r", "Values": "2,4",
+              "Gradient checkpointing": False, "cost cap": 0, "Field": "lora_r", "Values": "2,4",
               "Second field": "", "Its values": ""}
     params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/sweep_grid"]["parameters"]
     values = [next(v for k, v in labels.items() if p["label"].startswith(k)) for p in params]
@@ -110,5 +110,12 @@ def test_a_sweep_from_the_api_shows_its_grid_trains_and_lands_in_the_runs_tab(la
     errors = [row[2] for row in table["data"]]
     assert errors == sorted(errors)
     assert "[2/2] lora_r=4: evaluating" in progress
+    # Continuing a finished sweep trains nothing again: each run is skipped, the leaderboard stays.
+    assert client.predict(name, api_name="/continue_sweep").startswith(f"Continuing sweep **{name}**")
+    end = time.time() + 120
+    while "[2/2] lora_r=4: done before" not in progress and time.time() < end:
+        table, progress = client.predict(name, api_name="/sweep_leaderboard")
+        time.sleep(1)
+    assert "[1/2] lora_r=2: done before" in progress and len(table["data"]) == 3, progress
     listed = client.predict(api_name="/list_runs")[0]["data"]
     assert {f"{name}-01-lora_r-2", f"{name}-02-lora_r-4"} <= {row[0] for row in listed}

@@ -7,10 +7,11 @@ import pandas as pd
 
 from trainer import charts, sweep
 from trainer.config import RUN_DATA, ConfigError, TrainConfig
+from trainer.job import Busy
 from trainer.paths import runs_dir
 from trainer.runs import ACTIVE_STATES, list_runs, run_summary
 
-from ..access import may_control
+from ..access import current_user, may_control
 from ..common import (EVAL_COLUMNS, RESUMABLE, SAMPLE_WIDTHS, named_run, refused, reports_errors, resume_run,
                       runs_by_name)
 from .train import FORM_FIELDS, fill_form
@@ -134,6 +135,23 @@ def show_sweep(name):
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS), "\n".join(f"    {line}" for line in lines)
 
 
+@reports_errors()
+def continue_sweep(name, request: gr.Request = None):
+    """Run a stopped or interrupted sweep on: its finished runs are skipped, an interrupted one resumes."""
+    folder = next((p for p in sweep.list_sweeps(runs_dir()) if p.name == name), None)
+    if folder is None:
+        return refused("Pick a sweep.")
+    found, _ = sweep.Sweep.create_or_open(folder, None, [])
+    runs = [found.run_folder(i) for i in range(len(found.points))]
+    if not all(may_control(r, request) for r in runs if r.config_file.is_file()):
+        return refused("Only the user who started this sweep (or an admin) may continue it.")
+    try:
+        sweep.run_in_background(found, owner=current_user(request))
+    except Busy as exc:
+        return refused(f"**Cannot continue the sweep:** {exc}")
+    return f"Continuing sweep **{found.folder.name}**: finished runs are skipped; follow it in the live view."
+
+
 def create_runs_tab(train: dict) -> dict:
     """The Runs tab; *Load its config* fills `train`'s form and data box."""
     with gr.Tab("Runs") as tab:
@@ -163,9 +181,12 @@ def create_runs_tab(train: dict) -> dict:
         c["eval"] = gr.Dataframe(pd.DataFrame(columns=EVAL_COLUMNS), label="Evaluation (eval.json)",
                                  interactive=False)
         gr.Markdown("### Sweeps")
-        c["sweep"] = gr.Dropdown(label="Sweep", choices=[], allow_custom_value=True)
+        with gr.Row():
+            c["sweep"] = gr.Dropdown(label="Sweep", choices=[], allow_custom_value=True)
+            c["continue_sweep"] = gr.Button("Continue this sweep")
         c["leaderboard"] = gr.Dataframe(pd.DataFrame(columns=LEADERBOARD_COLUMNS), interactive=False,
                                         label="Leaderboard: the sweep's runs by held-out $ error")
+        c["sweep_message"] = gr.Markdown(elem_id="sweep-continue-message")
         c["sweep_progress"] = gr.Markdown(elem_id="sweep-progress")
     listing = [c["table"], c["compare"], c["open"], c["delete_pick"]]
     curves = [c["loss"], c["error"]]
@@ -179,6 +200,8 @@ def create_runs_tab(train: dict) -> dict:
                       api_name="delete_run").then(list_history, outputs=listing, api_visibility="private")
     c["open"].change(open_run, c["open"], [c["detail"], c["config"], c["samples"], c["eval"]], api_name="open_run")
     c["sweep"].change(show_sweep, c["sweep"], [c["leaderboard"], c["sweep_progress"]], api_name="sweep_leaderboard")
+    c["continue_sweep"].click(continue_sweep, c["sweep"], c["sweep_message"], api_name="continue_sweep",
+                              concurrency_id="gpu", concurrency_limit=1)
     tab.select(list_sweeps, outputs=c["sweep"], api_visibility="private").then(
         show_sweep, c["sweep"], [c["leaderboard"], c["sweep_progress"]], api_visibility="private")
     c["resume"].click(resume_named, c["open"], c["message"], api_name="resume_run", concurrency_id="gpu",
