@@ -199,16 +199,16 @@ def child(args) -> None:
         preds = predict_greedy(model, tokenizer, [p.text for p in probe], max_prompt_tokens=max_length)
         metrics = price_metrics([p.price for p in preds], [p.price for p in probe])
     base, lora = timer.counts
-    estimate_gib = None
-    if torch.cuda.is_available():  # the memory formula's figure beside the measured peak
-        from trainer.memory import GiB, estimate_memory
-        from trainer.models import model_config
+    # The memory formula's figure for this arm's shape on a GPU, beside the peak a GPU measures (computed on a CPU
+    # too, so the prepared check's tiny run exercises it).
+    from trainer.memory import GiB, estimate_memory
+    from trainer.models import model_config
 
-        cfg = _config(args)
-        estimate_gib = estimate_memory(model_config(args.model), cfg.quant, lora, list(cfg.target_modules),
-                                       cfg.lora_r, cfg.batch_size, max_length, dropout=cfg.lora_dropout > 0,
-                                       fp32_norms=args.arm != "A16", price_logits_only=args.arm in ("A", "A16"),
-                                       gradient_checkpointing=args.arm == "B").total / GiB
+    cfg = _config(args)
+    estimate_gib = estimate_memory(model_config(args.model), cfg.quant, lora, list(cfg.target_modules),
+                                   cfg.lora_r, cfg.batch_size, max_length, dropout=cfg.lora_dropout > 0,
+                                   fp32_norms=args.arm != "A16", price_logits_only=args.arm in ("A", "A16"),
+                                   gradient_checkpointing=args.arm == "B").total / GiB
     # The count: forward 2N and backward 2N (input grads only) for the frozen base, 6 per LoRA weight.
     flops = 4 * base + 6 * lora
     tokens_per_s = (n1 - n0) / (t1 - t0)

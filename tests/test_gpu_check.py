@@ -61,5 +61,13 @@ def test_both_arms_train_the_named_model_with_the_named_lora(tmp_path):
         assert (result["base_params"], result["lora_params"]) == (base, lora), arm
         assert result["flops_per_token"] == 4 * base + 6 * lora
         assert result["steps"] == 2 and result["tokens_per_s"] > 0
+        # The memory formula for the arm's shape, printed beside the peak a GPU measures (here none is measured).
+        from trainer.memory import GiB, estimate_memory
+        from trainer.models import model_config
+
+        expected = estimate_memory(model_config(str(model)), "4bit", lora, ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                   32, 4, 64, dropout=True, fp32_norms=arm != "A16", price_logits_only=arm != "B",
+                                   gradient_checkpointing=arm == "B").total / GiB
+        assert result["estimate_gib"] == pytest.approx(expected), arm
         if arm != "B":  # PriceTune keeps LoRA weights in fp32 (TRL casts them to bf16 on a quantized model)
             assert lora * 4 <= result["adapter_mb"] * 1e6 < lora * 4 + 20_000
