@@ -37,6 +37,11 @@ def test_a_cost_cap_without_a_price_is_refused_before_any_folder(tmp_path, monke
     with pytest.raises(ConfigError, match="max_cost: a cost cap needs the hourly price: set PRICETUNE_HOURLY_USD"):
         TrainingJob(TrainConfig(name="capped", max_cost=1.0, **SMALL), runs_root=tmp_path)
     assert not any(tmp_path.iterdir())
+    # A flavour the table cannot price refuses a cap, never a run without one (it only has no cost line).
+    monkeypatch.setenv(HARDWARE_ENV, "a100-large")
+    with pytest.raises(ConfigError, match="'a100-large' has no price here"):
+        TrainingJob(TrainConfig(name="capped", max_cost=1.0, **SMALL), runs_root=tmp_path)
+    assert TrainingJob(TrainConfig(name="uncapped", **SMALL), runs_root=tmp_path).run.status()["hourly_usd"] is None
     with pytest.raises(ConfigError, match="max_cost: must be 0–1,000,000 dollars"):
         TrainConfig(max_cost=-1).validate()
 

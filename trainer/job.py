@@ -215,7 +215,9 @@ class TrainingJob:
         try:
             price = cost.hourly_price()
         except cost.PriceError as exc:
-            raise ConfigError(str(exc)) from None
+            if self.config.max_cost:  # without a cap, an unpriced flavour only means no cost line
+                raise ConfigError(str(exc)) from None
+            return None
         if self.config.max_cost and price is None:
             raise ConfigError(f"max_cost: a cost cap needs the hourly price: set {cost.PRICE_ENV} (dollars an hour) "
                               f"or {cost.HARDWARE_ENV} (a Spaces flavour)")
