@@ -54,3 +54,37 @@ def test_price_loss_equals_the_models_own_loss_and_gradient(demo_model, demo_tok
     # With gradient accumulation the Trainer passes the price-token count of all micro-batches.
     count = int((labels != IGNORE_INDEX).sum())
     assert price_loss(outputs, labels, num_items_in_batch=2 * count).item() == pytest.approx(loss.item() / 2)
+
+
+def test_a_packed_batch_gives_each_example_its_own_loss_and_gradient(demo_model, demo_tokenizer, batch_features):
+    """`packing`: one row, no padding; each example must attend only to itself, so the loss and the gradient are
+    those of the padded batch."""
+    from trainer.loss import PackedPriceCollator
+
+    padded = PriceCollator(demo_tokenizer, padding=True)(batch_features)
+    packed = PackedPriceCollator()(batch_features)
+    assert packed["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in batch_features))
+    assert "attention_mask" not in packed
+    starts = [0] + [len(f["input_ids"]) for f in batch_features][:-1]
+    assert (packed["position_ids"][0] == 0).nonzero().squeeze(-1).tolist() == torch.tensor(starts).cumsum(0).tolist()
+    assert sorted(packed["labels"][packed["labels"] != IGNORE_INDEX].tolist()) == \
+        sorted(padded["labels"][padded["labels"] != IGNORE_INDEX].tolist())
+    weight = demo_model.model.norm.weight
+    weight.requires_grad_(True)
+    try:
+        losses, grads = [], []
+        for batch in (padded, packed):
+            labels = batch.pop("labels")
+            loss = price_loss(demo_model(**batch), labels)
+            losses.append(loss.item())
+            grads.append(torch.autograd.grad(loss, weight)[0])
+    finally:
+        weight.requires_grad_(False)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert torch.allclose(grads[1], grads[0], rtol=1e-3, atol=1e-6)
+    # Without position ids the row would be one long example: its loss is another number.
+    labels = PackedPriceCollator()(batch_features)
+    merged = {k: v for k, v in labels.items() if k != "position_ids"}
+    with torch.no_grad():
+        assert price_loss(demo_model(**{k: v for k, v in merged.items() if k != "labels"}), merged["labels"]).item() \
+            != pytest.approx(losses[0], rel=1e-3)

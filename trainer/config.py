@@ -137,6 +137,10 @@ class TrainConfig:
     """Compute dtype: auto (bf16 where the GPU or CPU computes it natively, else fp32), bf16, or fp32."""
     group_by_length: bool = True
     """Batch examples of similar length together, so less compute goes into padding."""
+    packing: bool = False
+    """Pack a batch into one row without padding, position ids restarting per example; slower on a CPU (SDPA masks)."""
+    liger_kernel: bool = False
+    """Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE) in the Trainer; needs a CUDA GPU and liger-kernel."""
     max_minutes: float = 0.0
     """Stop training after this many minutes and save the adapter, as if max_steps were reached (0: no limit)."""
     max_cost: float = 0.0
