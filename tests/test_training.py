@@ -13,6 +13,7 @@ from trainer.data import make_sample_products
 from trainer.estimates import METHODS, stacked
 from trainer.evaluate import price_metrics
 from trainer.job import Busy, JobManager, TrainingJob
+from trainer.runs import phase_line
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +67,12 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     best = min(probes[1:], key=lambda r: r["probe_error"])
     assert status["best_step"] == best["step"] and (run.best_adapter_dir / "adapter_model.safetensors").is_file()
     assert "constant_mean" in status["baselines"] and "the best probe $ error (step" in status["message"]
+    # Where the wall time went: every phase the run went through, together no more than the run's own time.
+    phases = status["phases"]
+    assert set(phases) == {"data", "text baseline", "tokenize", "model load", "steps", "probe", "adapter saves"}
+    assert all(seconds >= 0 for seconds in phases.values()) and phases["steps"] > 0 and phases["probe"] > 0
+    assert sum(phases.values()) <= status["ended"] - status["started"] + 0.1
+    assert phase_line(status).startswith("time ") and "probe " in phase_line(status)
     # The strong text baseline was fitted on the training split when the run started, and stored with it.
     from trainer.baselines import load_text_baseline, predict_prices
 
@@ -144,6 +151,8 @@ def test_stop_mid_run_saves_the_adapter_and_a_second_start_is_busy(runs_dir):
     status = job.run.status()
     assert 2 <= status["step"] < 500 and status["message"].startswith(f"stopped at step {status['step']}")
     assert (job.run.adapter_dir / "adapter_model.safetensors").is_file()
+    # Stop saved a checkpoint (save_minutes is on): its time is its own phase, not the steps'.
+    assert job.run.last_complete_checkpoint()[0] is not None and status["phases"]["checkpoint saves"] > 0
     assert jobs.active() is None
 
 

@@ -144,8 +144,12 @@ def _follow(job) -> int:
         say("stopping at the next step (Ctrl-C again to abort)…", flush=True)
         job.stop()
         job.wait()
+    from .runs import phase_line
+
     status = job.run.status()
     say(status.get("error") or status.get("message"))
+    if phase_line(status):
+        say(phase_line(status))
     dist.finish()
     return 0 if job.outcome in ("done", "stopped") else 1
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import gc
+import importlib.util
 import math
 import os
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,7 +26,8 @@ from .baselines import (TEXT_BASELINE, constant_baselines, fit_text_baseline, lo
                         save_text_baseline)
 from .evaluate import price_metrics
 from .config import RUN_DATA, ConfigError, TrainConfig
-from .loss import PriceCollator, price_loss
+from .dropout import use_fast_dropout
+from .loss import PackedPriceCollator, PriceCollator, price_loss
 from .models import first_line, load_model, load_tokenizer
 from .paths import runs_dir
 from .runs import RunFolder, finished_at
@@ -96,6 +99,7 @@ class RunCallback(TrainerCallback):
             self.job.evaluate_probe(model, 0)
         self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
         self.last_save = self.began = time.time()
+        self.mark = time.perf_counter()
         self.job.run.update_status(training_started=self.last_time, training_started_step=state.global_step,
                                    message=self.job.data_message)
 
@@ -110,6 +114,7 @@ class RunCallback(TrainerCallback):
                "tokens_per_s": (tokens - self.last_tokens) / max(now - self.last_time, 1e-9), "time": now}
         self.last_time, self.last_tokens = now, tokens
         self.job.run.append(self.job.run.metrics_file, row)
+        self.mark = time.perf_counter()
         bad = [k for k in ("loss", "grad_norm") if row[k] is not None and not math.isfinite(row[k])]
         if bad:
             self.job.nonfinite = f"{' and '.join(bad)} became {row[bad[0]]} at step {state.global_step}"
@@ -118,6 +123,8 @@ class RunCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self.last_save = time.time()
+        # The Trainer saves right after on_step_end and on_log: the time since is the checkpoint's.
+        self.job.add_phase("checkpoint saves", time.perf_counter() - self.mark)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         job = self.job
@@ -146,6 +153,7 @@ class RunCallback(TrainerCallback):
         every = job.config.sample_every
         if every and state.global_step % every == 0 and state.global_step < state.max_steps and dist.is_writer():
             job.evaluate_probe(model, state.global_step)
+        self.mark = time.perf_counter()
 
 
 class TrainingJob:
@@ -167,8 +175,7 @@ class TrainingJob:
             if self.run.writer and self.run.state() in ("queued", "loading", "training", "stopping"):
                 raise ValueError(f"run {self.run.name} is still {self.run.state()} in another process")
             self.config = TrainConfig.from_yaml(self.run.config_file).validate()
-            if trackers.missing(self.config.report_to):
-                raise ConfigError(trackers.missing(self.config.report_to))
+            self._check_machine()
             self.price = self._price()
             self.checkpoint, skipped = self.run.last_complete_checkpoint()
             if self.checkpoint is None:
@@ -184,8 +191,7 @@ class TrainingJob:
         else:
             # Checked (types too) before any folder exists: a refused config leaves nothing behind.
             self.config = config.validate()
-            if trackers.missing(self.config.report_to):
-                raise ConfigError(trackers.missing(self.config.report_to))
+            self._check_machine()
             self.price = self._price()
             name = self.config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(self.config.model).name}-r{self.config.lora_r}"
             if dist.is_writer():
@@ -209,6 +215,16 @@ class TrainingJob:
         self.best_error = self.run.status().get("best_error") or math.inf
         self.data_message = self.data_note = ""
         self.outcome: str | None = None  # this process's final state; on ranks > 0 the status file is rank 0's
+        # Where the wall time went, in seconds by phase; a resumed run adds its own to the earlier ones.
+        self.phases: dict[str, float] = dict(self.run.status().get("phases") or {})
+
+    def _check_machine(self) -> None:
+        """What this config needs of the machine and its packages, refused before any folder is touched."""
+        if trackers.missing(self.config.report_to):
+            raise ConfigError(trackers.missing(self.config.report_to))
+        if self.config.liger_kernel and not (torch.cuda.is_available() and importlib.util.find_spec("liger_kernel")):
+            raise ConfigError("liger_kernel: Liger's kernels need a CUDA GPU and the liger-kernel package "
+                              "(pip install liger-kernel)")
 
     def _price(self) -> tuple[float, str] | None:
         """The stated hourly price (USD, its source), checked against a cost cap before any folder is touched."""
@@ -222,6 +238,19 @@ class TrainingJob:
             raise ConfigError(f"max_cost: a cost cap needs the hourly price: set {cost.PRICE_ENV} (dollars an hour) "
                               f"or {cost.HARDWARE_ENV} (a Spaces flavour)")
         return price
+
+    def add_phase(self, phase: str, seconds: float) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
+        self.run.update_status(phases={name: round(value, 2) for name, value in self.phases.items()})
+
+    @contextmanager
+    def timed(self, phase: str):
+        """Adds the block's wall time to `phase` in status.json's `phases`."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add_phase(phase, time.perf_counter() - began)
 
     @property
     def checkpointing(self) -> bool:
@@ -258,8 +287,9 @@ class TrainingJob:
         self.run.update_status(pricing_probe=step)
         # Greedy decoding of a digit-by-digit tokenizer collapses to round numbers ("10.00", "100.00": the likeliest
         # first digit is 1), so the best adapter is chosen by the expected value unless the config says otherwise.
-        preds = predict_by(model, self.tokenizer, texts, self.config.probe_method,
-                           max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
+        with self.timed("probe"):
+            preds = predict_by(model, self.tokenizer, texts, self.config.probe_method,
+                               max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
         metrics = price_metrics([p.price for p in preds], truths)
         scalars = {"probe/error_usd": metrics["error"], "probe/rmsle": metrics["rmsle"], "probe/hits": metrics["hits"]}
         if step == 0:  # the lines to beat, once
@@ -276,7 +306,8 @@ class TrainingJob:
         self.run.update_status(pricing_probe=None)
         if step > 0 and metrics["error"] < self.best_error:
             self.best_error = metrics["error"]
-            self.run.save_adapter(model, self.tokenizer, self.run.best_adapter_dir)
+            with self.timed("adapter saves"):
+                self.run.save_adapter(model, self.tokenizer, self.run.best_adapter_dir)
             self.run.update_status(best_step=step, best_error=metrics["error"])
 
     def _run(self) -> None:
@@ -310,6 +341,7 @@ class TrainingJob:
         cfg = self.config
         self.run.update_status(state="loading", started=self.run.status().get("started") or time.time(),
                                message="reading data")
+        began = time.perf_counter()
         if self.checkpoint is not None:
             # The run's own split: the original upload may be gone, and the split must not change.
             train, validation, test = self.run.split(), self.run.split("validation"), self.run.split("test")
@@ -331,11 +363,14 @@ class TrainingJob:
         self.data_note = (f"{len(train)} training / {len(validation)} validation / {len(test)} held-out products "
                           f"({note})")
         baselines = constant_baselines(train, self.probe_items)
-        if self.checkpoint is None or not self.run.text_baseline_file.is_file():
-            self.run.update_status(message="fitting the text baseline (TF-IDF ridge)")
-            save_text_baseline(fit_text_baseline(train), self.run.text_baseline_file)
-        # The strong baseline's $ error on the probe: the live chart's line to beat, from step 0.
-        guesses = predict_prices(load_text_baseline(self.run.text_baseline_file), [p.text for p in self.probe_items])
+        self.add_phase("data", time.perf_counter() - began)
+        with self.timed("text baseline"):
+            if self.checkpoint is None or not self.run.text_baseline_file.is_file():
+                self.run.update_status(message="fitting the text baseline (TF-IDF ridge)")
+                save_text_baseline(fit_text_baseline(train), self.run.text_baseline_file)
+            # The strong baseline's $ error on the probe: the live chart's line to beat, from step 0.
+            guesses = predict_prices(load_text_baseline(self.run.text_baseline_file),
+                                     [p.text for p in self.probe_items])
         baselines[TEXT_BASELINE] = price_metrics(guesses, [p.price for p in self.probe_items])
         self.run.update_status(baselines=baselines)
         return train
@@ -343,15 +378,17 @@ class TrainingJob:
     def _load_model(self, train: list[Product]):
         cfg = self.config
         self.run.update_status(message=f"loading {cfg.model} ({cfg.quant})")
-        self.tokenizer = tokenizer = load_tokenizer(cfg.model)
-        tokenizer.padding_side = "right"
-        max_length = cfg.max_length or fit_max_length(tokenizer, train, question=cfg.asked())
-        self.max_prompt_tokens = max_length
-        examples = [tokenize_example(tokenizer, p.text, p.price, max_length, cfg.asked()) for p in train]
+        with self.timed("tokenize"):
+            self.tokenizer = tokenizer = load_tokenizer(cfg.model)
+            tokenizer.padding_side = "right"
+            max_length = cfg.max_length or fit_max_length(tokenizer, train, question=cfg.asked())
+            self.max_prompt_tokens = max_length
+            examples = [tokenize_example(tokenizer, p.text, p.price, max_length, cfg.asked()) for p in train]
         self._check_stop()
-        model = load_model(cfg.model, cfg.quant)
-        self._check_stop()
-        model = self._add_lora(model)
+        with self.timed("model load"):
+            model = load_model(cfg.model, cfg.quant)
+            self._check_stop()
+            model = self._add_lora(model)
         self._check_stop()
         self.data_message = (f"{self.data_note}; max length {max_length} tokens; $ error on "
                              f"{len(self.probe_items)} {self.probe_name} items")
@@ -367,13 +404,18 @@ class TrainingJob:
             set_peft_model_state_dict(model, load_file(str(self.checkpoint / "adapter_model.safetensors")))
             return step
         trainer = Trainer(model=model, args=self._training_args(), train_dataset=examples,
-                          data_collator=PriceCollator(self.tokenizer, padding=True), compute_loss_func=price_loss,
+                          data_collator=PackedPriceCollator() if self.config.packing
+                          else PriceCollator(self.tokenizer, padding=True), compute_loss_func=price_loss,
                           callbacks=[RunCallback(self), *self.extra_callbacks])
         trainer.remove_callback(PrinterCallback)  # progress goes to the run folder, not stdout
         trackers.set_up(trainer, self.run.path, lambda warning: self.run.update_status(tracker_warning=warning))
         self.trainer = trainer
+        inside = ("probe", "checkpoint saves", "adapter saves")
+        before, began = sum(self.phases.get(name, 0.0) for name in inside), time.perf_counter()
         with trackers.logs_in(self.run.path, self.config.report_to):
             trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
+        # The steps themselves: the training loop's time less the probes and saves it paused for.
+        self.add_phase("steps", time.perf_counter() - began - sum(self.phases.get(n, 0.0) for n in inside) + before)
         if self.nonfinite:
             raise FloatingPointError(f"Training stopped: {self.nonfinite}. Nothing was saved from the broken "
                                      "weights; lower the learning rate or use a higher-precision dtype.")
@@ -385,7 +427,8 @@ class TrainingJob:
         if not self.stop_event.is_set() and dist.is_writer() and not any(
                 r.get("step") == step and "probe_error" in r for r in self.run.metrics()):
             self.evaluate_probe(model, step)
-        self.run.save_adapter(model, self.tokenizer, self.run.adapter_dir)
+        with self.timed("adapter saves"):
+            self.run.save_adapter(model, self.tokenizer, self.run.adapter_dir)
         saved = f"the adapter of step {step}"
         best = self.run.status().get("best_step")
         if best is not None:
@@ -408,9 +451,11 @@ class TrainingJob:
             # Casts norms and embeddings to fp32; no gradient checkpointing on short prompts.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         try:
-            return get_peft_model(model, cfg.lora_config())
+            model = get_peft_model(model, cfg.lora_config())
         except ValueError as exc:
             raise ValueError(f"target_modules: {first_line(exc)}") from exc
+        use_fast_dropout(model)
+        return model
 
     def _training_args(self) -> TrainingArguments:
         cfg = self.config
@@ -437,7 +482,9 @@ class TrainingJob:
             run_name=self.run.name,
             disable_tqdm=True,
             remove_unused_columns=False,
-            include_num_input_tokens_seen="non_padding",
+            # A packed row has no padding and no attention mask to count it by.
+            include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
+            use_liger_kernel=cfg.liger_kernel,
             optim="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch",
             bf16=cfg.use_bf16(),
             # Non-reentrant: the frozen base's inputs need no gradient for the LoRA layers inside to get theirs.

@@ -46,6 +46,7 @@ class Status(TypedDict, total=False):
     best_error: float
     pricing_probe: int | None  # the step whose probe is being priced, while it is
     resumes: list  # one entry per resume: from which checkpoint, what was skipped, when
+    phases: dict  # seconds of wall time by phase (data, text baseline, tokenize, model load, steps, probe, saves)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -73,6 +74,18 @@ def read_jsonl(path: Path) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return rows
+
+
+def phase_line(status: Status) -> str:
+    """Where a run's wall time went, largest share first: "time: steps 25.1 min (84%), probe 3.0 min (10%), …"."""
+    phases = status.get("phases") or {}
+    total = sum(phases.values())
+    if not total:
+        return ""
+    parts = [f"{name} {seconds / 60:.1f} min ({100 * seconds / total:.0f}%)" if seconds >= 30 else
+             f"{name} {seconds:.1f} s ({100 * seconds / total:.0f}%)"
+             for name, seconds in sorted(phases.items(), key=lambda kv: -kv[1])]
+    return f"time {total / 60:.1f} min: " + ", ".join(parts)
 
 
 def safe_name(text: str) -> str:

@@ -9,7 +9,7 @@ from trainer import charts, sweep
 from trainer.config import RUN_DATA, ConfigError, TrainConfig
 from trainer.job import Busy
 from trainer.paths import runs_dir
-from trainer.runs import ACTIVE_STATES, list_runs, run_summary
+from trainer.runs import ACTIVE_STATES, list_runs, phase_line, run_summary
 
 from ..access import current_user, may_control
 from ..common import (EVAL_COLUMNS, RESUMABLE, SAMPLE_WIDTHS, named_run, refused, reports_errors, resume_run,
@@ -63,6 +63,8 @@ def open_run(run_name):
         lines.append(status.get("error") or status.get("message"))
     if status.get("data_summary"):
         lines.append(f"Data: {status['data_summary']}")
+    if phase_line(status):
+        lines.append(phase_line(status).capitalize())
     checkpoint = run.last_complete_checkpoint()[0]
     if run.state() in RESUMABLE:
         lines.append(f"Resumable from {checkpoint.name}." if checkpoint else "No complete checkpoint to resume from.")
