@@ -344,11 +344,16 @@ def price_distributions(model, tokenizer, texts: list[str], *, batch_size: int =
                         beam: int = 8, max_digits: int = 4,
                         question: str = COURSE_QUESTION) -> list[list[tuple[float, float]]]:
     """Each text's (candidate price, probability) pairs from a small beam search over digits, most likely first."""
-    results: list[list[tuple[float, float]]] = []
+    # Batches of similar lengths: a left-padded prompt costs its batch's longest, and the beam copies the padding too.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    results: list[list[tuple[float, float]]] = [[] for _ in texts]
     with _EvalMode(model), torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            results += _candidates(model, tokenizer, texts[start:start + batch_size], beam=beam,
-                                   max_digits=max_digits, max_prompt_tokens=max_prompt_tokens, question=question)
+            rows = order[start:start + batch_size]
+            found = _candidates(model, tokenizer, [texts[i] for i in rows], beam=beam, max_digits=max_digits,
+                                max_prompt_tokens=max_prompt_tokens, question=question)
+            for i, candidates in zip(rows, found):
+                results[i] = candidates
     return results
 
 
