@@ -31,8 +31,10 @@ def test_gpu_check_script_trains_every_arm_on_the_tiny_model(tmp_path):
     model_line = next(line for line in lines if line.startswith("model:"))
     assert str(tmp_path / "work" / "model") in model_line and "(4bit)" in model_line
     assert "LoRA r32 alpha 64 dropout 0.1 on q_proj,k_proj,v_proj,o_proj, max length 182" in model_line
-    rows = {line.split()[0]: line.split() for line in lines if line.split()[:1] in (["A"], ["A16"], ["B"])}
-    assert set(rows) == {"A", "A16", "B"} and all(float(row[1]) > 0 for row in rows.values())  # tokens/s
+    rows = {line.split()[0]: line.split() for line in lines if line.split()[:1] in (["A"], ["AP"], ["A16"], ["B"])}
+    assert set(rows) == {"A", "AP", "A16", "B"} and all(float(row[1]) > 0 for row in rows.values())  # tokens/s
+    # Liger's kernels need a GPU: on this CPU their arm is left out, and said so.
+    assert "arm AL left out: Liger's kernels need a CUDA GPU" in out.stdout
     assert not (tmp_path / "work" / "model").exists()  # the random model is removed at the end
 
 
@@ -49,7 +51,7 @@ def test_both_arms_train_the_named_model_with_the_named_lora(tmp_path):
     # LoRA A (in x r) and B (r x out) on q, k, v, o.
     lora = layers * (2 * (h * r + r * h) + 2 * (h * r + r * kv))
     env = {**os.environ, "PRICETUNE_RUNS": str(tmp_path / "runs"), "PRICETUNE_CACHE": str(tmp_path / "cache")}
-    for arm in ("A", "A16", "B"):
+    for arm in ("A", "AP", "A16", "B"):
         out = subprocess.run(
             [sys.executable, "bench/train_speed.py", "--model", str(model), "--data", str(model / "products.jsonl"),
              "--quant", "4bit", "--lora-r", "32", "--lora-alpha", "64", "--targets", "q_proj,k_proj,v_proj,o_proj",
@@ -61,6 +63,8 @@ def test_both_arms_train_the_named_model_with_the_named_lora(tmp_path):
         assert (result["base_params"], result["lora_params"]) == (base, lora), arm
         assert result["flops_per_token"] == 4 * base + 6 * lora
         assert result["steps"] == 2 and result["tokens_per_s"] > 0
+        # The run's wall time by phase, beside the process's own.
+        assert {"model load", "steps"} <= set(result["phases"]) and sum(result["phases"].values()) < result["wall_s"]
         # The memory formula for the arm's shape, printed beside the peak a GPU measures (here none is measured).
         from trainer.memory import GiB, estimate_memory
         from trainer.models import model_config
