@@ -26,7 +26,6 @@ from .baselines import (TEXT_BASELINE, constant_baselines, fit_text_baseline, lo
                         save_text_baseline)
 from .evaluate import price_metrics
 from .config import RUN_DATA, ConfigError, TrainConfig
-from .dropout import use_fast_dropout
 from .loss import PackedPriceCollator, PriceCollator, price_loss
 from .models import first_line, load_model, load_tokenizer
 from .paths import runs_dir
@@ -454,7 +453,6 @@ class TrainingJob:
             model = get_peft_model(model, cfg.lora_config())
         except ValueError as exc:
             raise ValueError(f"target_modules: {first_line(exc)}") from exc
-        use_fast_dropout(model)
         return model
 
     def _training_args(self) -> TrainingArguments:
