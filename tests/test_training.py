@@ -222,3 +222,13 @@ def test_a_taken_run_name_is_suffixed_and_the_config_names_the_real_folder(runs_
     assert (first.run.name, second.run.name) == ("same", "same-1")
     # The config in the folder is the one a resume or an export reads: it must name that folder.
     assert TrainConfig.from_yaml(second.run.config_file).name == "same-1"
+
+
+def test_liger_kernel_without_a_gpu_is_refused_before_any_folder(runs_dir):
+    from trainer.config import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal is for machines without one")
+    with pytest.raises(ConfigError, match="liger_kernel: Liger's kernels need a CUDA GPU"):
+        TrainingJob(TrainConfig(name="liger", liger_kernel=True, max_steps=1, **SMALL), runs_root=runs_dir)
+    assert not (runs_dir / "liger").exists()
