@@ -109,10 +109,14 @@ def run_a(args, train, timer):
 
     folder = Path(tempfile.mkdtemp())
     data = folder / "train.jsonl"
-    # One extra row: the job holds out one item for its own probe, so exactly `train` is trained on. A whole run
-    # splits every product but the bench's own probe items as the app does.
-    probe = {p.text for p in _products(args)[1]}
-    rows = [p for p in _all_products(args) if p.text not in probe] if args.wall else train + train[:1]
+    # The timed steps: `train` plus one row the job holds out (it also carves its validation slice from them; the
+    # arms compare steps of the same batch size). A whole run splits every product but the bench's own probe items,
+    # as the app does.
+    if args.wall:
+        probe = {p.text for p in _products(args)[1]}
+        rows = [p for p in _all_products(args) if p.text not in probe]
+    else:
+        rows = train + train[:1]
     data.write_text("".join(_json.dumps({"text": p.text, "price": p.price}) + "\n" for p in rows))
     config = _config(args)
     config.data, config.name = str(data), "speed-a"
