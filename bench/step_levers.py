@@ -4,7 +4,7 @@ app runs it, measured in the same process on the same batches (issue #20).
     .venv/bin/python bench/step_levers.py [--steps 5] [--compile]
 
 Variants, each timed over the same length-sorted batches of 8 (2 warm-up, then --steps timed, alternated):
-  app         PriceTune's step (price-only logits) with trainer/dropout.py's CPU dropout (not yet the job's default)
+  app         PriceTune's step: LoRA dropout drawn 16 bits an element on a CPU (trainer/dropout.py), price-only logits
   torch-drop  the same with torch's nn.Dropout (one random float an element)
   fused-adamw the app's step with AdamW(fused=True)
   packed      the batch in one row with position_ids restarting per example (the `packing` setting:

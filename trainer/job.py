@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .data import (COURSE_QUESTION, DataError, Product, as_size, fit_max_length, load_products, make_sample_products,
                    split_description, split_products, split_run, tokenize_example)
@@ -26,6 +26,7 @@ from .baselines import (TEXT_BASELINE, constant_baselines, fit_text_baseline, lo
                         save_text_baseline)
 from .evaluate import price_metrics
 from .config import RUN_DATA, ConfigError, TrainConfig
+from .dropout import use_fast_dropout
 from .loss import PackedPriceCollator, PriceCollator, price_loss
 from .models import first_line, load_model, load_tokenizer
 from .paths import runs_dir
@@ -449,10 +450,14 @@ class TrainingJob:
         if cfg.quant != "none" and cfg.fp32_norms:
             # Casts norms and embeddings to fp32; no gradient checkpointing on short prompts.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        # The LoRA A matrices start from the generator: seeded here, the run's seed alone decides them, not what
+        # the process drew before (the Trainer seeds only once it is built, after them).
+        set_seed(cfg.seed)
         try:
             model = get_peft_model(model, cfg.lora_config())
         except ValueError as exc:
             raise ValueError(f"target_modules: {first_line(exc)}") from exc
+        use_fast_dropout(model)
         return model
 
     def _training_args(self) -> TrainingArguments:
