@@ -10,7 +10,7 @@ averages in. Asserts nothing.
     .venv/bin/python bench/train_speed.py --wall 40 [--pairs 1]
 
 With --wall N every arm is one whole run of N steps, timed from its process's start to the adapter saved: A with the
-app's defaults otherwise (the text baseline fitted, the probe priced every 20 steps, checkpoints), B and B' as TRL
+app's defaults otherwise (the text baseline fitted, the probe priced every sample_every steps, checkpoints), B and B' as TRL
 runs them; it prints the wall time, its split by phase, and the ratios.
 
 Arms:
@@ -77,6 +77,21 @@ def _step_timer():
         def on_step_end(self, args, state, control, **kwargs):
             self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
 
+        def time_bookkeeping(self):
+            """Time the job's own per-step host work (RunCallback: status.json, metrics.jsonl, the stop and time
+            checks) into self.bookkeeping, one sum of seconds per step."""
+            from trainer.job import RunCallback
+
+            self.bookkeeping: dict[int, float] = {}
+            for name in ("on_log", "on_step_end"):
+                def timed(callback, args, state, control, _original=getattr(RunCallback, name), **kwargs):
+                    began = time.perf_counter()
+                    result = _original(callback, args, state, control, **kwargs)
+                    spent = time.perf_counter() - began
+                    self.bookkeeping[state.global_step] = self.bookkeeping.get(state.global_step, 0.0) + spent
+                    return result
+                setattr(RunCallback, name, timed)
+
         def on_train_end(self, args, state, control, model=None, **kwargs):
             import torch
 
@@ -124,6 +139,7 @@ def run_a(args, train, timer):
         config.test_size = 1
     config.fp32_norms = args.arm != "A16"
     config.packing, config.liger_kernel = args.arm == "AP", args.arm == "AL"
+    timer.time_bookkeeping()
     job = TrainingJob(config, runs_root=folder / "runs", callbacks=(timer,)).start()
     if job.wait() != "done":
         raise SystemExit(f"arm A failed: {job.run.status().get('error')}")
@@ -283,6 +299,10 @@ def child(args) -> None:
         "final_loss": statistics.mean(losses[-5:]), "probe_error": metrics["error"], "probe_loss": held_out_loss,
         "steps": steps,
         "wall_s": wall, "phases": phases,
+        # The median step's, so a probe priced inside on_step_end is not counted as bookkeeping.
+        "bookkeeping_s": statistics.median(timer.bookkeeping.values()) if getattr(timer, "bookkeeping", None)
+        else None,
+        "step_s": (t1 - t0) / steps,
     }))
 
 
@@ -315,7 +335,10 @@ def main() -> None:
     print(f"model: {args.model} ({config.quant}), LoRA r{config.lora_r} alpha {config.lora_alpha} dropout "
           f"{config.lora_dropout} on {','.join(config.target_modules)}, max length {config.max_length or 'auto'}")
     print(f"data: {args.data if Path(args.data).is_file() else 'sample generator'}; {args.pairs} rounds of "
-          f"{' '.join(arms)}, {args.warmup} warm-up + {args.steps} timed steps of batch {args.batch} each", flush=True)
+          f"{' '.join(arms)}, "
+          + (f"whole runs of {args.wall} steps (tokens/s over the last {args.wall - args.warmup})" if args.wall
+             else f"{args.warmup} warm-up + {args.steps} timed steps")
+          + f" of batch {args.batch} each", flush=True)
     results: dict[str, list[dict]] = {arm: [] for arm in arms}
     forward = [a for a in sys.argv[1:]]
     for round_ in range(args.pairs):
@@ -354,6 +377,10 @@ def main() -> None:
               f"{med(arm, 'final_loss'):>12.3f}{fmt(med(arm, 'probe_loss'), '.3f'):>12}"
               f"{fmt(med(arm, 'probe_error'), '.2f'):>13}"
               f"{fmt(med(arm, 'mfu') and 100 * med(arm, 'mfu'), '.1f'):>7}{fmt(ratio, '.2f'):>13}x")
+    for arm in [a for a in arms if med(a, "bookkeeping_s") is not None]:
+        host, step = med(arm, "bookkeeping_s"), med(arm, "step_s")
+        print(f"{arm}: the job's per-step host work (RunCallback: status.json, metrics.jsonl, stop and time checks) "
+              f"{1000 * host:.1f} ms a step = {100 * host / step:.2f}% of the median step")
     for arm in [a for a in ("B", "B'") if a in arms and "A" in arms]:
         ratios = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(results["A"], results[arm])]
         print(f"A/{arm} tokens/s per round: {', '.join(f'{x:.2f}x' for x in ratios)}")

@@ -65,6 +65,11 @@ def test_both_arms_train_the_named_model_with_the_named_lora(tmp_path):
         assert result["steps"] == 2 and result["tokens_per_s"] > 0
         # The run's wall time by phase, beside the process's own.
         assert {"model load", "steps"} <= set(result["phases"]) and sum(result["phases"].values()) < result["wall_s"]
+        # PriceTune's own per-step host work, timed inside its steps; TRL has none of the job's to time.
+        if arm == "B":
+            assert result["bookkeeping_s"] is None
+        else:
+            assert 0 < result["bookkeeping_s"] < result["step_s"], arm
         # The memory formula for the arm's shape, printed beside the peak a GPU measures (here none is measured).
         from trainer.memory import GiB, estimate_memory
         from trainer.models import model_config
