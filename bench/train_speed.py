@@ -10,8 +10,9 @@ averages in. Asserts nothing.
     .venv/bin/python bench/train_speed.py --wall 40 [--pairs 1]
 
 With --wall N every arm is one whole run of N steps, timed from its process's start to the adapter saved: A with the
-app's defaults otherwise (the text baseline fitted, the probe priced every sample_every steps, checkpoints), B and B' as TRL
-runs them; it prints the wall time, its split by phase, and the ratios.
+app's defaults otherwise (the text baseline fitted, the probe priced at step 0, every sample_every steps and at the
+end, checkpoints), B and B' as TRL runs them; it prints the wall time, its split by phase, and the ratios. Arm A also
+reports its per-step host work: the time in the job's own callback (status.json, metrics.jsonl, stop and time checks).
 
 Arms:
   A   PriceTune: TrainingJob as the app runs it (loss and logits only at the price tokens, length-grouped batches,
