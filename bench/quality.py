@@ -118,7 +118,9 @@ def main() -> None:
                   f"(${v['ensemble']['error']:.2f})", flush=True)
         used = TrainConfig.from_yaml(run.config_file).__dict__
         changed = {k: v for k, v in used.items()
-                   if k not in ("name", "data", "max_minutes") and TrainConfig().__dict__[k] != v}
+                   # Left empty, the question is recorded from the data's prompts: not a change unless --set.
+                   if k not in ("name", "data", "max_minutes") and TrainConfig().__dict__[k] != v
+                   and (k != "question" or k in overrides)}
         print(f"\nrun {run.name}: {status.get('step')} steps, {minutes:.1f} training minutes; "
               + (f"NOT the defaults: {json.dumps(changed)}" if changed else "the defaults"))
     print(f"\non the {len(test_items)} held-out rows")
