@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_proj", "v_proj"], lr=1e-3,
             max_steps=200, epochs=1, batch=2, accum=1, max_len=0, sample_every=0, probe_size=2, seed=1, save_steps=2,
-            validation=4)
+            validation=4, head_rows=8)
 
 
 def status_of(client) -> str:

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_proj", "v_proj"], lr=1e-3,
             max_steps=60, epochs=1, batch=2, accum=1, max_len=0, sample_every=3, probe_size=8, seed=1,
-            save_steps=0, validation=8)
+            save_steps=0, validation=8, head_rows=8)
 
 
 def loss_points(plot) -> int:
@@ -94,7 +94,7 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     # One headline price by the method chosen on the run's validation rows, every other way labelled beside it.
     assert re.search(r"\| \*\*fine-tuned, [\w ]+\*\* ◀ \| \*\*\$[\d,.]+\*\* \|", table), table
     assert re.search(r"by fine-tuned, [\w ]+ — the lowest \$ error on \d+ validation rows", table), table
-    names = ["expected value", "median", "mean in log price", "greedy"]
+    names = ["expected value", "median", "mean in log price", "greedy", "price head on the last hidden state"]
     assert all(f"fine-tuned, {name}" in table for name in names) and "| base model, greedy |" in table
     assert "fine-tuned + text baseline (ensemble)" in table
     blended, _plot = client.predict(run_name, "Premium 12-inch cast iron skillet", "ensemble", api_name="/predict")
@@ -109,8 +109,8 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     assert "on 6 items" in summary and re.search(r"validation rows\): Error=\$", summary), summary
     assert "eval.json" not in summary and "Saved with run" in summary  # no server paths
     shown = [row[0] for row in table["data"]]
-    assert shown[0].endswith("◀ headline") and len(shown[:6]) == 6 and shown[5] == "base model, greedy"
-    assert {n.removesuffix(" ◀ headline") for n in shown[:5]} == {
+    assert shown[0].endswith("◀ headline") and shown[6] == "base model, greedy"
+    assert {n.removesuffix(" ◀ headline") for n in shown[:6]} == {
         *(f"fine-tuned, {name}" for name in names), "fine-tuned + text baseline (ensemble)"}
     # The strong text baseline sits beside the others, with the current course's MSE and r² for every row.
     rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
@@ -180,7 +180,7 @@ def test_runs_tab_lists_app_and_cli_runs_overlays_them_and_deletes_with_confirma
     # A run made with the CLI into the same runs folder, next to any the app made.
     assert main(["train", "--data", "sample", "--max-steps", "2", "--batch-size", "2", "--lora-r", "4",
                  "--target-modules", "q_proj,v_proj", "--sample-every", "0", "--probe-size", "2",
-                 "--save-steps", "0", "--output", str(launched_app.runs / "from-cli")]) == 0
+                 "--save-steps", "0", "--head-rows", "8", "--output", str(launched_app.runs / "from-cli")]) == 0
     client = Client(launched_app.url, verbose=False)
     table, pick, _opened, _delete = client.predict(api_name="/list_runs")
     rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
@@ -270,7 +270,7 @@ def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_s
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer", "train", "--data", "sample", "--max-steps", "4", "--batch-size", "2",
          "--lora-r", "4", "--lora-alpha", "8", "--target-modules", "q_proj,v_proj", "--sample-every", "0",
-         "--probe-size", "2", "--save-steps", "2", "--lr", "0.0007", "--output", str(out)],
+         "--probe-size", "2", "--save-steps", "2", "--lr", "0.0007", "--head-rows", "8", "--output", str(out)],
         cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = RunFolder(out)
     deadline = time.time() + 300

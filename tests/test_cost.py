@@ -10,7 +10,8 @@ from trainer.cost import HARDWARE_ENV, PRICE_ENV, hourly_price
 from trainer.job import TrainingJob
 
 SMALL = dict(data="sample", model="demo", quant="none", lora_r=2, lora_alpha=4, batch_size=2, max_steps=50,
-             sample_every=0, save_steps=0, test_size=6, validation_size=4, probe_size=2, num_samples=1)
+             sample_every=0, save_steps=0, test_size=6, validation_size=4, probe_size=2, num_samples=1,
+             head_rows=8)
 
 
 def test_the_price_is_stated_never_guessed(monkeypatch):

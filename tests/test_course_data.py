@@ -164,7 +164,7 @@ def test_a_run_on_a_course_prompt_file_trains_on_the_summaries_and_evaluates_by_
     data = write_jsonl(tmp_path / "items_prompts.jsonl", records)
     config = TrainConfig(name="course", data=str(data), model="demo", quant="none", lora_r=4, lora_alpha=8,
                          batch_size=4, max_steps=2, sample_every=0, save_steps=0, test_size=4, validation_size=4,
-                         probe_size=4, num_samples=2)
+                         probe_size=4, num_samples=2, head_rows=8)
     job = TrainingJob(config, runs_root=runs_dir).start()
     job.thread.join(timeout=600)
     run = job.run

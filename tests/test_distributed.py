@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH = 4, 2
 ARGS = ["-m", "trainer", "train", "--data", "sample", "--max-steps", str(STEPS), "--batch-size", str(BATCH),
         "--lora-r", "4", "--target-modules", "q_proj,v_proj", "--sample-every", "2", "--probe-size", "2",
-        "--save-steps", "2", "--precision", "fp32"]
+        "--save-steps", "2", "--precision", "fp32", "--head-rows", "8"]
 
 
 def train(runs: Path, nproc: int) -> subprocess.CompletedProcess:

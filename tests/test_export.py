@@ -22,7 +22,7 @@ def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     job = TrainingJob(TrainConfig(name="exp", data="sample", quant="none", lora_r=8, lora_alpha=16, batch_size=4,
                                   learning_rate=2e-3, max_steps=3, sample_every=0, save_steps=0, probe_size=4,
-                                  num_samples=4), runs_root=root).start()
+                                  num_samples=4, head_rows=8), runs_root=root).start()
     assert job.wait(600) == "done", job.run.status()
     return job.run
 

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(data="sample", model="demo", quant="none", lora_r=4, lora_alpha=8, batch_size=2, learning_rate=1e-3,
-            sample_every=0, probe_size=2, num_samples=2, save_minutes=0, target_modules=["q_proj", "v_proj"])
+            sample_every=0, probe_size=2, num_samples=2, save_minutes=0, target_modules=["q_proj", "v_proj"],
+            head_rows=8)
 
 
 def cli(args, env=None):
@@ -51,7 +52,7 @@ def test_sigkill_mid_save_and_mid_step_then_resume_loses_nothing(tmp_path):
     run = RunFolder(out)
     train = ["train", "--data", "sample", "--quant", "none", "--lora-r", "4", "--batch-size", "2",
              "--target-modules", "q_proj,v_proj", "--max-steps", "12", "--save-steps", "3", "--sample-every", "0", "--probe-size", "2",
-             "--output", str(out)]
+             "--head-rows", "8", "--output", str(out)]
     # 1. Killed while checkpoint-6 is half written (weights there, optimizer and trainer state not yet).
     proc = cli(train, {"SLOW_CHECKPOINT": "checkpoint-6", "SLOW_SECONDS": "120"})
     half = out / "checkpoints" / "checkpoint-6"
@@ -86,7 +87,7 @@ def test_sigkill_after_the_last_checkpoint_resumes_to_done_without_an_extra_step
     run = RunFolder(out)
     train = ["train", "--data", "sample", "--quant", "none", "--lora-r", "4", "--batch-size", "2",
              "--target-modules", "q_proj,v_proj", "--max-steps", "4", "--save-steps", "2", "--sample-every", "0",
-             "--probe-size", "2", "--output", str(out)]
+             "--probe-size", "2", "--head-rows", "8", "--output", str(out)]
     # Killed while the final adapter is being saved: checkpoint-4 and the step-4 probe are written, the adapter not.
     proc = cli(train, {"SLOW_ADAPTER": "1", "SLOW_SECONDS": "120"})
     wait_for(lambda: any(r["step"] == 4 and "probe_error" in r for r in run.metrics()))

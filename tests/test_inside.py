@@ -60,7 +60,7 @@ def test_trained_run_step_uses_its_adapter_and_leaves_the_run_unchanged(tmp_path
     out = tmp_path / "runs" / "trained"
     assert main(["train", "--data", "sample", "--max-steps", "3", "--batch-size", "2", "--lora-r", "4",
                  "--target-modules", "q_proj,v_proj", "--sample-every", "0", "--probe-size", "2",
-                 "--save-steps", "0", "--output", str(out)]) == 0
+                 "--save-steps", "0", "--head-rows", "8", "--output", str(out)]) == 0
     run = RunFolder(out)
     before = digest(run.path)
     step = look_inside(run.path, TEXT, 129.99)

@@ -33,7 +33,7 @@ def test_the_grid_from_set_flags():
 
 SWEEP = ["--data", "sample", "--model", "demo", "--quant", "none", "--lora-alpha", "8", "--batch-size", "4",
          "--max-steps", "2", "--sample-every", "0", "--save-steps", "1", "--test-size", "6", "--validation-size", "8",
-         "--probe-size", "4", "--set", "lora_r=2,4"]
+         "--probe-size", "4", "--head-rows", "8", "--set", "lora_r=2,4"]
 
 
 @pytest.mark.slow
@@ -83,7 +83,8 @@ def test_a_sweep_from_the_api_shows_its_grid_trains_and_lands_in_the_runs_tab(la
               "batch size": 2, "gradient accumulation": 1, "max length": 0, "sample predictions": 0,
               "validation items priced": 2, "seed": 1, "checkpoint every": 1, "validation rows": 4,
               "warm-up": 0.03, "weight decay": 0.0, "max gradient norm": 1.0, "Question": "", "Report to": "none",
-              "Gradient checkpointing": False, "cost cap": 0, "Field": "lora_r", "Values": "2,4",
+              "Gradient checkpointing": False, "cost cap": 0, "training rows the price head": 8,
+              "Field": "lora_r", "Values": "2,4",
               "Second field": "", "Its values": ""}
     params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/sweep_grid"]["parameters"]
     values = [next(v for k, v in labels.items() if p["label"].startswith(k)) for p in params]

@@ -8,7 +8,7 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.job import TrainingJob
 
 SMALL = dict(data="sample", model="demo", quant="none", lora_r=4, lora_alpha=8, batch_size=4, save_steps=0,
-             test_size=6, validation_size=6, probe_size=4, num_samples=2)
+             test_size=6, validation_size=6, probe_size=4, num_samples=2, head_rows=8)
 
 
 @pytest.mark.slow

@@ -11,14 +11,17 @@ from trainer.config import TrainConfig
 from trainer.__main__ import main
 from trainer.data import make_sample_products
 from trainer.estimates import METHODS, stacked
-from trainer.evaluate import price_metrics
+from trainer.evaluate import last_states, price_metrics
+from trainer.head import load_head
 from trainer.job import Busy, JobManager, TrainingJob
+from trainer.models import load_model
 from trainer.runs import phase_line
 
 pytestmark = pytest.mark.slow
 
 SMALL = dict(data="sample", model="demo", quant="none", lora_r=8, lora_alpha=16, batch_size=4,
-             learning_rate=2e-3, warmup_ratio=0.0, lr_scheduler="constant", save_steps=0, num_samples=4, probe_size=4)
+             learning_rate=2e-3, warmup_ratio=0.0, lr_scheduler="constant", save_steps=0, num_samples=4, probe_size=4,
+             head_rows=8)
 
 
 def wait_for(predicate, timeout=120, every=0.2):
@@ -45,7 +48,8 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
 
     # 16 training items, 5 a batch, 4 epochs: the model sees each price four times, so its loss must fall.
     config = TrainConfig(name="learn", max_steps=0, epochs=4, sample_every=8, test_size=4, validation_size=4,
-                         **{**SMALL, "data": small_file(tmp_path), "batch_size": 5, "learning_rate": 1e-3})
+                         **{**SMALL, "data": small_file(tmp_path), "batch_size": 5, "learning_rate": 1e-3,
+                            "head_rows": 100})
     job = TrainingJob(config, runs_root=runs_dir).start()
     assert job.wait(600) == "done", job.run.status()
     run = job.run
@@ -67,11 +71,12 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     best = min(probes[1:], key=lambda r: r["probe_error"])
     assert status["best_step"] == best["step"] and (run.best_adapter_dir / "adapter_model.safetensors").is_file()
     assert "constant_mean" in status["baselines"] and "the best probe $ error (step" in status["message"]
+    assert "with its price head" in status["message"]
     # Where the wall time went: every phase the run went through, together no more than the run's own time.
     phases = status["phases"]
     # (save_minutes is on, so the Trainer also writes a resumable checkpoint at the last step.)
     assert set(phases) == {"data", "text baseline", "tokenize", "model load", "steps", "probe", "adapter saves",
-                           "checkpoint saves"}
+                           "checkpoint saves", "price head"}
     assert all(seconds >= 0 for seconds in phases.values()) and phases["steps"] > 0 and phases["probe"] > 0
     assert sum(phases.values()) <= status["ended"] - status["started"] + 0.1
     assert phase_line(status).startswith("time ") and "probe " in phase_line(status)
@@ -122,6 +127,14 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     assert all(i["ensemble"] == pytest.approx(stacked(i[choice["best_method"]], i["tfidf_ridge"], stack))
                for i in items)
     assert "Error=$" in capsys.readouterr().out
+    # The price head stored beside the adapter was fitted on every training row (fewer than head_rows) and gives
+    # eval.json's head prices from the tuned model's last states.
+    head = load_head(run.adapter_dir)
+    assert head.rows == len(run.split()) == 16
+    tuned = PeftModel.from_pretrained(load_model("demo", "none"), run.adapter_dir)
+    states = last_states(tuned, demo_tokenizer, [p.text for p in held_out[:4]],
+                         max_prompt_tokens=status["max_length"], question=config.asked())
+    assert head.prices(states) == pytest.approx([i["head"] for i in items], rel=1e-4)
     # A method asked for is the headline; the choice is not measured again for the same adapter.
     before = run.choice_file.stat().st_mtime_ns
     assert main(["eval", "--run", str(run.path), "--limit", "4", "--method", "median"]) == 0

@@ -329,8 +329,8 @@ def _method_argument(p) -> None:
     p.add_argument("--method", choices=CHOICES, default=AUTO,
                    help="auto: the point estimate with the lowest $ error on the run's validation rows (measured "
                         "once); expected value, median or mean in log price of the beam over digits; greedy "
-                        "decoding; ensemble: stacked with the text baseline by a linear regression fitted on the "
-                        "validation rows")
+                        "decoding; head: the price head on the last hidden state; ensemble: stacked with the text "
+                        "baseline by a linear regression fitted on the validation rows")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,12 @@ import numpy as np
 
 DISTRIBUTION_METHODS = ("expected", "median", "log_mean")
 """Point estimates read from one beam search's candidates."""
-METHODS = (*DISTRIBUTION_METHODS, "greedy")
+HEAD = "head"
+"""A ridge read-out of the tuned model's last hidden state, fitted on training rows after training (head.py)."""
+METHODS = (*DISTRIBUTION_METHODS, "greedy", HEAD)
 """Every way the fine-tuned model alone prices a text; greedy decodes the likeliest digits instead."""
+PROBE_METHODS = tuple(m for m in METHODS if m != HEAD)
+"""The methods a probe may price by during training: the head is fitted only once training ends."""
 ENSEMBLE = "ensemble"
 """The fine-tuned model's price and the text baseline's, stacked by a linear regression in log price."""
 AUTO = "auto"
@@ -22,7 +26,8 @@ AUTO = "auto"
 CHOICES = (AUTO, *METHODS, ENSEMBLE)
 """What a user may ask a run to price by, in the Predict and Evaluate tabs and the CLI."""
 METHOD_NAMES = {"expected": "expected value", "median": "median", "log_mean": "mean in log price",
-                "greedy": "greedy", ENSEMBLE: "ensemble with the text baseline"}
+                "greedy": "greedy", HEAD: "price head on the last hidden state",
+                ENSEMBLE: "ensemble with the text baseline"}
 STACK_ALPHAS = (1e-3, 1e-2, 0.1, 1.0, 10.0)
 """The ensemble's ridge penalties tried (by leave-one-out on the validation rows)."""
 

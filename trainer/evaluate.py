@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import COURSE_QUESTION, encode_prompt
-from .estimates import DISTRIBUTION_METHODS, METHODS, point_estimate
+from .estimates import DISTRIBUTION_METHODS, HEAD, METHODS, point_estimate
 
 # ---------------------------------------------------------------------------------------------------------
 # Parsing and metrics
@@ -370,19 +370,52 @@ def predict_expected(model, tokenizer, texts: list[str], **beam_args) -> list[Pr
     return predict_estimates(model, tokenizer, texts, ("expected",), **beam_args)["expected"]
 
 
+def last_states(model, tokenizer, texts: list[str], *, batch_size: int = 16, max_prompt_tokens: int = 256,
+                question: str = COURSE_QUESTION, report=None):
+    """Each text's last-layer hidden state (after the final norm) at its prompt's last token, "$": a float32 array
+    of (texts, hidden size). `report(done, total)` after each batch."""
+    import numpy as np
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    device, pad_id = _device(model), _pad_id(tokenizer)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad least
+    states = np.zeros((len(texts), base.config.hidden_size), dtype=np.float32)
+    with _EvalMode(model), torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            rows = order[start:start + batch_size]
+            ids, mask = _left_padded([encode_prompt(tokenizer, texts[i], max_prompt_tokens, question) for i in rows],
+                                     pad_id, device)
+            # Positions from each prompt's first real token, as in training (left padding would shift them).
+            out = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                          use_cache=False)
+            states[rows] = out.last_hidden_state[:, -1, :].float().cpu().numpy()
+            if report:
+                report(min(start + batch_size, len(texts)), len(texts))
+    return states
+
+
 def predict_methods(model, tokenizer, texts: list[str], methods, *, batch_size: int = 16,
-                    max_prompt_tokens: int = 256, question: str = COURSE_QUESTION) -> dict[str, list[Prediction]]:
+                    max_prompt_tokens: int = 256, question: str = COURSE_QUESTION,
+                    head=None) -> dict[str, list[Prediction]]:
     """method → predictions for each of `methods` (of METHODS): the point estimates share one beam search, greedy
-    decodes."""
+    decodes, and the price head (`head`, a head.PriceHead) reads the prompts' last states."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown price method(s) {', '.join(sorted(unknown))}; one of {', '.join(METHODS)}")
+    if HEAD in methods and head is None:
+        raise ValueError("the price head was asked for without a fitted head")
     wanted = [m for m in methods if m in DISTRIBUTION_METHODS]
     out = predict_estimates(model, tokenizer, texts, wanted, batch_size=batch_size,
                             max_prompt_tokens=max_prompt_tokens, question=question) if wanted else {}
     if "greedy" in methods:
         out["greedy"] = predict_greedy(model, tokenizer, texts, batch_size=batch_size,
                                        max_prompt_tokens=max_prompt_tokens, question=question)
+    if HEAD in methods:
+        states = last_states(model, tokenizer, texts, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
+                             question=question)
+        out[HEAD] = [Prediction(price, HEAD, f"price head on {head.rows} training rows")
+                     for price in head.prices(states)]
     return out
 
 

@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 
 from .config import TrainConfig
+from .estimates import HEAD
+from .head import PriceHead, fit_for, load_head
 from .models import ModelError, load_model
 from .runs import RunFolder
 
@@ -28,6 +30,25 @@ class Predictor:
         self.model.eval()
         self.max_prompt_tokens = int(self.run.status().get("max_length") or 512)
         self.lock = threading.Lock()
+        self.head = load_head(self.run.adapter_dir)
+
+    def head_rows_to_fit(self) -> int:
+        """Training rows ensure_head will run forward passes on: 0 when the head is there."""
+        return 0 if self.head is not None else min(self.config.head_rows, len(self.run.split()))
+
+    def ensure_head(self, report=None) -> PriceHead:
+        """The adapter's price head; a run without one (stopped, or trained before heads) gets it fitted on its
+        first head_rows training rows and stored now, with `report(done, total)` after each batch."""
+        with self.lock:
+            if self.head is None:
+                train = self.run.split()[: self.config.head_rows]
+                if len(train) < 2:
+                    raise ModelError(f"Run {self.run.name} has too few training rows to fit a price head on.")
+                self.head = fit_for(self.model, self.tokenizer, train, report=report,
+                                    max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
+                if self.run.writer:
+                    self.head.save(self.run.adapter_dir)
+            return self.head
 
     def predict(self, texts: list[str], *, base: bool = False, method: str = "greedy"):
         """Predictions of one of estimates.METHODS."""
@@ -37,8 +58,13 @@ class Predictor:
         """method → predictions for each of `methods` (estimates.METHODS); the point estimates share one beam."""
         from .evaluate import predict_methods
 
+        head = None
+        if HEAD in methods:
+            if base:
+                raise ValueError("the price head reads the fine-tuned model's states; the base model has none")
+            head = self.ensure_head()
         with self.lock, self._adapter(base):
-            return predict_methods(self.model, self.tokenizer, texts, methods,
+            return predict_methods(self.model, self.tokenizer, texts, methods, head=head,
                                    max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
 
     def distribution(self, text: str, *, base: bool = False):

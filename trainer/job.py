@@ -325,7 +325,7 @@ class TrainingJob:
             # 3. The lecture's four steps per batch, in transformers' Trainer.
             step = self._train(model, examples)
             # 4. The last probe, the adapter saved, the final state.
-            self._finish_run(model, step)
+            self._finish_run(model, step, train)
         except StopRequested:
             self._finish("stopped", message="stopped before training began")
         except BaseException as exc:  # anything raised in the thread must end the job, never the app
@@ -421,7 +421,7 @@ class TrainingJob:
                                      "weights; lower the learning rate or use a higher-precision dtype.")
         return trainer.state.global_step
 
-    def _finish_run(self, model, step: int) -> None:
+    def _finish_run(self, model, step: int, train: list[Product]) -> None:
         # The last step is never priced in on_step_end, except when the time limit ended the run there; a resumed
         # finished run may have priced it before it was stopped.
         if not self.stop_event.is_set() and dist.is_writer() and not any(
@@ -430,6 +430,8 @@ class TrainingJob:
         with self.timed("adapter saves"):
             self.run.save_adapter(model, self.tokenizer, self.run.adapter_dir)
         saved = f"the adapter of step {step}"
+        if not self.stop_event.is_set() and dist.is_writer() and self._fit_head(model, train):
+            saved += " with its price head"
         best = self.run.status().get("best_step")
         if best is not None:
             saved += f" and, kept beside it, the one with the best probe $ error (step {best}, ${self.best_error:.2f})"
@@ -438,6 +440,24 @@ class TrainingJob:
         else:
             ended = f" ({self.time_up})" if self.time_up else ""
             self._finish("done", step=step, message=f"done: {step} steps{ended}; saved {saved}")
+
+    def _fit_head(self, model, train: list[Product]) -> bool:
+        """The price head fitted on the first head_rows training rows and stored beside the adapter; False when
+        Stop was pressed meanwhile (the head is then fitted when first asked for)."""
+        from .head import fit_for
+
+        def report(done: int, total: int) -> None:
+            self.run.update_status(message=f"fitting the price head: {done} of {total} training rows")
+            self._check_stop()
+
+        try:
+            with self.timed("price head"):
+                head = fit_for(model, self.tokenizer, train[: self.config.head_rows], report=report,
+                               max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
+        except StopRequested:
+            return False
+        head.save(self.run.adapter_dir)
+        return True
 
     def _finish(self, state: str, **fields) -> None:
         self.outcome = state

@@ -11,12 +11,15 @@ from .data import DataError, Product, load_products
 from .baselines import (TEXT_BASELINE, TEXT_BASELINE_NAME, constant_baselines, fit_text_baseline, linear_bow,
                         load_text_baseline, predict_prices)
 from .config import TrainConfig
-from .estimates import (AUTO, CHOICES, DISTRIBUTION_METHODS, ENSEMBLE, LEVELS, METHOD_NAMES, METHODS, adjusted,
-                        covering, fit_range_adjustment, fit_stack, point_estimate, price_range, range_scores, stacked)
+from .estimates import (AUTO, CHOICES, DISTRIBUTION_METHODS, ENSEMBLE, HEAD, LEVELS, METHOD_NAMES, METHODS,
+                        adjusted, covering, fit_range_adjustment, fit_stack, point_estimate, price_range, range_scores,
+                        stacked)
 from .evaluate import price_metrics, summary_line
 from .runs import RunFolder, write_atomic
 
 BATCH = 16
+PASSES = 3
+"""Passes over each row to price it every fine-tuned way: the beam (every point estimate), greedy, the head's states."""
 
 
 class Cancelled(Exception):
@@ -47,9 +50,27 @@ class Progress:
             self.report(min(self.done, self.total), self.total, what)
 
 
+def ready_head(predictor, progress: Progress) -> None:
+    """The run's price head fitted now if it has none (minutes: one forward pass per training row it is fitted on),
+    reported and cancellable through `progress`; its rows counted in progress.total by the caller
+    (predictor.head_rows_to_fit())."""
+    if predictor.head is not None:
+        return
+    reported = 0
+
+    def report(done: int, total: int) -> None:
+        nonlocal reported
+        progress.add(done - reported, f"fitting the price head: {done} of {total} training rows")
+        reported = done
+        progress.check()
+
+    predictor.ensure_head(report)
+
+
 def _price_all(predictor, texts: list[str], progress: Progress, where: str, base: bool = True) -> dict[str, list]:
     """Every method's prices of the fine-tuned model, its distributions ("candidates"), and (with `base`) the base
-    model's greedy prices, in batches (2 + 1 passes)."""
+    model's greedy prices, in batches (PASSES + 1 passes), after the head is fitted if the run has none."""
+    ready_head(predictor, progress)
     guesses: dict[str, list] = {m: [] for m in (*METHODS, "candidates", *(["base"] if base else []))}
     for start in range(0, len(texts), BATCH):
         progress.check()
@@ -58,7 +79,8 @@ def _price_all(predictor, texts: list[str], progress: Progress, where: str, base
             guesses[method] += [p.price for p in preds]
             if method == DISTRIBUTION_METHODS[0]:
                 guesses["candidates"] += [list(p.candidates) for p in preds]
-        progress.add(2 * len(batch), f"{where}: fine-tuned model, {min(start + BATCH, len(texts))} of {len(texts)}")
+        done = min(start + BATCH, len(texts))
+        progress.add(PASSES * len(batch), f"{where}: fine-tuned model, {done} of {len(texts)}")
         if not base:
             continue
         progress.check()
@@ -87,14 +109,14 @@ def price_choice(run: RunFolder, predictor=None, progress: Progress | None = Non
         return None
     step = run.status().get("step")
     cached = run.price_choice()
-    # A choice from before the stacked ensemble and the ranges is measured again.
+    # A choice from before the stacked ensemble, the ranges or a method is measured again.
     if (cached and cached.get("step") == step and cached.get("rows") == len(validation)
-            and {"ensemble_stack", "candidates"} <= set(cached)):
+            and {"ensemble_stack", "candidates"} <= set(cached) and set(METHODS) <= set(cached.get("methods", {}))):
         return cached
     if not measure:
         return None
     predictor = predictor or predictor_for(run.path)
-    progress = progress or Progress(2 * len(validation), None, None)
+    progress = progress or Progress(PASSES * len(validation) + predictor.head_rows_to_fit(), None, None)
     texts, truths = [p.text for p in validation], [p.price for p in validation]
     guesses = _price_all(predictor, texts, progress, f"choosing the price method on {len(texts)} validation rows",
                          base=False)
@@ -125,10 +147,14 @@ def resolve_method(run: RunFolder, method: str, choice: dict | None) -> tuple[st
 def method_choice(run: RunFolder, predictor, method: str, progress) -> dict | None:
     """The run's price choice: measured now if `method` needs it (auto, ensemble) and it is not yet."""
     if method not in (AUTO, ENSEMBLE):
-        return price_choice(run, measure=False)
-    choice = price_choice(run, predictor, Progress(2 * len(run.split("validation")), progress, None))
-    if method == ENSEMBLE and choice is None:
-        raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
+        choice = price_choice(run, measure=False)
+    else:
+        to_fit = 0 if price_choice(run, measure=False) else predictor.head_rows_to_fit()
+        choice = price_choice(run, predictor, Progress(PASSES * len(run.split("validation")) + to_fit, progress, None))
+        if method == ENSEMBLE and choice is None:
+            raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
+    if HEAD in (method, choice and choice["best_method"]):
+        ready_head(predictor, Progress(predictor.head_rows_to_fit(), progress, None))
     return choice
 
 
@@ -222,9 +248,11 @@ def explain_price(run_path: str | Path, text: str, method: str = AUTO,
     predictor = predictor_for(run.path)
     choice = method_choice(run, predictor, method, progress)
     used, why = resolve_method(run, method, choice)
+    ready_head(predictor, Progress(predictor.head_rows_to_fit(), progress, None))
     candidates = predictor.distribution(text)  # one beam search: every point estimate and the chart
     prices = {m: point_estimate(candidates, m) for m in DISTRIBUTION_METHODS}
     prices["greedy"] = predictor.predict([text], method="greedy")[0].price
+    prices[HEAD] = predictor.predict([text], method=HEAD)[0].price
     if choice:
         prices[ENSEMBLE] = ensemble_prices(run, choice, [prices[choice["best_method"]]], [text])[0]
         if used == ENSEMBLE:
@@ -254,7 +282,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     texts, truths = [p.text for p in items], [p.price for p in items]
     predictor = predictor_for(run.path)
     to_choose = 0 if price_choice(run, measure=False) else len(run.split("validation"))
-    steps = Progress(2 * to_choose + 3 * len(texts), progress, cancel)
+    steps = Progress(PASSES * to_choose + (PASSES + 1) * len(texts) + predictor.head_rows_to_fit(), progress, cancel)
     choice = price_choice(run, predictor, steps)
     headline, why = resolve_method(run, method, choice)
     if headline == ENSEMBLE:

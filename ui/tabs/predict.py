@@ -27,8 +27,10 @@ METHOD_HELP = (
     "split it was not trained on, priced once, ~a minute); the held-out rows never choose. In theory the **expected "
     "value** minimises squared error, the **median** absolute error and the **mean in log price** RMSLE, but a beam of "
     "8 digit paths is a truncated distribution, so it is measured, not assumed. **Greedy** reads the likeliest digits, "
-    "which a digit-by-digit tokenizer collapses to round prices. The **ensemble** stacks the model's price and the "
-    "text baseline's (TF-IDF ridge) with a linear regression in log price fitted on the validation rows, as the "
+    "which a digit-by-digit tokenizer collapses to round prices. The **price head** reads no digits: a ridge "
+    "regression of log price on the fine-tuned model's last hidden state at the prompt's end, fitted on training rows "
+    "once training ends (a run without one gets it fitted when first asked, minutes on a CPU). The **ensemble** "
+    "stacks the model's price and the text baseline's (TF-IDF ridge) with a linear regression in log price fitted on the validation rows, as the "
     "course's week-8 ensemble does.")
 
 

@@ -28,7 +28,7 @@ DEFAULTS = TrainConfig()
 FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "sample_every", "probe_size", "seed",
                "save_steps", "validation_size", "question", "warmup_ratio", "weight_decay", "max_grad_norm",
-               "report_to", "gradient_checkpointing", "max_cost"]
+               "report_to", "gradient_checkpointing", "max_cost", "head_rows"]
 
 
 def is_a_default(targets, lr) -> bool:
@@ -80,7 +80,8 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
                 sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
                 question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
                 grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to,
-                checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost, mapping=None) -> TrainConfig:
+                checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost,
+                head_rows=DEFAULTS.head_rows, mapping=None) -> TrainConfig:
     """The TrainConfig the form describes, every field converted and checked by the config itself (a cleared number
     field is refused by its name); Start and Export config share it."""
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
@@ -88,7 +89,7 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
     values = dict(zip(FORM_FIELDS, (model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum,
                                     max_len, sample_every, probe_size, seed, save_steps, validation,
                                     str(question or "").strip(), warmup, weight_decay, grad_norm,
-                                    report_to or DEFAULTS.report_to, bool(checkpointing), max_cost)))
+                                    report_to or DEFAULTS.report_to, bool(checkpointing), max_cost, head_rows)))
     values["model"] = str(model or "").strip() or DEMO
     values["target_modules"] = list(targets or [])
     data = str(data_path or "sample")
@@ -104,7 +105,8 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
           sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size, question=DEFAULTS.question,
           warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay, grad_norm=DEFAULTS.max_grad_norm,
           report_to=DEFAULTS.report_to,
-          checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost, mapping=None,
+          checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost, head_rows=DEFAULTS.head_rows,
+          mapping=None,
           request: gr.Request = None):
     # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
     form = {k: v for k, v in locals().items() if k != "request"}
@@ -126,7 +128,8 @@ def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_s
                   sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
                   question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
                   grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to,
-                  checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost, mapping=None):
+                  checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost,
+                  head_rows=DEFAULTS.head_rows, mapping=None):
     """The form as the YAML that `python -m trainer train --config` takes."""
     try:
         config = form_config(**locals())
@@ -242,7 +245,8 @@ def form_components() -> dict:
                 ("save_steps", f"checkpoint every N steps (and every {DEFAULTS.save_minutes:g} min)", 0),
                 ("validation_size", "validation rows: share (<1) or count, not trained on", None)]]
     numbers.append([("warmup_ratio", "warm-up share of the steps", None), ("weight_decay", "weight decay", None),
-                    ("max_grad_norm", "max gradient norm (0 = no clipping)", None)])
+                    ("max_grad_norm", "max gradient norm (0 = no clipping)", None),
+                    ("head_rows", "training rows the price head is fitted on after training", 0)])
     for row in numbers:
         with gr.Row():
             for name, label, precision in row:

@@ -1,0 +1,87 @@
+"""The price head: a ridge regression of log(1+price) on the tuned model's last hidden state at the prompt's end.
+
+H2O LLM Studio's "causal regression" reads a price out of the last hidden state; here the read-out is fitted in
+closed form after training (scikit-learn's RidgeCV on standardized states, its penalty by leave-one-out), so it costs
+one forward pass per training row it is fitted on and no training steps. Measured on the quality split with the
+default run, it beats both the model's digit distribution and the TF-IDF ridge (README's quality table).
+
+The head lives in the adapter folder (price_head.safetensors, plain tensors): a newly saved adapter replaces the
+folder, so a head never outlives the adapter whose states it was fitted on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HEAD_FILE = "price_head.safetensors"
+ALPHAS = np.logspace(-1, 5, 25)
+"""Ridge penalties tried on the standardized states (leave-one-out picks one)."""
+
+
+@dataclass
+class PriceHead:
+    """log(1+price) = states · weight + bias, with the standardization folded into weight and bias."""
+
+    weight: np.ndarray
+    bias: float
+    rows: int
+    """How many training rows it was fitted on."""
+    alpha: float
+    """The ridge penalty cross-validation chose."""
+
+    def prices(self, states: np.ndarray) -> list[float]:
+        """Each state row's price in dollars (never negative)."""
+        logs = np.asarray(states, dtype=np.float64) @ self.weight + self.bias
+        return [max(math.expm1(float(v)), 0.0) for v in logs]
+
+    def save(self, folder: Path) -> Path:
+        from safetensors.numpy import save_file
+
+        path = Path(folder) / HEAD_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"weight": self.weight.astype(np.float64), "bias": np.array([self.bias])}, str(tmp),
+                  metadata={"rows": str(self.rows), "alpha": repr(self.alpha)})
+        tmp.replace(path)
+        return path
+
+
+def fit_head(states: np.ndarray, prices: list[float]) -> PriceHead:
+    """The head fitted on these rows' states and true prices."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    states = np.asarray(states, dtype=np.float64)
+    if len(states) < 2 or len(states) != len(prices):
+        raise ValueError(f"the price head needs at least 2 rows with a state and a price (got {len(states)} states "
+                         f"for {len(prices)} prices)")
+    fit = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(states, np.log1p(np.maximum(prices, 0.0)))
+    scaler, ridge = fit[0], fit[1]
+    weight = ridge.coef_ / scaler.scale_
+    return PriceHead(weight, float(ridge.intercept_ - scaler.mean_ @ weight), len(states), float(ridge.alpha_))
+
+
+def load_head(folder: Path) -> PriceHead | None:
+    """The head stored in an adapter folder; None when it has none."""
+    from safetensors import safe_open
+
+    path = Path(folder) / HEAD_FILE
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata() or {}
+        return PriceHead(f.get_tensor("weight"), float(f.get_tensor("bias")[0]), int(meta.get("rows", 0)),
+                         float(meta.get("alpha", "nan")))
+
+
+def fit_for(model, tokenizer, products, *, report=None, **prompt_args) -> PriceHead:
+    """The head of this model fitted on `products` (their prompts' last states); `report(done, total)` after each
+    batch of forward passes."""
+    from .evaluate import last_states
+
+    states = last_states(model, tokenizer, [p.text for p in products], report=report, **prompt_args)
+    return fit_head(states, [p.price for p in products])
