@@ -36,6 +36,13 @@ def test_eta_counts_probe_time_and_runs_down_while_the_probe_is_priced(tmp_path,
     status.update(training_started_step=5, pricing_probe=None)
     monkeypatch.setattr(live.time, "time", lambda: t0 + 100)
     assert eta_seconds(live.status_text(run, status, metrics)) == 400  # 100 s for 5 steps, 20 to go
+    # After the last step, the price head's fit: the ETA is its rows left at its pace so far, not 0.
+    status.update(step=30, fitting_head={"done": 200, "total": 1000, "since": t0 + 400},
+                  message="fitting the price head: 200 of 1000 training rows")
+    monkeypatch.setattr(live.time, "time", lambda: t0 + 450)
+    text = live.status_text(run, status, metrics)
+    assert eta_seconds(text) == 200 and "fitting the price head: 200 of 1000 training rows" in text
+    status.update(fitting_head=None, message=None)
     # A tracker that failed is named in the status, under the rest; the run goes on.
     status["tracker_warning"] = "WandbCallback failed (CommError: no login); training goes on without it"
     assert live.status_text(run, status, metrics).endswith("\n\n⚠ WandbCallback failed (CommError: no login); "

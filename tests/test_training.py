@@ -71,7 +71,7 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     best = min(probes[1:], key=lambda r: r["probe_error"])
     assert status["best_step"] == best["step"] and (run.best_adapter_dir / "adapter_model.safetensors").is_file()
     assert "constant_mean" in status["baselines"] and "the best probe $ error (step" in status["message"]
-    assert "with its price head" in status["message"]
+    assert "with its price head" in status["message"] and status["fitting_head"] is None
     # Where the wall time went: every phase the run went through, together no more than the run's own time.
     phases = status["phases"]
     # (save_minutes is on, so the Trainer also writes a resumable checkpoint at the last step.)

@@ -446,8 +446,12 @@ class TrainingJob:
         Stop was pressed meanwhile (the head is then fitted when first asked for)."""
         from .head import fit_for
 
+        began = time.time()
+
         def report(done: int, total: int) -> None:
-            self.run.update_status(message=f"fitting the price head: {done} of {total} training rows")
+            # The live view's ETA runs on these minutes once the last step is done.
+            self.run.update_status(message=f"fitting the price head: {done} of {total} training rows",
+                                   fitting_head={"done": done, "total": total, "since": began})
             self._check_stop()
 
         try:
@@ -456,6 +460,8 @@ class TrainingJob:
                                max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
         except StopRequested:
             return False
+        finally:
+            self.run.update_status(fitting_head=None)
         head.save(self.run.adapter_dir)
         return True
 

@@ -45,6 +45,7 @@ class Status(TypedDict, total=False):
     best_step: int  # the step and probe $ error of the adapter kept in adapter-best/
     best_error: float
     pricing_probe: int | None  # the step whose probe is being priced, while it is
+    fitting_head: dict | None  # rows done and total, and since when, while the price head is fitted after training
     resumes: list  # one entry per resume: from which checkpoint, what was skipped, when
     phases: dict  # seconds of wall time by phase (data, text baseline, tokenize, model load, steps, probe, saves)
 

@@ -89,10 +89,15 @@ def status_text(run: RunFolder, status: dict, metrics: list[dict], settings: str
 def eta(status: dict, metrics: list[dict]) -> float | None:
     """Seconds left: the average time per step so far (probe pricing included, as it recurs) times the steps left,
     counted from the end of the last step, so the estimate runs down smoothly while a probe is priced instead of
-    jumping up."""
+    jumping up; after the last step, the price head's rows left at its pace so far."""
     began, total = status.get("training_started"), status.get("total_steps")
     steps = [r for r in metrics if "loss" in r and isinstance(r.get("time"), (int, float))]
-    if status.get("state") != "training" or not began or not total or not steps:
+    if status.get("state") != "training":
+        return None
+    head = status.get("fitting_head")
+    if head and head.get("done"):  # the steps are over; the price head's forward passes are what is left
+        return (time.time() - head["since"]) / head["done"] * (head["total"] - head["done"])
+    if not began or not total or not steps:
         return None
     last = steps[-1]
     done = last["step"] - (status.get("training_started_step") or 0)
