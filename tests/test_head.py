@@ -83,3 +83,25 @@ def test_the_probe_cannot_price_by_the_head():
         TrainConfig(probe_method="head").validate()
     with pytest.raises(ConfigError, match="head_rows"):
         TrainConfig(head_rows=1).validate()
+
+
+def test_a_price_by_another_method_does_not_fit_the_head(tiny_run, tmp_path):
+    # Even where the validation rows chose the head, pricing by the expected value needs no minutes of fitting.
+    import json
+
+    from trainer.inference import predictor_for
+    from trainer.runs import RunFolder
+    from trainer.tester import price_choice, price_texts
+
+    run_path = tmp_path / "chose-head"
+    shutil.copytree(tiny_run.path, run_path)
+    run = RunFolder(run_path)
+    choice = price_choice(run)
+    run.choice_file.write_text(json.dumps({**choice, "best_method": "head"}))
+    (run_path / "adapter" / HEAD_FILE).unlink()
+    predictor_for(tiny_run.path)  # the copy's predictor, with its head in memory, is dropped
+    prices, used, _ = price_texts(run_path, ["A steel shelf bracket"], method="expected")
+    assert used == "expected" and prices[0] is not None
+    assert not (run_path / "adapter" / HEAD_FILE).exists()
+    prices, used, _ = price_texts(run_path, ["A steel shelf bracket"], method="auto")
+    assert used == "head" and (run_path / "adapter" / HEAD_FILE).is_file()

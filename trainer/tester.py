@@ -153,7 +153,8 @@ def method_choice(run: RunFolder, predictor, method: str, progress) -> dict | No
         choice = price_choice(run, predictor, Progress(PASSES * len(run.split("validation")) + to_fit, progress, None))
         if method == ENSEMBLE and choice is None:
             raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
-    if HEAD in (method, choice and choice["best_method"]):
+    # Only the head asked for, or chosen by auto / the ensemble, is worth minutes of fitting here.
+    if method == HEAD or (method in (AUTO, ENSEMBLE) and choice and choice["best_method"] == HEAD):
         ready_head(predictor, Progress(predictor.head_rows_to_fit(), progress, None))
     return choice
 
