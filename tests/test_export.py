@@ -22,7 +22,9 @@ def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     job = TrainingJob(TrainConfig(name="exp", data="sample", quant="none", lora_r=8, lora_alpha=16, batch_size=4,
                                   learning_rate=2e-3, max_steps=3, sample_every=0, save_steps=0, probe_size=4,
-                                  num_samples=4, head_rows=8), runs_root=root).start()
+                                  # Few validation rows: the Tester prices them all (3 passes a row) to choose a method.
+                                  num_samples=4, head_rows=8, test_size=6, validation_size=8),
+                      runs_root=root).start()
     assert job.wait(600) == "done", job.run.status()
     return job.run
 
