@@ -30,7 +30,7 @@ from quality import SHARED, split_files  # noqa: E402
 from trainer.baselines import fit_text_baseline  # noqa: E402
 from trainer.data import load_products  # noqa: E402
 from trainer.evaluate import last_states, price_metrics  # noqa: E402
-from trainer.head import ALPHAS  # noqa: E402
+from trainer.head import head_estimator  # noqa: E402
 from trainer.inference import Predictor  # noqa: E402
 
 STACKS = (("head", "tfidf ridge"), ("head", "tfidf ridge", "tfidf neighbours"),
@@ -42,8 +42,7 @@ def main() -> None:
 
     import numpy as np
     from sklearn.base import clone
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LinearRegression, RidgeCV
+    from sklearn.linear_model import LinearRegression
     from sklearn.model_selection import KFold, cross_val_predict
     from sklearn.neighbors import KNeighborsRegressor
     from sklearn.pipeline import make_pipeline
@@ -69,11 +68,11 @@ def main() -> None:
     y = np.log1p([p.price for p in sets["train"]])
 
     neighbours = KNeighborsRegressor(10, weights="distance", metric="cosine")
+    ridge = fit_text_baseline(sets["train"])
     members = {  # name → (model, its inputs per set)
-        "head": (make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)), states),
-        "tfidf ridge": (fit_text_baseline(sets["train"]), texts),
-        "tfidf neighbours": (make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
-                                           clone(neighbours)), texts),
+        "head": (head_estimator(), states),
+        "tfidf ridge": (ridge, texts),
+        "tfidf neighbours": (make_pipeline(clone(ridge[0]), clone(neighbours)), texts),  # the baseline's TF-IDF
         "state neighbours": (make_pipeline(StandardScaler(), clone(neighbours)), states),
     }
     warnings.filterwarnings("ignore")  # RidgeCV's smallest alphas on 576 standardized features

@@ -49,17 +49,22 @@ class PriceHead:
         return path
 
 
-def fit_head(states: np.ndarray, prices: list[float]) -> PriceHead:
-    """The head fitted on these rows' states and true prices."""
+def head_estimator():
+    """The head's unfitted scikit-learn pipeline (standardize, then RidgeCV on log(1+price)), before folding."""
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS))
+
+
+def fit_head(states: np.ndarray, prices: list[float]) -> PriceHead:
+    """The head fitted on these rows' states and true prices."""
     states = np.asarray(states, dtype=np.float64)
     if len(states) < 2 or len(states) != len(prices):
         raise ValueError(f"the price head needs at least 2 rows with a state and a price (got {len(states)} states "
                          f"for {len(prices)} prices)")
-    fit = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(states, np.log1p(np.maximum(prices, 0.0)))
+    fit = head_estimator().fit(states, np.log1p(np.maximum(prices, 0.0)))
     scaler, ridge = fit[0], fit[1]
     weight = ridge.coef_ / scaler.scale_
     return PriceHead(weight, float(ridge.intercept_ - scaler.mean_ @ weight), len(states), float(ridge.alpha_))
