@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from quality import SHARED, split_files  # noqa: E402
-from trainer.baselines import fit_text_baseline  # noqa: E402
+from trainer.baselines import fit_text_baseline, neighbours_estimator  # noqa: E402
 from trainer.data import load_products  # noqa: E402
 from trainer.evaluate import last_states, price_metrics  # noqa: E402
 from trainer.head import head_estimator  # noqa: E402
@@ -44,7 +44,6 @@ def main() -> None:
     from sklearn.base import clone
     from sklearn.linear_model import LinearRegression
     from sklearn.model_selection import KFold, cross_val_predict
-    from sklearn.neighbors import KNeighborsRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -67,7 +66,7 @@ def main() -> None:
     texts = {k: [p.text for p in v] for k, v in sets.items()}
     y = np.log1p([p.price for p in sets["train"]])
 
-    neighbours = KNeighborsRegressor(10, weights="distance", metric="cosine")
+    neighbours = neighbours_estimator()
     ridge = fit_text_baseline(sets["train"])
     members = {  # name → (model, its inputs per set)
         "head": (head_estimator(), states),

@@ -70,9 +70,11 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
 
     status, points, _ = poll(client, lambda s, n, d: n >= 3)
     assert re.search(r"step \d+/60", status)
-    # The live $ chart has the strong text baseline's line from the start: the line the fine-tune must cross.
+    # The live $ chart has the strong text baselines' lines from the start: the lines the fine-tune must cross.
     error_chart = json.loads(client.predict(api_name="/refresh")[2]["plot"])
-    assert any(t.get("name", "").startswith("TF-IDF ridge $") for t in error_chart["data"]), error_chart["data"]
+    names = [t.get("name", "") for t in error_chart["data"]]
+    assert any(n.startswith("TF-IDF ridge $") for n in names) and any(n.startswith("TF-IDF neighbours $")
+                                                                       for n in names), names
 
     other = Client(launched_app.url, verbose=False)
     other.predict(api_name="/use_sample")
@@ -94,9 +96,10 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     # One headline price by the method chosen on the run's validation rows, every other way labelled beside it.
     assert re.search(r"\| \*\*fine-tuned, [\w ]+\*\* ◀ \| \*\*\$[\d,.]+\*\* \|", table), table
     assert re.search(r"by fine-tuned, [\w ]+ — the lowest \$ error on \d+ validation rows", table), table
-    names = ["expected value", "median", "mean in log price", "greedy", "price head on the last hidden state"]
+    names = ["expected value", "median", "mean in log price", "greedy", "price head on the last hidden state",
+             "nearest training rows by the last hidden state"]
     assert all(f"fine-tuned, {name}" in table for name in names) and "| base model, greedy |" in table
-    assert "fine-tuned + text baseline (ensemble)" in table
+    assert "fine-tuned + text baselines (ensemble)" in table
     blended, _plot = client.predict(run_name, "Premium 12-inch cast iron skillet", "ensemble", api_name="/predict")
     assert "a linear regression fitted on 8 validation rows" in blended and "◀" in blended
     assert "Pick a finished run" in client.predict("../../etc", "x", api_name="/predict")[0]
@@ -109,13 +112,14 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     assert "on 6 items" in summary and re.search(r"validation rows\): Error=\$", summary), summary
     assert "eval.json" not in summary and "Saved with run" in summary  # no server paths
     shown = [row[0] for row in table["data"]]
-    assert shown[0].endswith("◀ headline") and shown[6] == "base model, greedy"
-    assert {n.removesuffix(" ◀ headline") for n in shown[:6]} == {
-        *(f"fine-tuned, {name}" for name in names), "fine-tuned + text baseline (ensemble)"}
+    assert shown[0].endswith("◀ headline") and shown[7] == "base model, greedy"
+    assert {n.removesuffix(" ◀ headline") for n in shown[:7]} == {
+        *(f"fine-tuned, {name}" for name in names), "fine-tuned + text baselines (ensemble)"}
     # The strong text baseline sits beside the others, with the current course's MSE and r² for every row.
     rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
     assert table["headers"] == ["model", "error $", "RMSLE", "hits %", "MSE", "r²", "unparseable"]
-    assert rows["TF-IDF ridge (log price)"]["error $"] > 0 and all(r["MSE"] is not None for r in rows.values())
+    assert rows["TF-IDF ridge (log price)"]["error $"] > 0 and rows["TF-IDF nearest neighbours (log price)"]["MSE"] > 0
+    assert all(r["MSE"] is not None for r in rows.values())
     figure = json.loads(scatter["plot"])
     assert figure["layout"]["title"]["text"].startswith("Error=$") and len(figure["data"][0]["x"]) >= 1
     assert not _categories["visible"]  # the sample data has no category

@@ -1,5 +1,7 @@
 """Baselines and the error-by-bucket chart."""
 
+import pytest
+
 from trainer.baselines import constant_guesses, linear_bow
 from trainer.charts import bucket_figure
 from trainer.data import Product, make_sample_products, split_products
@@ -46,6 +48,22 @@ def test_text_baseline_beats_the_constants_and_the_bag_of_words_and_reloads_exac
     assert predict_prices(load_text_baseline(tmp_path / "tfidf_ridge.joblib"), texts) == predict_prices(model, texts)
     assert load_text_baseline(tmp_path / "missing.joblib") is None
     assert all(p >= 0 for p in predict_prices(model, ["", "zzz unknown words"]))
+
+
+def test_text_neighbours_find_a_repeated_product_and_beat_the_constant():
+    from trainer.baselines import fit_text_baseline, fit_text_neighbours, predict_prices
+
+    train, test = split_products(make_sample_products(1500, seed=3), test_size=200, seed=1)
+    texts, truths = [p.text for p in test], [p.price for p in test]
+    ridge = fit_text_baseline(train)
+    neighbours = fit_text_neighbours(ridge, train)
+    assert neighbours[0].estimator is ridge[0]  # the ridge's own TF-IDF vectors, not refitted
+    knn = price_metrics(predict_prices(neighbours, texts), truths)
+    median = price_metrics([constant_guesses(train)["constant_median"]] * len(test), truths)
+    assert knn["error"] < 0.8 * median["error"]
+    # A product listed again is priced as listed: its own row is at distance 0.
+    assert predict_prices(neighbours, [train[7].text]) == [pytest.approx(train[7].price, rel=1e-9)]
+    assert len(predict_prices(fit_text_neighbours(ridge, train[:3]), ["anything"])) == 1  # fewer rows than k
 
 
 def test_text_baseline_fits_tiny_and_repetitive_data():

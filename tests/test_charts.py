@@ -57,13 +57,15 @@ def test_ema():
 def test_error_figure():
     metrics = [{"step": 1, "loss": 2.0}, {"step": 10, "probe_error": 80.0}, {"step": 20, "probe_error": 60.0},
                {"step": 15, "loss": 1.0}]
-    fig = error_figure(metrics, base_error=120.5, constant_error=100.0, text_baseline_error=55.25)
+    fig = error_figure(metrics, base_error=120.5, constant_error=100.0, text_baseline_error=55.25,
+                       text_neighbours_error=50.0)
     curve, *lines = fig.data
     assert list(curve.x) == [10, 20] and list(curve.y) == [80.0, 60.0]
     # Baselines are flat lines across the whole step range, named in the legend (a label on the line gets covered).
     assert {line.name: set(line.y) for line in lines} == {"base model $120.50": {120.5},
                                                           "constant guess $100.00": {100.0},
-                                                          "TF-IDF ridge $55.25": {55.25}}
+                                                          "TF-IDF ridge $55.25": {55.25},
+                                                          "TF-IDF neighbours $50.00": {50.0}}
     assert all(min(line.x) == 0 and max(line.x) >= 20 for line in lines)
     assert fig.layout.xaxis.range[0] == 0 and fig.layout.yaxis.rangemode == "tozero"
 

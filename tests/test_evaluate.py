@@ -115,23 +115,31 @@ def test_point_estimates_of_a_distribution():
 
 
 def test_the_stacked_ensemble_and_its_fit():
-    stack = {"model": 0.5, "text": 0.5, "intercept": 0.0}
-    assert stacked(99.0, 9.0, stack) == pytest.approx(math.sqrt(100 * 10) - 1)  # geometric mean of 1 + price
-    assert stacked(99.0, 9.0, {"model": 1.0, "text": 0.0, "intercept": math.log(2)}) == pytest.approx(199.0)
-    assert stacked(None, 9.0, stack) == 9.0 and stacked(-1.0, 9.0, stack) == 9.0  # no model price: the text's
+    stack = {"members": {"model": 0.5, "text": 0.5}, "intercept": 0.0}
+    both = {"model": 99.0, "text": 9.0}
+    assert stacked(both, stack, "text") == pytest.approx(math.sqrt(100 * 10) - 1)  # geometric mean of 1 + price
+    assert stacked(both, {"members": {"model": 1.0, "text": 0.0}, "intercept": math.log(2)}, "text") == (
+        pytest.approx(199.0))
+    # A member without a price: the fallback member's.
+    assert stacked({"model": None, "text": 9.0}, stack, "text") == 9.0
+    assert stacked({"model": -1.0, "text": 9.0}, stack, "text") == 9.0
     truths = [10.0, 100.0, 50.0, 20.0, 300.0, 5.0, 70.0, 35.0]
-    # A perfect model takes the weight; the text baseline's noise gets none.
+    # A perfect member takes the weight; the noisy ones get none.
     noisy = [t * f for t, f in zip(truths, (3, 0.2, 2, 0.5, 1.5, 4, 0.3, 1))]
-    fit = fit_stack(truths, noisy, truths)
-    assert fit["model"] > 0.9 and abs(fit["text"]) < 0.1
-    assert all(stacked(t, n, fit) == pytest.approx(t, rel=0.1) for t, n in zip(truths, noisy))
+    other = [t * f for t, f in zip(truths, (0.4, 2, 0.6, 3, 0.3, 1, 2.5, 0.5))]
+    fit = fit_stack({"model": truths, "text": noisy, "other": other}, truths)
+    assert list(fit["members"]) == ["model", "text", "other"]
+    assert fit["members"]["model"] > 0.9 and abs(fit["members"]["text"]) < 0.1 and abs(fit["members"]["other"]) < 0.1
+    assert all(stacked({"model": t, "text": n, "other": o}, fit, "text") == pytest.approx(t, rel=0.1)
+               for t, n, o in zip(truths, noisy, other))
     # A model that prices everything at twice the truth is corrected by the intercept (log 2 off in log(1+price)).
-    fit = fit_stack([2 * t + 1 for t in truths], noisy, truths)
-    assert fit["model"] == pytest.approx(1.0, abs=0.05) and fit["intercept"] == pytest.approx(-math.log(2), abs=0.1)
-    # Rows the model could not price are left out of the fit; fewer than two usable rows cannot fit.
-    assert fit_stack([None, *truths], [1.0, *noisy], [1.0, *truths])["model"] > 0.9
+    fit = fit_stack({"model": [2 * t + 1 for t in truths], "text": noisy}, truths)
+    assert fit["members"]["model"] == pytest.approx(1.0, abs=0.05)
+    assert fit["intercept"] == pytest.approx(-math.log(2), abs=0.1)
+    # Rows a member could not price are left out of the fit; fewer than two usable rows cannot fit.
+    assert fit_stack({"model": [None, *truths], "text": [1.0, *noisy]}, [1.0, *truths])["members"]["model"] > 0.9
     with pytest.raises(ValueError, match="at least 2"):
-        fit_stack([None, 5.0], [1.0, 2.0], [1.0, 2.0])
+        fit_stack({"model": [None, 5.0], "text": [1.0, 2.0]}, [1.0, 2.0])
 
 
 # ---------------------------------------------------------------------------------------------------------

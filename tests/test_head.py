@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trainer.config import ConfigError, TrainConfig
-from trainer.head import HEAD_FILE, fit_head, load_head
+from trainer.head import HEAD_FILE, NEIGHBOURS_FILE, fit_head, load_head
 
 
 def test_the_folded_head_is_the_fitted_ridge_and_survives_a_save(tmp_path):
@@ -26,10 +26,19 @@ def test_the_folded_head_is_the_fitted_ridge_and_survives_a_save(tmp_path):
     error = np.abs(np.log1p(head.prices(states)) - np.log1p(prices)).mean()
     assert error < 0.2 * np.abs(np.log1p(np.median(prices)) - np.log1p(prices)).mean()
 
+    # The same states give the neighbours read-out: a fitting row's own state is priced at that row's price.
+    assert head.neighbour_prices(states[[5, 17]]) == pytest.approx(prices[[5, 17]], rel=1e-6)
+    knn = np.abs(np.log1p(head.neighbour_prices(states + 0.01)) - np.log1p(prices)).mean()
+    assert knn < 0.2 * np.abs(np.log1p(np.median(prices)) - np.log1p(prices)).mean()
+
     head.save(tmp_path)
     again = load_head(tmp_path)
     assert again.prices(states) == head.prices(states) and (again.rows, again.alpha) == (300, head.alpha)
+    assert again.neighbour_prices(states[:40]) == pytest.approx(head.neighbour_prices(states[:40]), rel=1e-6)
     assert load_head(tmp_path / "nowhere") is None
+    # A head saved without its rows' states (before the neighbours read-out) counts as none: it is fitted again.
+    (tmp_path / NEIGHBOURS_FILE).unlink()
+    assert load_head(tmp_path) is None
     with pytest.raises(ValueError, match="at least 2 rows"):
         fit_head(states[:1], list(prices[:1]))
 
@@ -58,6 +67,9 @@ def test_a_run_prices_by_its_stored_head(tiny_run):
                          question=predictor.config.asked())
     assert [p.price for p in priced] == pytest.approx(head.prices(states), rel=1e-5)
     assert all(p.method == "head" and p.price >= 0 for p in priced)
+    near = predictor.predict(texts, method="neighbours")
+    assert [p.price for p in near] == pytest.approx(head.neighbour_prices(states), rel=1e-5)
+    assert all(p.method == "neighbours" and p.price >= 0 for p in near)
     with pytest.raises(ValueError, match="base model"):
         predictor.predict(texts, method="head", base=True)
 

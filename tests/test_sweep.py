@@ -59,11 +59,12 @@ def test_a_sweep_killed_between_runs_continues_and_ranks_by_held_out_error(tmp_p
     assert "continuing the sweep recorded in" in again.stdout and "[1/2] lora_r=2: done before" in again.stdout
     assert (first / "eval.json").stat().st_mtime_ns == evaluated
     rows = json.loads((folder / LEADERBOARD_FILE).read_text())
-    assert len(rows) == 3 and {r["run"] for r in rows} >= {"SW-01-lora_r-2", "SW-02-lora_r-4"}
+    assert len(rows) == 4 and {r["run"] for r in rows} >= {"SW-01-lora_r-2", "SW-02-lora_r-4"}
     assert [r["error"] for r in rows] == sorted(r["error"] for r in rows)
-    baseline = next(r for r in rows if r["run"].startswith("TF-IDF ridge"))
     second = json.loads((tmp_path / "runs" / "SW-02-lora_r-4" / "eval.json").read_text())
-    assert baseline["error"] == second["baselines"]["tfidf_ridge"]["error"]  # the same held-out rows for all
+    for label, key in (("TF-IDF ridge", "tfidf_ridge"), ("TF-IDF neighbours", "tfidf_neighbours")):
+        baseline = next(r for r in rows if r["run"].startswith(label))
+        assert baseline["error"] == second["baselines"][key]["error"]  # the same held-out rows for all
     assert json.loads((first / "eval.json").read_text())["count"] == second["count"] == 6
     assert "rank run" in again.stdout and "SW-02-lora_r-4" in again.stdout
 

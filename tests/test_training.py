@@ -86,6 +86,12 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     probe = run.split("validation")[:4]
     stored = predict_prices(load_text_baseline(run.text_baseline_file), [p.text for p in probe])
     assert status["baselines"]["tfidf_ridge"] == price_metrics(stored, [p.price for p in probe])
+    # So are the neighbours on its TF-IDF vectors, the live chart's second line.
+    from trainer.baselines import fit_text_neighbours
+
+    near = predict_prices(fit_text_neighbours(load_text_baseline(run.text_baseline_file), run.split()),
+                          [p.text for p in probe])
+    assert status["baselines"]["tfidf_neighbours"] == price_metrics(near, [p.price for p in probe])
     assert len(samples[-1]["items"]) == 4 and all("truth" in i and "guess" in i for i in samples[-1]["items"])
     # The held-out split is on disk and disjoint from the training split.
     train = {json.loads(line)["text"] for line in run.train_file.read_text().splitlines()}
@@ -122,9 +128,12 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     assert result["baselines"]["tfidf_ridge"] == measured("tfidf_ridge")
     assert {"constant_mean", "constant_median", "linear_bow", "tfidf_ridge"} <= set(result["baselines"])
     assert {"mse", "r2"} <= set(result["metrics"]) and {"mse", "r2"} <= set(result["baselines"]["tfidf_ridge"])
+    assert result["baselines"]["tfidf_neighbours"] == measured("tfidf_neighbours")
+    # The ensemble stacks the head, its neighbours, the chosen method and both text baselines, fitted there too.
     stack = choice["ensemble_stack"]
     assert result["ensemble"] == {"method": choice["best_method"], **stack}
-    assert all(i["ensemble"] == pytest.approx(stacked(i[choice["best_method"]], i["tfidf_ridge"], stack))
+    assert set(stack["members"]) == {"head", "neighbours", choice["best_method"], "tfidf_ridge", "tfidf_neighbours"}
+    assert all(i["ensemble"] == pytest.approx(stacked({m: i[m] for m in stack["members"]}, stack, "tfidf_ridge"))
                for i in items)
     assert "Error=$" in capsys.readouterr().out
     # The price head stored beside the adapter was fitted on every training row (fewer than head_rows) and gives

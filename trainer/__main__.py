@@ -329,8 +329,9 @@ def _method_argument(p) -> None:
     p.add_argument("--method", choices=CHOICES, default=AUTO,
                    help="auto: the point estimate with the lowest $ error on the run's validation rows (measured "
                         "once); expected value, median or mean in log price of the beam over digits; greedy "
-                        "decoding; head: the price head on the last hidden state; ensemble: stacked with the text "
-                        "baseline by a linear regression fitted on the validation rows")
+                        "decoding; head: the price head on the last hidden state; neighbours: the nearest training "
+                        "rows by that state; ensemble: those two, the best method and the text baselines stacked "
+                        "by a linear regression fitted on the validation rows")
 
 
 def main(argv: list[str] | None = None) -> int:

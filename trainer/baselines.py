@@ -1,6 +1,7 @@
 """Baselines a fine-tuned model must beat: constant guesses, the course's bag-of-words linear regression, and the
-strong one: TF-IDF word 1–2-grams + ridge regression on log(1 + price), tuned by cross-validation on the training
-split alone."""
+strong ones: TF-IDF word 1–2-grams + ridge regression on log(1 + price), tuned by cross-validation on the training
+split alone, and the nearest training rows by the same TF-IDF vectors (a catalogue holds near-duplicate products,
+whose prices no linear model of the words recovers)."""
 
 from __future__ import annotations
 
@@ -104,6 +105,32 @@ def predict_prices(model, texts: list[str]) -> list[float]:
     import numpy as np
 
     return [float(v) for v in np.clip(np.expm1(model.predict(texts)), 0.0, None)]
+
+
+TEXT_NEIGHBOURS = "tfidf_neighbours"
+"""The nearest-neighbours text baseline's key in eval.json."""
+TEXT_NEIGHBOURS_NAME = "TF-IDF nearest neighbours (log price)"
+NEIGHBOURS = 10
+
+
+def neighbours_estimator():
+    """The unfitted nearest-neighbours regression (on log(1+price)): the NEIGHBOURS nearest training rows by cosine,
+    weighted by inverse distance. Text vectors and the tuned model's states (head.py) are both read this way."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    return KNeighborsRegressor(NEIGHBOURS, weights="distance", metric="cosine")
+
+
+def fit_text_neighbours(text_model, train: list[Product]):
+    """The nearest-neighbours baseline on the fitted text baseline's own TF-IDF vectors (kept as fitted), fitted on
+    `train`: a Pipeline whose predict() gives log prices, as the text baseline's."""
+    import numpy as np
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.pipeline import make_pipeline
+
+    neighbours = neighbours_estimator().set_params(n_neighbors=min(NEIGHBOURS, len(train)))
+    return make_pipeline(FrozenEstimator(text_model[0]), neighbours).fit(
+        [p.text for p in train], np.log1p([p.price for p in train]))
 
 
 def save_text_baseline(model, path: Path) -> None:

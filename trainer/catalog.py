@@ -16,8 +16,8 @@ from .data import DataError, read_rows
 from .estimates import AUTO, ENSEMBLE, METHODS, range_scores
 from .evaluate import price_metrics
 from .runs import RunFolder
-from .tester import (BATCH, Cancelled, Progress, ensemble_prices, ensemble_reason, method_choice, price_ranges,
-                     resolve_method)
+from .tester import (BATCH, Cancelled, Progress, ensemble_methods, ensemble_prices, ensemble_reason, method_choice,
+                     price_ranges, resolve_method)
 
 ADDED_COLUMNS = ("predicted_price", "price_low", "price_high", "method", "note")
 DEFAULT_LEVEL = 0.8
@@ -78,13 +78,13 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
     used, why = resolve_method(run, method, choice)
     if used == ENSEMBLE:
         why = ensemble_reason(choice)
-    model_method = choice["best_method"] if used == ENSEMBLE else used
+    model_methods = ensemble_methods(choice) if used == ENSEMBLE else (used,)
     unique = list(dict.fromkeys(t for t in rows.texts if t))  # a repeated text is priced once
     steps = Progress(len(unique), progress, cancel)
-    priced: dict[str, tuple[float | None, list]] = {}
+    priced: dict[str, tuple[dict, list]] = {}
     pricing_started = time.time()
     cancelled = False
-    wanted = (model_method,) if model_method == METHODS[0] else (METHODS[0], model_method)
+    wanted = tuple(dict.fromkeys((METHODS[0], *model_methods)))  # the first gives the distribution for the range
     for start in range(0, len(unique), BATCH):
         try:
             steps.check()
@@ -94,14 +94,15 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
         batch = unique[start:start + BATCH]
         out = predictor.predict_methods(batch, wanted)
         for i, text in enumerate(batch):
-            priced[text] = (out[model_method][i].price, list(out[METHODS[0]][i].candidates))
+            priced[text] = ({m: out[m][i].price for m in model_methods}, list(out[METHODS[0]][i].candidates))
         done = min(start + BATCH, len(unique))
         left = (time.time() - pricing_started) / done * (len(unique) - done)
         steps.add(len(batch), f"pricing: {done:,} of {len(unique):,} texts, about {_duration(left)} left")
     texts = [t for t in unique if t in priced]
-    prices = [priced[t][0] for t in texts]
     if used == ENSEMBLE and texts:
-        prices = ensemble_prices(run, choice, prices, texts)
+        prices = ensemble_prices(run, choice, {m: [priced[t][0][m] for t in texts] for m in model_methods}, texts)
+    else:
+        prices = [priced[t][0][used] for t in texts]
     ranges = price_ranges([priced[t][1] for t in texts], prices, level, choice)
     by_text = {t: (p, r) for t, p, r in zip(texts, prices, ranges)}
     per_row = [by_text.get(t) if t else None for t in rows.texts]  # aligned with the rows read; None: not priced

@@ -15,6 +15,7 @@ ROW_BACKGROUNDS = {"green": "#e3f4e3", "orange": "#fdebd3", "red": "#f9dcdc", "n
 LOSS_COLOUR = "#1f77b4"
 LR_COLOUR = "#9467bd"
 TEXT_BASELINE_COLOUR = "#17becf"
+TEXT_NEIGHBOURS_COLOUR = "#e377c2"
 EMA_ALPHA = 0.1
 
 
@@ -92,12 +93,12 @@ def loss_figure(metrics: list[dict]) -> go.Figure:
 
 
 def error_figure(metrics: list[dict], base_error: float | None = None, constant_error: float | None = None,
-                 text_baseline_error: float | None = None) -> go.Figure:
-    """Mean $ error on the probe set by step, with the base model, constant-guess and TF-IDF ridge baselines as
-    lines: the fine-tune is worth its minutes once it crosses below the strongest of them."""
+                 text_baseline_error: float | None = None, text_neighbours_error: float | None = None) -> go.Figure:
+    """Mean $ error on the probe set by step, with the base model, constant-guess, TF-IDF ridge and TF-IDF
+    neighbours baselines as lines: the fine-tune is worth its minutes once it crosses below the strongest of them."""
     rows = sorted((r for r in metrics if _number(r.get("probe_error")) is not None
                    and _number(r.get("step")) is not None), key=lambda r: r["step"])
-    if not rows and base_error is None and constant_error is None and text_baseline_error is None:
+    if not rows and all(v is None for v in (base_error, constant_error, text_baseline_error, text_neighbours_error)):
         return empty_figure("Price error", "Waiting for the first evaluation…", "step", "mean absolute error ($)")
     fig = go.Figure()
     if rows:
@@ -109,7 +110,8 @@ def error_figure(metrics: list[dict], base_error: float | None = None, constant_
     span = [0, max(max(steps, default=1), 1) * 1.03]
     for value, label, colour in ((base_error, "base model", "#7f7f7f"),
                                  (constant_error, "constant guess", "#bcbd22"),
-                                 (text_baseline_error, "TF-IDF ridge", TEXT_BASELINE_COLOUR)):
+                                 (text_baseline_error, "TF-IDF ridge", TEXT_BASELINE_COLOUR),
+                                 (text_neighbours_error, "TF-IDF neighbours", TEXT_NEIGHBOURS_COLOUR)):
         if _number(value) is not None:
             fig.add_trace(go.Scatter(x=span, y=[value, value], mode="lines", name=f"{label} ${value:,.2f}",
                                      line=dict(color=colour, dash="dash", width=1.5), hoverinfo="name"))

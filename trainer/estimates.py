@@ -15,19 +15,24 @@ DISTRIBUTION_METHODS = ("expected", "median", "log_mean")
 """Point estimates read from one beam search's candidates."""
 HEAD = "head"
 """A ridge read-out of the tuned model's last hidden state, fitted on training rows after training (head.py)."""
-METHODS = (*DISTRIBUTION_METHODS, "greedy", HEAD)
+NEIGHBOURS = "neighbours"
+"""The training rows whose tuned last states are nearest, their prices averaged (head.py, fitted with the head)."""
+STATE_METHODS = (HEAD, NEIGHBOURS)
+"""The methods that read the tuned model's last hidden state instead of its digits."""
+METHODS = (*DISTRIBUTION_METHODS, "greedy", *STATE_METHODS)
 """Every way the fine-tuned model alone prices a text; greedy decodes the likeliest digits instead."""
-PROBE_METHODS = tuple(m for m in METHODS if m != HEAD)
-"""The methods a probe may price by during training: the head is fitted only once training ends."""
+PROBE_METHODS = tuple(m for m in METHODS if m not in STATE_METHODS)
+"""The methods a probe may price by during training: the head and its neighbours are fitted once training ends."""
 ENSEMBLE = "ensemble"
-"""The fine-tuned model's price and the text baseline's, stacked by a linear regression in log price."""
+"""The fine-tuned model's prices and the text baselines', stacked by a linear regression in log price."""
 AUTO = "auto"
 """The point estimate with the lowest $ error on the run's validation rows."""
 CHOICES = (AUTO, *METHODS, ENSEMBLE)
 """What a user may ask a run to price by, in the Predict and Evaluate tabs and the CLI."""
 METHOD_NAMES = {"expected": "expected value", "median": "median", "log_mean": "mean in log price",
                 "greedy": "greedy", HEAD: "price head on the last hidden state",
-                ENSEMBLE: "ensemble with the text baseline"}
+                NEIGHBOURS: "nearest training rows by the last hidden state",
+                ENSEMBLE: "ensemble with the text baselines"}
 STACK_ALPHAS = (1e-3, 1e-2, 0.1, 1.0, 10.0)
 """The ensemble's ridge penalties tried (by leave-one-out on the validation rows)."""
 
@@ -48,27 +53,29 @@ def point_estimate(candidates: list[tuple[float, float]], method: str) -> float 
     raise ValueError(f"unknown point estimate {method!r}; one of {', '.join(DISTRIBUTION_METHODS)}")
 
 
-def fit_stack(model_prices: list[float | None], text_prices: list[float], truths: list[float]) -> dict:
-    """The ensemble fitted on these rows: log(1+price) regressed on log(1+model) and log(1+text baseline), a ridge
-    regression (scikit-learn's RidgeCV, its penalty by leave-one-out) as the course's week-8 ensemble stacks its
-    models. Rows the model gave no price are left out of the fit."""
+def fit_stack(members: dict[str, list[float | None]], truths: list[float]) -> dict:
+    """The ensemble fitted on these rows: log(1+price) regressed on each member's log(1+price), a ridge regression
+    (scikit-learn's RidgeCV, its penalty by leave-one-out), as the course's week-8 ensemble stacks its models.
+    `members` maps a name to its price of each row; rows where a member gave no price are left out of the fit.
+    Returns {"members": name → weight, "intercept": …}."""
     from sklearn.linear_model import RidgeCV
 
-    rows = [(m, t, y) for m, t, y in zip(model_prices, text_prices, truths) if _usable(m)]
+    names = list(members)
+    rows = [i for i in range(len(truths)) if all(_usable(members[n][i]) for n in names)]
     if len(rows) < 2:
-        raise ValueError(f"{len(rows)} rows with a model price; the ensemble needs at least 2 to be fitted on")
-    features = np.log1p(np.array([[m, max(t, 0.0)] for m, t, _ in rows]))
-    fit = RidgeCV(alphas=STACK_ALPHAS).fit(features, np.log1p([y for _, _, y in rows]))
-    return {"model": float(fit.coef_[0]), "text": float(fit.coef_[1]), "intercept": float(fit.intercept_)}
+        raise ValueError(f"{len(rows)} rows with a price from every member; the ensemble needs at least 2 to be "
+                         "fitted on")
+    features = np.log1p(np.array([[members[n][i] for n in names] for i in rows], dtype=np.float64))
+    fit = RidgeCV(alphas=STACK_ALPHAS).fit(features, np.log1p([truths[i] for i in rows]))
+    return {"members": {n: float(c) for n, c in zip(names, fit.coef_)}, "intercept": float(fit.intercept_)}
 
 
-def stacked(model_price: float | None, text_price: float, stack: dict) -> float:
-    """The ensemble's price: exp(intercept + a·log(1+model) + b·log(1+text)) − 1; the text baseline's where the
-    model gave no price."""
-    if not _usable(model_price):
-        return text_price
-    log_price = (stack["intercept"] + stack["model"] * math.log1p(model_price)
-                 + stack["text"] * math.log1p(max(text_price, 0.0)))
+def stacked(prices: dict[str, float | None], stack: dict, fallback: str) -> float:
+    """The ensemble's price from each member's price of one row: exp(intercept + Σ weight·log(1+price)) − 1; the
+    `fallback` member's price where any member gave none."""
+    if not all(_usable(prices[n]) for n in stack["members"]):
+        return prices[fallback]
+    log_price = stack["intercept"] + sum(w * math.log1p(prices[n]) for n, w in stack["members"].items())
     return max(math.expm1(log_price), 0.0)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import COURSE_QUESTION, encode_prompt
-from .estimates import DISTRIBUTION_METHODS, HEAD, METHODS, point_estimate
+from .estimates import DISTRIBUTION_METHODS, HEAD, METHODS, NEIGHBOURS, STATE_METHODS, point_estimate
 
 # ---------------------------------------------------------------------------------------------------------
 # Parsing and metrics
@@ -399,23 +399,27 @@ def predict_methods(model, tokenizer, texts: list[str], methods, *, batch_size: 
                     max_prompt_tokens: int = 256, question: str = COURSE_QUESTION,
                     head=None) -> dict[str, list[Prediction]]:
     """method → predictions for each of `methods` (of METHODS): the point estimates share one beam search, greedy
-    decodes, and the price head (`head`, a head.PriceHead) reads the prompts' last states."""
+    decodes, and the price head (`head`, a head.PriceHead) and its neighbours read the prompts' last states."""
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown price method(s) {', '.join(sorted(unknown))}; one of {', '.join(METHODS)}")
-    if HEAD in methods and head is None:
-        raise ValueError("the price head was asked for without a fitted head")
+    if set(STATE_METHODS) & set(methods) and head is None:
+        raise ValueError("the price head or its neighbours were asked for without a fitted head")
     wanted = [m for m in methods if m in DISTRIBUTION_METHODS]
     out = predict_estimates(model, tokenizer, texts, wanted, batch_size=batch_size,
                             max_prompt_tokens=max_prompt_tokens, question=question) if wanted else {}
     if "greedy" in methods:
         out["greedy"] = predict_greedy(model, tokenizer, texts, batch_size=batch_size,
                                        max_prompt_tokens=max_prompt_tokens, question=question)
-    if HEAD in methods:
+    if set(STATE_METHODS) & set(methods):
         states = last_states(model, tokenizer, texts, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
                              question=question)
-        out[HEAD] = [Prediction(price, HEAD, f"price head on {head.rows} training rows")
-                     for price in head.prices(states)]
+        if HEAD in methods:
+            out[HEAD] = [Prediction(price, HEAD, f"price head on {head.rows} training rows")
+                         for price in head.prices(states)]
+        if NEIGHBOURS in methods:
+            out[NEIGHBOURS] = [Prediction(price, NEIGHBOURS, f"nearest of {head.rows} training rows by tuned states")
+                               for price in head.neighbour_prices(states)]
     return out
 
 

@@ -119,9 +119,12 @@ def model_card(run_path) -> Path:
 
 
 def push(run_path, repo_id: str, token: str | None, private: bool = True) -> str:
-    """Upload the adapter folder (with its model card) to a Hub model repo; private unless asked otherwise."""
+    """Upload the adapter folder (with its model card) to a Hub model repo; private unless asked otherwise. The price
+    neighbours' file stays behind: it holds the training rows' prices."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    from .head import NEIGHBOURS_FILE
 
     run, _ = _run(run_path)
     if not repo_id or repo_id.count("/") != 1:
@@ -131,7 +134,7 @@ def push(run_path, repo_id: str, token: str | None, private: bool = True) -> str
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         commit = api.upload_folder(repo_id=repo_id, folder_path=run.adapter_dir, repo_type="model",
-                                   commit_message=f"PriceTune adapter {run.name}")
+                                   commit_message=f"PriceTune adapter {run.name}", ignore_patterns=[NEIGHBOURS_FILE])
     except OfflineModeIsEnabled as exc:
         raise ExportError("Cannot push: this machine is offline (HF_HUB_OFFLINE is set). Download the adapter zip "
                           "and upload it from a machine with internet.") from exc

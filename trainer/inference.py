@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from .config import TrainConfig
-from .estimates import HEAD
+from .estimates import STATE_METHODS
 from .head import PriceHead, fit_for, load_head
 from .models import ModelError, load_model
 from .runs import RunFolder
@@ -59,9 +59,10 @@ class Predictor:
         from .evaluate import predict_methods
 
         head = None
-        if HEAD in methods:
+        if set(STATE_METHODS) & set(methods):
             if base:
-                raise ValueError("the price head reads the fine-tuned model's states; the base model has none")
+                raise ValueError("the price head and its neighbours read the fine-tuned model's states; the base "
+                                 "model has none")
             head = self.ensure_head()
         with self.lock, self._adapter(base):
             return predict_methods(self.model, self.tokenizer, texts, methods, head=head,

@@ -22,8 +22,8 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from .data import (COURSE_QUESTION, DataError, Product, as_size, fit_max_length, load_products, make_sample_products,
                    split_description, split_products, split_run, tokenize_example)
 from . import cost, dist, trackers
-from .baselines import (TEXT_BASELINE, constant_baselines, fit_text_baseline, load_text_baseline, predict_prices,
-                        save_text_baseline)
+from .baselines import (TEXT_BASELINE, TEXT_NEIGHBOURS, constant_baselines, fit_text_baseline, fit_text_neighbours,
+                        load_text_baseline, predict_prices, save_text_baseline)
 from .evaluate import price_metrics
 from .config import RUN_DATA, ConfigError, TrainConfig
 from .dropout import use_fast_dropout
@@ -368,10 +368,11 @@ class TrainingJob:
             if self.checkpoint is None or not self.run.text_baseline_file.is_file():
                 self.run.update_status(message="fitting the text baseline (TF-IDF ridge)")
                 save_text_baseline(fit_text_baseline(train), self.run.text_baseline_file)
-            # The strong baseline's $ error on the probe: the live chart's line to beat, from step 0.
-            guesses = predict_prices(load_text_baseline(self.run.text_baseline_file),
-                                     [p.text for p in self.probe_items])
-        baselines[TEXT_BASELINE] = price_metrics(guesses, [p.price for p in self.probe_items])
+            # The strong baselines' $ error on the probe: the live chart's lines to beat, from step 0.
+            ridge = load_text_baseline(self.run.text_baseline_file)
+            texts, truths = [p.text for p in self.probe_items], [p.price for p in self.probe_items]
+            for key, model in ((TEXT_BASELINE, ridge), (TEXT_NEIGHBOURS, fit_text_neighbours(ridge, train))):
+                baselines[key] = price_metrics(predict_prices(model, texts), truths)
         self.run.update_status(baselines=baselines)
         return train
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Callable
 
 from .data import DataError, Product, load_products
-from .baselines import (TEXT_BASELINE, TEXT_BASELINE_NAME, constant_baselines, fit_text_baseline, linear_bow,
-                        load_text_baseline, predict_prices)
+from .baselines import (TEXT_BASELINE, TEXT_BASELINE_NAME, TEXT_NEIGHBOURS, TEXT_NEIGHBOURS_NAME, constant_baselines,
+                        fit_text_baseline, fit_text_neighbours, linear_bow, load_text_baseline, predict_prices)
 from .config import TrainConfig
 from .estimates import (AUTO, CHOICES, DISTRIBUTION_METHODS, ENSEMBLE, HEAD, LEVELS, METHOD_NAMES, METHODS,
-                        adjusted, covering, fit_range_adjustment, fit_stack, point_estimate, price_range, range_scores,
+                        NEIGHBOURS, STATE_METHODS, adjusted, covering, fit_range_adjustment, fit_stack, point_estimate, price_range, range_scores,
                         stacked)
 from .evaluate import price_metrics, summary_line
 from .runs import RunFolder, write_atomic
@@ -89,9 +89,37 @@ def _price_all(predictor, texts: list[str], progress: Progress, where: str, base
     return guesses
 
 
-def _text_model(run: RunFolder):
-    # A run from before the baseline was stored: fitted now, on the same training split.
-    return load_text_baseline(run.text_baseline_file) or fit_text_baseline(run.split())
+_TEXT_MODELS: dict[tuple, dict] = {}  # by run folder and stored baseline: fitted once per process
+
+
+def text_models(run: RunFolder) -> dict:
+    """The run's text baselines by key: its stored TF-IDF ridge (for a run from before it was stored: fitted now, on
+    the same training split) and the nearest neighbours on that ridge's TF-IDF vectors of the training split."""
+    stored = run.text_baseline_file
+    key = (str(run.path), stored.stat().st_mtime_ns if stored.is_file() else None)
+    if key not in _TEXT_MODELS:
+        if len(_TEXT_MODELS) >= 4:
+            _TEXT_MODELS.pop(next(iter(_TEXT_MODELS)))
+        ridge = load_text_baseline(stored) or fit_text_baseline(run.split())
+        _TEXT_MODELS[key] = {TEXT_BASELINE: ridge, TEXT_NEIGHBOURS: fit_text_neighbours(ridge, run.split())}
+    return _TEXT_MODELS[key]
+
+
+def text_prices(run: RunFolder, texts: list[str]) -> dict[str, list[float]]:
+    """Each text baseline's prices of `texts`, by key."""
+    return {key: predict_prices(model, texts) for key, model in text_models(run).items()}
+
+
+def ensemble_members(best_method: str) -> tuple[str, ...]:
+    """What the ensemble stacks: the tuned model's two read-outs of its states, its best method on the validation
+    rows when that is another, and both text baselines (bench/ensemble_members.py measured what each adds)."""
+    return (*STATE_METHODS, *(() if best_method in STATE_METHODS else (best_method,)), TEXT_BASELINE,
+            TEXT_NEIGHBOURS)
+
+
+def ensemble_methods(choice: dict) -> tuple[str, ...]:
+    """The fine-tuned model's methods the run's ensemble needs prices by."""
+    return tuple(m for m in choice["ensemble_stack"]["members"] if m in METHODS)
 
 
 def price_choice(run: RunFolder, predictor=None, progress: Progress | None = None,
@@ -111,7 +139,8 @@ def price_choice(run: RunFolder, predictor=None, progress: Progress | None = Non
     cached = run.price_choice()
     # A choice from before the stacked ensemble, the ranges or a method is measured again.
     if (cached and cached.get("step") == step and cached.get("rows") == len(validation)
-            and {"ensemble_stack", "candidates"} <= set(cached) and set(METHODS) <= set(cached.get("methods", {}))):
+            and {"ensemble_stack", "candidates"} <= set(cached) and set(METHODS) <= set(cached.get("methods", {}))
+            and "members" in cached["ensemble_stack"]):
         return cached
     if not measure:
         return None
@@ -120,14 +149,14 @@ def price_choice(run: RunFolder, predictor=None, progress: Progress | None = Non
     texts, truths = [p.text for p in validation], [p.price for p in validation]
     guesses = _price_all(predictor, texts, progress, f"choosing the price method on {len(texts)} validation rows",
                          base=False)
-    text_prices = predict_prices(_text_model(run), texts)
+    guesses.update(text_prices(run, texts))
     scores = {m: price_metrics(guesses[m], truths) for m in METHODS}
     best = min(METHODS, key=lambda m: (scores[m]["error"], METHODS.index(m)))
-    stack = fit_stack(guesses[best], text_prices, truths)
+    stack = fit_stack({m: guesses[m] for m in ensemble_members(best)}, truths)
     choice = {"step": step, "rows": len(validation), "row_ids": [p.id for p in validation], "methods": scores,
               "best_method": best, "ensemble_stack": stack,
-              "ensemble": price_metrics([stacked(g, t, stack) for g, t in zip(guesses[best], text_prices)], truths),
-              TEXT_BASELINE: price_metrics(text_prices, truths), "truths": truths,
+              "ensemble": price_metrics(_stacked_all(stack, guesses, len(texts)), truths),
+              **{k: price_metrics(guesses[k], truths) for k in (TEXT_BASELINE, TEXT_NEIGHBOURS)}, "truths": truths,
               "candidates": [[[round(v, 2), round(p, 5)] for v, p in c] for c in guesses["candidates"]]}
     write_atomic(run.choice_file, json.dumps(choice))
     return choice
@@ -153,15 +182,20 @@ def method_choice(run: RunFolder, predictor, method: str, progress) -> dict | No
         choice = price_choice(run, predictor, Progress(PASSES * len(run.split("validation")) + to_fit, progress, None))
         if method == ENSEMBLE and choice is None:
             raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
-    # Only the head asked for, or chosen by auto / the ensemble, is worth minutes of fitting here.
-    if method == HEAD or (method in (AUTO, ENSEMBLE) and choice and choice["best_method"] == HEAD):
+    # Only the head asked for, needed by the ensemble or chosen by auto, is worth minutes of fitting here.
+    if (method in STATE_METHODS or (method == ENSEMBLE and choice)
+            or (method == AUTO and choice and choice["best_method"] in STATE_METHODS)):
         ready_head(predictor, Progress(predictor.head_rows_to_fit(), progress, None))
     return choice
 
 
-def ensemble_prices(run: RunFolder, choice: dict, model_prices: list, texts: list[str]) -> list[float]:
-    stack = choice["ensemble_stack"]
-    return [stacked(g, t, stack) for g, t in zip(model_prices, predict_prices(_text_model(run), texts))]
+def ensemble_prices(run: RunFolder, choice: dict, model_prices: dict[str, list], texts: list[str]) -> list[float]:
+    """The ensemble's prices of `texts`, given the fine-tuned model's prices by (at least) ensemble_methods(choice)."""
+    return _stacked_all(choice["ensemble_stack"], {**model_prices, **text_prices(run, texts)}, len(texts))
+
+
+def _stacked_all(stack: dict, prices: dict[str, list], count: int) -> list[float]:
+    return [stacked({m: prices[m][i] for m in stack["members"]}, stack, TEXT_BASELINE) for i in range(count)]
 
 
 def range_adjustment(choice: dict | None, level: float) -> float | None:
@@ -216,10 +250,15 @@ def range_line(result: dict) -> str:
     return "; ".join(parts)
 
 
+MEMBER_NAMES = {**METHOD_NAMES, HEAD: "price head", NEIGHBOURS: "state neighbours", TEXT_BASELINE: "TF-IDF ridge",
+                TEXT_NEIGHBOURS: "TF-IDF neighbours"}
+
+
 def ensemble_reason(choice: dict) -> str:
     s = choice["ensemble_stack"]
-    return (f"log(1+price) = {s['model']:.2f} × log(1+{METHOD_NAMES[choice['best_method']]}) + {s['text']:.2f} × "
-            f"log(1+text baseline) {'+' if s['intercept'] >= 0 else '−'} {abs(s['intercept']):.2f}, a linear "
+    terms = " ".join(f"{'+' if w >= 0 else '−'} {abs(w):.2f} × log(1+{MEMBER_NAMES[m]})"
+                     for m, w in s["members"].items()).removeprefix("+ ")
+    return (f"log(1+price) = {terms} {'+' if s['intercept'] >= 0 else '−'} {abs(s['intercept']):.2f}, a linear "
             f"regression fitted on {choice['rows']} validation rows")
 
 
@@ -234,7 +273,8 @@ def price_texts(run_path: str | Path, texts: list[str], method: str = AUTO,
     used, why = resolve_method(run, method, choice)
     if used != ENSEMBLE:
         return [p.price for p in predictor.predict(texts, method=used)], used, why
-    prices = [p.price for p in predictor.predict(texts, method=choice["best_method"])]
+    priced = predictor.predict_methods(texts, ensemble_methods(choice))
+    prices = {m: [p.price for p in preds] for m, preds in priced.items()}
     return ensemble_prices(run, choice, prices, texts), used, ensemble_reason(choice)
 
 
@@ -253,9 +293,9 @@ def explain_price(run_path: str | Path, text: str, method: str = AUTO,
     candidates = predictor.distribution(text)  # one beam search: every point estimate and the chart
     prices = {m: point_estimate(candidates, m) for m in DISTRIBUTION_METHODS}
     prices["greedy"] = predictor.predict([text], method="greedy")[0].price
-    prices[HEAD] = predictor.predict([text], method=HEAD)[0].price
+    prices.update({m: p[0].price for m, p in predictor.predict_methods([text], STATE_METHODS).items()})
     if choice:
-        prices[ENSEMBLE] = ensemble_prices(run, choice, [prices[choice["best_method"]]], [text])[0]
+        prices[ENSEMBLE] = ensemble_prices(run, choice, {m: [prices[m]] for m in METHODS}, [text])[0]
         if used == ENSEMBLE:
             why = ensemble_reason(choice)
     span = price_ranges([candidates], [prices[used]], level, choice)[0]
@@ -292,17 +332,16 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
         why = ensemble_reason(choice)
 
     guesses = _price_all(predictor, texts, steps, f"pricing {len(texts)} test rows")
-    text_model = _text_model(run)
-    guesses[TEXT_BASELINE] = predict_prices(text_model, texts)
+    guesses.update(text_prices(run, texts))
     methods = {m: price_metrics(guesses[m], truths) for m in METHODS}
     if choice:
-        guesses[ENSEMBLE] = ensemble_prices(run, choice, guesses[choice["best_method"]], texts)
+        guesses[ENSEMBLE] = ensemble_prices(run, choice, guesses, texts)
         methods[ENSEMBLE] = price_metrics(guesses[ENSEMBLE], truths)
     baselines = {"base_model": price_metrics(guesses["base"], truths)}
     if train:
         baselines.update(constant_baselines(train, items))
         baselines["linear_bow"] = price_metrics(linear_bow(train)(texts), truths)
-    baselines[TEXT_BASELINE] = price_metrics(guesses[TEXT_BASELINE], truths)
+    baselines.update({k: price_metrics(guesses[k], truths) for k in (TEXT_BASELINE, TEXT_NEIGHBOURS)})
     result = {
         "run": run.name, "data": data or "held-out split", "count": len(items), "method": headline,
         "method_reason": why, "metrics": methods[headline], "methods": methods, "baselines": baselines,
@@ -310,7 +349,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
         "validation": None if choice is None else {k: choice[k] for k in ("rows", "methods", "best_method", "ensemble")},
         "items": [{"text": t[:200], "truth": y, "guess": guesses[headline][i], "method": headline,
                    **({"category": items[i].category} if items[i].category else {}),
-                   **{k: guesses[k][i] for k in (*methods, "base", TEXT_BASELINE)}}
+                   **{k: guesses[k][i] for k in (*methods, "base", TEXT_BASELINE, TEXT_NEIGHBOURS)}}
                   for i, (t, y) in enumerate(zip(texts, truths))],
     }
     result["categories"] = by_category(result["items"])
@@ -344,11 +383,11 @@ def category_table(result: dict) -> list[list]:
 
 ROW_NAMES = {"base_model": "base model, greedy", "constant_mean": "constant (training mean)",
              "constant_median": "constant (training median)", "linear_bow": "bag-of-words linear regression",
-             TEXT_BASELINE: TEXT_BASELINE_NAME}
+             TEXT_BASELINE: TEXT_BASELINE_NAME, TEXT_NEIGHBOURS: TEXT_NEIGHBOURS_NAME}
 
 
 def method_name(method: str) -> str:
-    return "fine-tuned + text baseline (ensemble)" if method == ENSEMBLE else f"fine-tuned, {METHOD_NAMES[method]}"
+    return "fine-tuned + text baselines (ensemble)" if method == ENSEMBLE else f"fine-tuned, {METHOD_NAMES[method]}"
 
 
 def summary_table(result: dict) -> list[list]:

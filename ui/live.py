@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from trainer import charts, cost
-from trainer.baselines import TEXT_BASELINE
+from trainer.baselines import TEXT_BASELINE, TEXT_NEIGHBOURS
 from trainer.config import RUN_DATA, ConfigError, TrainConfig
 from trainer.job import JOBS
 from trainer.paths import runs_dir
@@ -162,7 +162,7 @@ class LiveView:
         state = run.state()
         base = next((r["probe_error"] for r in metrics if r.get("step") == 0 and "probe_error" in r), None)
         constant = status.get("baselines", {}).get("constant_mean", {}).get("error")
-        text = status.get("baselines", {}).get(TEXT_BASELINE, {}).get("error")
+        text, near = (status.get("baselines", {}).get(key, {}).get("error") for key in (TEXT_BASELINE, TEXT_NEIGHBOURS))
         download = gr.skip()
         if state in FINAL_STATES and run.has_adapter():
             download = gr.DownloadButton(f"Download adapter, config and metrics of {run.name} (zip)",
@@ -178,7 +178,8 @@ class LiveView:
             # figure or Styler would be turned into JSON again for every polling browser.
             "loss": PLOT.postprocess(charts.loss_figure(metrics)),
             "error": PLOT.postprocess(charts.error_figure(metrics, base_error=base, constant_error=constant,
-                                                          text_baseline_error=text)),
+                                                          text_baseline_error=text,
+                                                          text_neighbours_error=near)),
             "table": TABLE.postprocess(charts.samples_frame(samples[-1]["items"] if samples else [])).model_dump(),
             "download": download,
             "resume": gr.Button(f"Resume run {run.name}", visible=resumable),

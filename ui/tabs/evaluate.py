@@ -68,9 +68,10 @@ def cancel_evaluation(request: gr.Request = None):
 def create_evaluate_tab() -> dict:
     with gr.Tab("Evaluate") as tab:
         gr.Markdown("The course's Tester: the fine-tuned adapter against the base model, constant guesses, the "
-                    "course's bag-of-words linear regression and the strong text baseline (TF-IDF ridge on log "
-                    "price, fitted on the run's training split), on the run's held-out split or a file you upload. "
-                    "Every price method has its row, and the ensemble of the model with the text baseline; the "
+                    "course's bag-of-words linear regression and the strong text baselines (TF-IDF ridge on log "
+                    "price and the 10 nearest training rows by TF-IDF, fitted on the run's training split), on the "
+                    "run's held-out split or a file you upload. Every price method has its row, and the ensemble "
+                    "of the model with the text baselines; the "
                     "headline method and the ensemble's regression are chosen on the run's validation rows, never the "
                     "rows evaluated here.")
         with gr.Row():

@@ -29,9 +29,11 @@ METHOD_HELP = (
     "8 digit paths is a truncated distribution, so it is measured, not assumed. **Greedy** reads the likeliest digits, "
     "which a digit-by-digit tokenizer collapses to round prices. The **price head** reads no digits: a ridge "
     "regression of log price on the fine-tuned model's last hidden state at the prompt's end, fitted on training rows "
-    "once training ends (a run without one gets it fitted when first asked, minutes on a CPU). The **ensemble** "
-    "stacks the model's price and the text baseline's (TF-IDF ridge) with a linear regression in log price fitted on the validation rows, as the "
-    "course's week-8 ensemble does.")
+    "once training ends (a run without one gets it fitted when first asked, minutes on a CPU). The **nearest "
+    "training rows** read the same states another way: the prices of the 10 training rows whose states are closest, "
+    "which finds a product the catalogue already lists. The **ensemble** stacks those two, the best method above, "
+    "and the text baselines (TF-IDF ridge and TF-IDF nearest neighbours) with a linear regression in log price "
+    "fitted on the validation rows, as the course's week-8 ensemble does.")
 
 
 @reports_errors(2, at=0)
