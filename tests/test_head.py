@@ -36,6 +36,9 @@ def test_the_folded_head_is_the_fitted_ridge_and_survives_a_save(tmp_path):
     assert again.prices(states) == head.prices(states) and (again.rows, again.alpha) == (300, head.alpha)
     assert again.neighbour_prices(states[:40]) == pytest.approx(head.neighbour_prices(states[:40]), rel=1e-6)
     assert load_head(tmp_path / "nowhere") is None
+    # The states are stored in half precision, unless a state is too large for it.
+    assert head.states.dtype == again.states.dtype == np.float16
+    assert fit_head(states * 1e4, list(prices)).states.dtype == np.float32
     # A head saved without its rows' states (before the neighbours read-out) counts as none: it is fitted again.
     (tmp_path / NEIGHBOURS_FILE).unlink()
     assert load_head(tmp_path) is None

@@ -12,8 +12,8 @@ from .baselines import (TEXT_BASELINE, TEXT_BASELINE_NAME, TEXT_NEIGHBOURS, TEXT
                         fit_text_baseline, fit_text_neighbours, linear_bow, load_text_baseline, predict_prices)
 from .config import TrainConfig
 from .estimates import (AUTO, CHOICES, DISTRIBUTION_METHODS, ENSEMBLE, HEAD, LEVELS, METHOD_NAMES, METHODS,
-                        NEIGHBOURS, STATE_METHODS, adjusted, covering, fit_range_adjustment, fit_stack, point_estimate, price_range, range_scores,
-                        stacked)
+                        NEIGHBOURS, STATE_METHODS, adjusted, covering, fit_range_adjustment, fit_stack, point_estimate,
+                        price_range, range_scores, stacked)
 from .evaluate import price_metrics, summary_line
 from .runs import RunFolder, write_atomic
 
