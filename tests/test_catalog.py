@@ -126,3 +126,19 @@ def test_ranges_and_their_coverage_by_hand():
     # Validation rows without any distribution (a model that never wrote digits): no calibration, raw ranges.
     assert range_adjustment({"candidates": [[], []], "truths": [1.0, 2.0]}, 0.8) is None
     assert price_ranges([[(10.0, 1.0)]], [10.0], 0.8, {"candidates": [[]], "truths": [3.0]}) == [(10.0, 10.0)]
+
+
+@pytest.mark.slow
+def test_a_catalog_priced_by_the_ensemble_or_the_neighbours_matches_single_texts(tmp_path, tiny_run):
+    from trainer.tester import price_texts
+
+    texts = ["Stainless kettle, 1.7 l, auto shut-off", "Garden hose, 20 metres", "Oak shelf bracket, pack of 4"]
+    path = tmp_path / "few.csv"
+    pd.DataFrame({"title": texts}).to_csv(path, index=False)
+    for method in ("ensemble", "neighbours"):
+        catalog = price_catalog(tiny_run.path, path, method=method)
+        alone, used, _ = price_texts(tiny_run.path, texts, method=method)
+        assert used == method and set(catalog.frame["method"]) == {method}
+        assert catalog.frame["predicted_price"].tolist() == pytest.approx(alone, abs=0.006)  # to the cent
+        assert (catalog.frame["price_low"] <= catalog.frame["predicted_price"]).all()
+    assert "log(1+price head)" in price_catalog(tiny_run.path, path, method="ensemble").reason

@@ -71,7 +71,7 @@ class PriceHead:
                 (NEIGHBOURS_FILE, {"states": self.states,
                                    "log_prices": self.log_prices.astype(np.float64)}, {}),
                 (HEAD_FILE, {"weight": self.weight.astype(np.float64), "bias": np.array([self.bias])},
-                 {"rows": str(self.rows), "alpha": repr(self.alpha)})):  # the head last: load_head looks for it
+                 {"rows": str(self.rows), "alpha": repr(self.alpha)})):  # the head last: a head file means its rows are there
             tmp = path.with_name(name + ".tmp")
             save_file(tensors, str(tmp), metadata=meta)
             tmp.replace(path.with_name(name))
