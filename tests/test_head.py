@@ -57,6 +57,26 @@ def test_last_states_do_not_depend_on_the_batch_or_its_padding(demo_model, demo_
     assert not np.allclose(together[0], together[1], atol=1e-2)
 
 
+def test_a_middle_layers_states_are_that_layers_output_at_the_prompts_end(demo_model, demo_tokenizer):
+    import torch
+
+    from trainer.data import encode_prompt
+    from trainer.evaluate import last_states
+
+    text, middle = "Premium stainless steel stand mixer, 6 quart", demo_model.config.num_hidden_layers // 2
+    got = last_states(demo_model, demo_tokenizer, ["Oak shelf", text], max_prompt_tokens=64, layers=(middle, None))
+    assert got.shape == (2, 2, demo_model.config.hidden_size)
+    ids = torch.tensor([encode_prompt(demo_tokenizer, text, 64)])
+    with torch.inference_mode():
+        want = demo_model(input_ids=ids, output_hidden_states=True).hidden_states[middle][0, -1].float().numpy()
+    np.testing.assert_allclose(got[1, 0], want, atol=1e-4)
+    np.testing.assert_allclose(got[1, 1], last_states(demo_model, demo_tokenizer, [text], max_prompt_tokens=64)[0],
+                               atol=1e-4)
+    assert not np.allclose(got[1, 0], got[1, 1], atol=1e-2)
+    with pytest.raises(ValueError, match="layers 1 to"):
+        last_states(demo_model, demo_tokenizer, [text], layers=(demo_model.config.num_hidden_layers + 1,))
+
+
 def test_a_run_prices_by_its_stored_head(tiny_run):
     from trainer.evaluate import last_states
     from trainer.inference import Predictor

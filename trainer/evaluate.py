@@ -371,16 +371,22 @@ def predict_expected(model, tokenizer, texts: list[str], **beam_args) -> list[Pr
 
 
 def last_states(model, tokenizer, texts: list[str], *, batch_size: int = 16, max_prompt_tokens: int = 256,
-                question: str = COURSE_QUESTION, report=None):
+                question: str = COURSE_QUESTION, report=None, layers: tuple[int | None, ...] | None = None):
     """Each text's last-layer hidden state (after the final norm) at its prompt's last token, "$": a float32 array
-    of (texts, hidden size). `report(done, total)` after each batch."""
+    of (texts, hidden size). With `layers`, those decoder layers' outputs there from the same pass, (texts,
+    len(layers), hidden size): 1 is the first layer's, None the last after the norm. `report(done, total)` after
+    each batch."""
     import numpy as np
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = base.get_decoder()
+    wanted = (None,) if layers is None else tuple(layers)
+    for layer in wanted:
+        if layer is not None and not 1 <= layer <= base.config.num_hidden_layers:
+            raise ValueError(f"layer {layer}: the model has layers 1 to {base.config.num_hidden_layers}")
     device, pad_id = _device(model), _pad_id(tokenizer)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad least
-    states = np.zeros((len(texts), base.config.hidden_size), dtype=np.float32)
+    states = np.zeros((len(texts), len(wanted), base.config.hidden_size), dtype=np.float32)
     with _EvalMode(model), torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             rows = order[start:start + batch_size]
@@ -388,11 +394,13 @@ def last_states(model, tokenizer, texts: list[str], *, batch_size: int = 16, max
                                      pad_id, device)
             # Positions from each prompt's first real token, as in training (left padding would shift them).
             out = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                          use_cache=False)
-            states[rows] = out.last_hidden_state[:, -1, :].float().cpu().numpy()
+                          use_cache=False, output_hidden_states=wanted != (None,))
+            for j, layer in enumerate(wanted):
+                hidden = out.last_hidden_state if layer is None else out.hidden_states[layer]
+                states[rows, j] = hidden[:, -1, :].float().cpu().numpy()
             if report:
                 report(min(start + batch_size, len(texts)), len(texts))
-    return states
+    return states[:, 0] if layers is None else states
 
 
 def predict_methods(model, tokenizer, texts: list[str], methods, *, batch_size: int = 16,
