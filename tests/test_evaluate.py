@@ -1,5 +1,6 @@
 """Price parsing, Tester metrics, greedy and expected-value prediction."""
 
+import copy
 import math
 
 import pytest
@@ -343,3 +344,43 @@ def test_expected_value_through_a_peft_model():
     [pred] = predict_greedy(model, tok, ["a fridge"], max_new_tokens=3, max_prompt_tokens=64)
     assert pred.price in (12.0, 3.0)
     assert model.training
+
+
+@pytest.mark.slow
+def test_bf16_pricing_on_the_cpu_keeps_fp32_logits_and_the_same_prices(demo_model, demo_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    from trainer.evaluate import last_states
+    from trainer.models import inference_precision
+
+    model = get_peft_model(copy.deepcopy(demo_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                 task_type="CAUSAL_LM"))
+    exact = predict_expected(model, demo_tokenizer, TEXTS, batch_size=4)
+    exact_states = last_states(model, demo_tokenizer, TEXTS, batch_size=4)
+    seen = {}
+
+    def dtype_of(name):
+        def record(module, args, out):
+            seen[name] = out.dtype
+        return record
+
+    output = model.get_output_embeddings()
+    hook = output.register_forward_hook(dtype_of("logits"))
+    probe = model.get_base_model().model.layers[0].self_attn.q_proj.register_forward_hook(dtype_of("inner"))
+    try:
+        with inference_precision(model, True):
+            fast = predict_expected(model, demo_tokenizer, TEXTS, batch_size=4)
+            fast_states = last_states(model, demo_tokenizer, TEXTS, batch_size=4)
+    finally:
+        hook.remove()
+        probe.remove()
+    assert seen == {"inner": torch.bfloat16, "logits": torch.float32}
+    assert not torch.is_autocast_enabled("cpu")
+    assert not output._forward_hooks and not output._forward_pre_hooks
+    assert [p.price for p in fast] == pytest.approx([p.price for p in exact], rel=0.1)
+    cosine = (fast_states * exact_states).sum(1) / (
+        (fast_states ** 2).sum(1) ** 0.5 * (exact_states ** 2).sum(1) ** 0.5)
+    assert cosine.min() > 0.999
+    with inference_precision(model, False):
+        again = predict_expected(model, demo_tokenizer, TEXTS, batch_size=4)
+    assert [p.price for p in again] == pytest.approx([p.price for p in exact], rel=1e-6)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import TrainConfig
 from .estimates import STATE_METHODS
 from .head import PriceHead, fit_for, load_head
-from .models import ModelError, load_model
+from .models import ModelError, inference_precision, load_model
 from .runs import RunFolder
 
 
@@ -31,6 +31,8 @@ class Predictor:
         self.max_prompt_tokens = int(self.run.status().get("max_length") or 512)
         self.lock = threading.Lock()
         self.head = load_head(self.run.adapter_dir)
+        self.bf16 = self.config.use_bf16()
+        """Whether pricing runs under bf16 autocast, as the run trained (see models.inference_precision)."""
 
     def head_rows_to_fit(self) -> int:
         """Training rows ensure_head will run forward passes on: 0 when the head is there."""
@@ -44,8 +46,9 @@ class Predictor:
                 train = self.run.split()[: self.config.head_rows]
                 if len(train) < 2:
                     raise ModelError(f"Run {self.run.name} has too few training rows to fit a price head on.")
-                self.head = fit_for(self.model, self.tokenizer, train, report=report,
-                                    max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
+                with inference_precision(self.model, self.bf16):
+                    self.head = fit_for(self.model, self.tokenizer, train, report=report,
+                                        max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
                 if self.run.writer:
                     self.head.save(self.run.adapter_dir)
             return self.head
@@ -64,14 +67,14 @@ class Predictor:
                 raise ValueError("the price head and its neighbours read the fine-tuned model's states; the base "
                                  "model has none")
             head = self.ensure_head()
-        with self.lock, self._adapter(base):
+        with self.lock, self._adapter(base), inference_precision(self.model, self.bf16):
             return predict_methods(self.model, self.tokenizer, texts, methods, head=head,
                                    max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
 
     def distribution(self, text: str, *, base: bool = False):
         from .evaluate import price_distribution
 
-        with self.lock, self._adapter(base):
+        with self.lock, self._adapter(base), inference_precision(self.model, self.bf16):
             return price_distribution(self.model, self.tokenizer, text, max_prompt_tokens=self.max_prompt_tokens,
                                       question=self.config.asked())
 

@@ -28,7 +28,7 @@ from .evaluate import price_metrics
 from .config import RUN_DATA, ConfigError, TrainConfig
 from .dropout import use_fast_dropout
 from .loss import PackedPriceCollator, PriceCollator, price_loss
-from .models import first_line, load_model, load_tokenizer
+from .models import first_line, inference_precision, load_model, load_tokenizer
 from .paths import runs_dir
 from .runs import RunFolder, finished_at
 
@@ -287,7 +287,7 @@ class TrainingJob:
         self.run.update_status(pricing_probe=step)
         # Greedy decoding of a digit-by-digit tokenizer collapses to round numbers ("10.00", "100.00": the likeliest
         # first digit is 1), so the best adapter is chosen by the expected value unless the config says otherwise.
-        with self.timed("probe"):
+        with self.timed("probe"), inference_precision(model, self.config.use_bf16()):
             preds = predict_by(model, self.tokenizer, texts, self.config.probe_method,
                                max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
         metrics = price_metrics([p.price for p in preds], truths)
@@ -456,7 +456,7 @@ class TrainingJob:
             self._check_stop()
 
         try:
-            with self.timed("price head"):
+            with self.timed("price head"), inference_precision(model, self.config.use_bf16()):
                 head = fit_for(model, self.tokenizer, train[: self.config.head_rows], report=report,
                                max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
         except StopRequested:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import threading
@@ -214,6 +215,34 @@ def compute_dtype() -> torch.dtype:
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+@contextlib.contextmanager
+def inference_precision(model, bf16: bool):
+    """Forward passes under bf16 autocast for the block when `bf16` and the model is on the CPU (a GPU model already
+    holds its compute dtype); the output layer still computes fp32 logits."""
+    if not bf16 or torch.cuda.is_available():
+        yield model
+        return
+    # bf16 logits near 20 lie 0.125 apart: enough to move the digit probabilities the expected value averages.
+    # The norm hands the output layer fp32 states, so switching autocast off for it is all it takes.
+    output = model.get_output_embeddings()
+    exact = torch.autocast("cpu", enabled=False)
+
+    def enter(*_):
+        exact.__enter__()
+
+    def leave(*_):
+        exact.__exit__(None, None, None)
+
+    entered = output.register_forward_pre_hook(enter)
+    left = output.register_forward_hook(leave, always_call=True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yield model
+    finally:
+        entered.remove()
+        left.remove()
 
 
 def load_tokenizer(name: str):
