@@ -139,7 +139,7 @@ class TrainConfig:
     seed: int = 42
     """Seed of LoRA initialisation, data order and dropout."""
     precision: str = "auto"
-    """Compute dtype: auto (bf16 where the GPU or CPU computes it natively, else fp32), bf16, or fp32."""
+    """Compute dtype of training and pricing: auto (bf16 where the GPU or CPU has it natively, else fp32), bf16, fp32."""
     group_by_length: bool = True
     """Batch examples of similar length together, so less compute goes into padding."""
     packing: bool = False
