@@ -80,14 +80,16 @@ def test_a_middle_layers_states_are_that_layers_output_at_the_prompts_end(demo_m
 def test_a_run_prices_by_its_stored_head(tiny_run):
     from trainer.evaluate import last_states
     from trainer.inference import Predictor
+    from trainer.models import inference_precision
 
     head = load_head(tiny_run.adapter_dir)
     assert head.rows == min(TrainConfig.from_yaml(tiny_run.config_file).head_rows, len(tiny_run.split())) == 16
     predictor = Predictor(tiny_run.path)
     texts = [p.text for p in tiny_run.split("test")[:3]]
     priced = predictor.predict(texts, method="head")
-    states = last_states(predictor.model, predictor.tokenizer, texts, max_prompt_tokens=predictor.max_prompt_tokens,
-                         question=predictor.config.asked())
+    with inference_precision(predictor.model, predictor.bf16):  # as the predictor prices
+        states = last_states(predictor.model, predictor.tokenizer, texts,
+                             max_prompt_tokens=predictor.max_prompt_tokens, question=predictor.config.asked())
     assert [p.price for p in priced] == pytest.approx(head.prices(states), rel=1e-5)
     assert all(p.method == "head" and p.price >= 0 for p in priced)
     near = predictor.predict(texts, method="neighbours")

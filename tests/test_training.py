@@ -14,7 +14,7 @@ from trainer.estimates import METHODS, stacked
 from trainer.evaluate import last_states, price_metrics
 from trainer.head import load_head
 from trainer.job import Busy, JobManager, TrainingJob
-from trainer.models import load_model
+from trainer.models import inference_precision, load_model
 from trainer.runs import phase_line
 
 pytestmark = pytest.mark.slow
@@ -141,8 +141,9 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     head = load_head(run.adapter_dir)
     assert head.rows == len(run.split()) == 16
     tuned = PeftModel.from_pretrained(load_model("demo", "none"), run.adapter_dir)
-    states = last_states(tuned, demo_tokenizer, [p.text for p in held_out[:4]],
-                         max_prompt_tokens=status["max_length"], question=config.asked())
+    with inference_precision(tuned, config.use_bf16()):  # as the run prices
+        states = last_states(tuned, demo_tokenizer, [p.text for p in held_out[:4]],
+                             max_prompt_tokens=status["max_length"], question=config.asked())
     assert head.prices(states) == pytest.approx([i["head"] for i in items], rel=1e-4)
     # A method asked for is the headline; the choice is not measured again for the same adapter.
     before = run.choice_file.stat().st_mtime_ns
