@@ -40,7 +40,10 @@ from trainer.models import inference_precision  # noqa: E402
 
 
 def layer_list(text: str) -> tuple[int | None, ...]:
-    return tuple(None if v.strip() == "last" else int(v) for v in text.split(","))
+    layers = tuple(None if v.strip() == "last" else int(v) for v in text.split(","))
+    if None not in layers:  # every ratio is to the product's head, which reads the last layer
+        raise argparse.ArgumentTypeError("the layers must include last")
+    return layers
 
 
 def main() -> None:
@@ -86,7 +89,8 @@ def main() -> None:
         return "last" if layer is None else f"L{layer}"
 
     views = {layer_name(layer): {k: s[:, j] for k, s in states.items()} for j, layer in enumerate(args.layers)}
-    views["+".join(views)] = {k: s.reshape(len(s), -1) for k, s in states.items()}
+    if len(views) > 1:
+        views["+".join(views)] = {k: s.reshape(len(s), -1) for k, s in states.items()}
     # The text members as the product fits them: on every training row of the run.
     ridge = fit_text_baseline(run.split())
     members = {"tfidf ridge": (ridge, texts), "tfidf neighbours": (fit_text_neighbours(ridge, run.split()), texts)}
@@ -100,11 +104,10 @@ def main() -> None:
             model.fit(inputs["train"], y["train"])
         logs[name] = {k: model.predict(inputs[k]) for k in sets if k != "train"}
 
-    last = "last"
     stacks = {"product: head + state neighbours (last) + tfidf ridge + tfidf neighbours":
-              (f"head {last}", f"state neighbours {last}", "tfidf ridge", "tfidf neighbours")}
+              ("head last", "state neighbours last", "tfidf ridge", "tfidf neighbours")}
     for name in views:
-        if name != last:
+        if name != "last":
             stacks[f"head + state neighbours ({name}) + tfidf ridge + tfidf neighbours"] = (
                 f"head {name}", f"state neighbours {name}", "tfidf ridge", "tfidf neighbours")
     stacks["every head and state neighbours + tfidf ridge + tfidf neighbours"] = tuple(
@@ -126,7 +129,7 @@ def main() -> None:
         truths = [p.price for p in sets[k]]
         metrics = {name: price_metrics([float(v) for v in np.clip(np.expm1(p), 0.0, None)], truths)
                    for name, p in preds.items()}
-        strong, head = metrics["tfidf ridge"]["error"], metrics[f"head {last}"]["error"]
+        strong, head = metrics["tfidf ridge"]["error"], metrics["head last"]["error"]
         print(f"\non the {len(truths)} {k} rows" + (" (stacks: 5-fold out of fold)" if k == "validation" else ""))
         print(f"{'':<78}{'error $':>9}{'RMSLE':>8}{'hits %':>8}{'r²':>7}{'× ridge':>9}{'× head':>8}")
         for name, m in metrics.items():
