@@ -46,6 +46,7 @@ def test_text_baseline_beats_the_constants_and_the_bag_of_words_and_reloads_exac
     # The run folder's artifact gives the same prices, and never a negative one.
     save_text_baseline(model, tmp_path / "tfidf_ridge.joblib")
     assert predict_prices(load_text_baseline(tmp_path / "tfidf_ridge.joblib"), texts) == predict_prices(model, texts)
+    assert [f.name for f in tmp_path.iterdir()] == ["tfidf_ridge.joblib"]  # written via a temp file, none left
     assert load_text_baseline(tmp_path / "missing.joblib") is None
     assert all(p >= 0 for p in predict_prices(model, ["", "zzz unknown words"]))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from statistics import mean, median
 
 from .data import Product
+from .runs import write_atomic
 
 
 def constant_guesses(train: list[Product]) -> dict[str, float]:
@@ -134,9 +135,14 @@ def fit_text_neighbours(text_model, train: list[Product]):
 
 
 def save_text_baseline(model, path: Path) -> None:
+    """Written whole or not at all: the Tester and a resumed run read it back."""
+    import io
+
     import joblib
 
-    joblib.dump(model, path)
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_text_baseline(path: Path):

@@ -365,11 +365,14 @@ class TrainingJob:
         baselines = constant_baselines(train, self.probe_items)
         self.add_phase("data", time.perf_counter() - began)
         with self.timed("text baseline"):
-            if self.checkpoint is None or not self.run.text_baseline_file.is_file():
+            ridge = load_text_baseline(self.run.text_baseline_file) if self.checkpoint is not None else None
+            if ridge is None:
                 self.run.update_status(message="fitting the text baseline (TF-IDF ridge)")
-                save_text_baseline(fit_text_baseline(train), self.run.text_baseline_file)
+                # Every rank fits its own (the fit is deterministic); only the writer's lands in the folder.
+                ridge = fit_text_baseline(train)
+                if self.run.writer:
+                    save_text_baseline(ridge, self.run.text_baseline_file)
             # The strong baselines' $ error on the probe: the live chart's lines to beat, from step 0.
-            ridge = load_text_baseline(self.run.text_baseline_file)
             texts, truths = [p.text for p in self.probe_items], [p.price for p in self.probe_items]
             for key, model in ((TEXT_BASELINE, ridge), (TEXT_NEIGHBOURS, fit_text_neighbours(ridge, train))):
                 baselines[key] = price_metrics(predict_prices(model, texts), truths)
