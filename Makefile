@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PORT   ?= 7860
 
-.PHONY: setup run test test-fast browser bench
+.PHONY: setup run test test-fast browser bench gpu-wheels gpu-check
 
 setup: $(VENV)/.installed
 
@@ -33,3 +33,11 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/predict_speed.py
+
+# Where the package index is: the wheels and demo files a GPU machine without the network needs, into .gpu/.
+gpu-wheels: setup
+	bash bench/stage_gpu_wheels.sh
+
+# On the GPU machine, with .gpu/ beside the checkout: the offline check, its results in gpu-check.txt.
+gpu-check:
+	bash bench/gpu_check.sh

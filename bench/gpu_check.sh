@@ -1,39 +1,97 @@
 #!/usr/bin/env bash
-# Prepared GPU check (issue #6): Llama-3.1-8B's architecture with random weights, 4-bit NF4 (double quantization,
-# bf16 compute), LoRA r=32 alpha=64 on q,k,v,o, 30 timed steps at batch 16 and sequence length 182, for
-# PriceTune's training path (A), the same with each batch packed into one row without padding (AP: `packing`, SDPA
-# reading the restarting position ids), with Liger's fused kernels (AL: `liger_kernel`, when the liger-kernel package
-# is installed), with norms and embeddings left in bf16 (A16: fp32_norms off), and TRL's SFTTrainer (B). Prints
-# tokens/s, MFU, peak CUDA memory and adapter size: the first GPU run decides these GPU defaults with numbers.
-# No internet needed; see bench/README.md for carrying the packages in as wheels. Under 8 minutes on an H100.
+# The offline GPU check (`make gpu-check`, issue #37). On a GPU machine with CUDA torch and no network: installs the
+# wheels `make gpu-wheels` staged in .gpu/whl, prints the environment, then
+#   1. the course's 8B shape (Llama-3.1-8B's architecture, random weights; 4-bit NF4, LoRA r32 alpha 64 dropout 0.1
+#      on q,k,v,o, batch 16 x 182): bench/gpu_levers.py, every lever beside TRL's defaults, one model load;
+#   2. the demo model's shape (random weights, .gpu/demo's config and tokenizer) through `train --quant 4bit` with the
+#      GPU defaults, `eval` and bench/predict_speed.py.
+# No model load may fetch anything: HF_HUB_OFFLINE=1, and USE_HUB_KERNELS is left unset (the product's own setting
+# keeps hub kernels off). Every stage is time-boxed against one deadline (LIMIT seconds, default 420). Everything it
+# prints goes to RESULTS too (default $OUT/gpu-check.txt, else WORK/gpu-check.txt), the levers' JSON lines beside it.
 #
-#   bash bench/gpu_check.sh            # the real check (needs an NVIDIA GPU)
-#   TINY=1 bash bench/gpu_check.sh     # the same steps on a tiny model, on a CPU
-set -euo pipefail
+#   make gpu-check                  # on the GPU machine
+#   TINY=1 bash bench/gpu_check.sh  # the same stages on a tiny model on a CPU (tests/test_gpu_check.py)
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-WORK=${WORK:-$(mktemp -d /tmp/pricetune-gpu-check.XXXX)}
-STEPS=${STEPS:-30}
-# Keep the demo-model cache and runs out of the checkout.
-export PRICETUNE_CACHE=${PRICETUNE_CACHE:-$WORK/cache} PRICETUNE_RUNS=$WORK/runs HF_HUB_OFFLINE=1
+WORK=${WORK:-$(mktemp -d /tmp/pricetune-gpu-check.XXXX)}; mkdir -p "$WORK"
+RESULTS=${RESULTS:-${OUT:-$WORK}/gpu-check.txt}; mkdir -p "$(dirname "$RESULTS")"
+LEVERS=${RESULTS%.txt}-levers.jsonl; rm -f "$LEVERS"
+exec > >(tee "$RESULTS") 2>&1
+T0=$(date +%s); LIMIT=${LIMIT:-420}
+left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
+stage() { echo; echo "=== [$(( $(date +%s) - T0 )) s, $(left) s left] $*"; }
+# box SECONDS CMD...: run CMD for at most SECONDS (less when the deadline is nearer); skipped when under 15 s remain.
+box() {
+  local want=$1; shift; local room=$(( $(left) - 5 )); local t=$(( want < room ? want : room ))
+  if [ "$t" -lt 15 ]; then echo "SKIPPED (no time left): $*"; return 99; fi
+  timeout -k 5 "$t" "$@"; local rc=$?; [ $rc -eq 0 ] || echo "--- exit $rc (box ${t} s): $*"; return $rc
+}
+quiet() { grep --line-buffered -vE "Warning|warn\(|it/s\]|examples/s\]|Loading weights"; }
+unset USE_HUB_KERNELS
+CACHE_BEFORE=${PRICETUNE_CACHE:-}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export PRICETUNE_CACHE=$WORK/cache PRICETUNE_RUNS=$WORK/runs
 
+stage "environment"
+if [ -z "${TINY:-}" ] && ls .gpu/whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
+    .gpu/whl/*.whl 2>&1 | tail -3
+  export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 "$PY" - <<'PY'
+import importlib, platform, sys
 import torch
-print("torch", torch.__version__, "| GPU:", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
+names = ("transformers", "peft", "bitsandbytes", "trl", "accelerate", "liger_kernel", "kernels")
+versions = []
+for name in names:
+    try:
+        versions.append(f"{name} {importlib.import_module(name).__version__}")
+    except Exception as exc:
+        versions.append(f"{name} missing")
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else f"no GPU ({platform.processor() or 'CPU'})"
+print(f"Python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}), {gpu}; "
+      + ", ".join(versions))
 PY
-ARMS=A,AP,AL,A16,B
-if ! "$PY" -c 'import torch, liger_kernel; assert torch.cuda.is_available()' 2>/dev/null; then
-  ARMS=A,AP,A16,B
-  echo "arm AL left out: Liger's kernels need a CUDA GPU and the liger-kernel package"
-fi
+
 if [ -n "${TINY:-}" ]; then
-  "$PY" bench/random_model.py --out "$WORK/model" --tiny
-  STEPS=${STEPS_TINY:-3}
+  MODEL_ARGS="--tiny"; LEVER_ARGS="--batch 4 --max-length 64 --steps 2 --warmup 1"; DEMO_STEPS=2
+  DEMO_ARGS="--probe-size 2 --num-samples 2 --head-rows 4 --sample-every 0 --batch-size 4 --validation-size 8"
+  EVAL_LIMIT=4; PREDICT_ITEMS=8
+  # The real demo's config and tokenizer, from the usual cache (the check's own cache gets the random one).
+  DEMO_SOURCE=$(if [ -n "$CACHE_BEFORE" ]; then export PRICETUNE_CACHE=$CACHE_BEFORE; else unset PRICETUNE_CACHE; fi
+                "$PY" -c 'from trainer.models import demo_model_dir; print(demo_model_dir())' | tail -1)
 else
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-  time "$PY" bench/random_model.py --out "$WORK/model"
+  MODEL_ARGS=""; LEVER_ARGS=""; DEMO_STEPS=${DEMO_STEPS:-40}; DEMO_ARGS=""; EVAL_LIMIT=50; PREDICT_ITEMS=100
+  DEMO_SOURCE=.gpu/demo
 fi
-"$PY" bench/train_speed.py --model "$WORK/model" --data "$WORK/model/products.jsonl" --quant 4bit \
-  --lora-r 32 --lora-alpha 64 --lora-dropout 0.1 --targets q_proj,k_proj,v_proj,o_proj --batch 16 --max-length 182 --steps "$STEPS" --warmup 3 --pairs 1 --arms "$ARMS" \
-  --probe 0 --examples $(( (STEPS + 3) * 16 ))
+
+stage "8B shape: the random model"
+box 120 "$PY" bench/random_model.py --out "$WORK/model" $MODEL_ARGS
+stage "8B shape: the levers beside TRL's defaults (one model load)"
+box $(( $(left) - ${DEMO_SECONDS:-130} )) "$PY" bench/gpu_levers.py --model "$WORK/model" --out "$LEVERS" \
+  --seconds $(( $(left) - ${DEMO_SECONDS:-130} - 10 )) $LEVER_ARGS 2>&1 | quiet
 rm -rf "$WORK/model"
+
+stage "demo shape: random weights, train --quant 4bit with this machine's defaults"
+box 20 "$PY" bench/demo_shape.py "$DEMO_SOURCE"
+box 70 "$PY" -m trainer train --data sample --quant 4bit --max-steps "$DEMO_STEPS" $DEMO_ARGS \
+  --output "$WORK/runs/demo4" 2>&1 | quiet | tail -12
+"$PY" - "$WORK/runs/demo4" <<'PY' || true
+import json, sys
+from pathlib import Path
+folder = Path(sys.argv[1])
+config = (folder / "config.yaml").read_text() if (folder / "config.yaml").is_file() else ""
+keys = ("quant", "gradient_checkpointing", "fp32_norms", "liger_kernel", "hub_kernels", "precision")
+print("config:", ", ".join(line for line in config.splitlines() if line.split(":")[0] in keys))
+status = json.loads((folder / "status.json").read_text())
+print("status:", {k: status.get(k) for k in ("state", "step", "total_steps", "max_length", "phases", "error")})
+PY
+stage "demo shape: eval"
+box 40 "$PY" -m trainer eval --run "$WORK/runs/demo4" --limit "$EVAL_LIMIT" 2>&1 | quiet | tail -16
+stage "demo shape: prediction speed"
+box 35 "$PY" bench/predict_speed.py --items "$PREDICT_ITEMS" --data sample 2>&1 | quiet | tail -6
+stage "done"
+nvidia-smi --query-gpu=memory.used --format=csv,noheader 2>/dev/null || true
+echo "results: $RESULTS"

@@ -52,7 +52,10 @@ def main() -> None:
     tokenizer, model = load_tokenizer("demo"), load_model("demo", "none")
     model.eval()
     max_len = fit_max_length(tokenizer, products[: args.items])
-    print(f"data: {args.data} ({len(texts)} items), demo model, fp32 CPU, {torch.get_num_threads()} threads, "
+    device = next(model.parameters()).device
+    where = (f"{torch.cuda.get_device_name(device)}" if device.type == "cuda"
+             else f"CPU, {torch.get_num_threads()} threads")
+    print(f"data: {args.data} ({len(texts)} items), demo model, {next(model.parameters()).dtype} on {where}, "
           f"max prompt {max_len} tokens")
 
     course, t_course = timed(lambda: course_method(model, tokenizer, texts, max_len))

@@ -31,9 +31,21 @@ class ConfigError(ValueError):
     """One or more fields out of range; the message names each field."""
 
 
+def on_gpu() -> bool:
+    """Whether training here runs on a CUDA GPU: the GPU defaults below (bench/README.md, the GPU check) apply."""
+    return torch.cuda.is_available()
+
+
+def liger_usable() -> bool:
+    """Whether Liger's kernels can run here: a CUDA GPU and the liger-kernel package."""
+    import importlib.util
+
+    return on_gpu() and importlib.util.find_spec("liger_kernel") is not None
+
+
 def _default_quant() -> str:
     # 4-bit NF4 is the course's choice on a GPU; on a CPU it only adds dequantization work to every step.
-    return "4bit" if torch.cuda.is_available() else "none"
+    return "4bit" if on_gpu() else "none"
 
 
 def model_defaults(model: str) -> dict:
@@ -85,10 +97,10 @@ class TrainConfig:
     """'demo' (SmolLM2-135M-Instruct, built in), a Hugging Face model id, or a local model folder."""
     quant: Quantization = field(default_factory=_default_quant)
     """Base-model quantization: 4bit (NF4, double quant), 8bit, or none."""
-    fp32_norms: bool = True
-    """With 4/8-bit, cast norms and embeddings to fp32 (PEFT's prepare_model_for_kbit_training); False: less memory."""
-    gradient_checkpointing: bool = False
-    """Recompute each layer's activations in the backward pass: far less GPU memory for about a third more time a step."""
+    fp32_norms: bool = field(default_factory=lambda: not on_gpu())
+    """With 4/8-bit, cast norms and embeddings to fp32 (PEFT's prepare_model_for_kbit_training); off on a GPU (memory)."""
+    gradient_checkpointing: bool = field(default_factory=lambda: on_gpu())
+    """Recompute each layer's activations in the backward pass: far less GPU memory for more time a step (on on a GPU)."""
     lora_r: int = 16
     """LoRA rank r: width of the A/B matrices."""
     lora_alpha: int = 32
@@ -144,12 +156,14 @@ class TrainConfig:
     """Batch examples of similar length together, so less compute goes into padding."""
     packing: bool = False
     """Pack a batch into one row without padding, position ids restarting per example; slower on a CPU (SDPA masks)."""
-    liger_kernel: bool = False
-    """Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE) in the Trainer; needs a CUDA GPU and liger-kernel."""
+    liger_kernel: bool = field(default_factory=lambda: liger_usable())
+    """Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE) in the Trainer; on where a CUDA GPU and liger-kernel are."""
     max_minutes: float = 0.0
     """Stop training after this many minutes and save the adapter, as if max_steps were reached (0: no limit)."""
     max_cost: float = 0.0
     """Stop and save the adapter when the run's time at the stated hourly price costs this many dollars (0: no cap)."""
+    hub_kernels: bool = False
+    """Let transformers fetch and run kernels from the Hugging Face Hub when the model loads (needs the network)."""
     report_to: Tracker = "none"
     """Experiment tracker the Trainer reports the loss and PriceTune's $ metrics to (installed ones only)."""
 

@@ -42,7 +42,8 @@ def merge(run_path, out: str | Path | None = None) -> Path:
     if config.quant != "none":
         raise ExportError(QUANTIZED_MERGE.format(name=run.name, quant=config.quant))
     out = Path(out) if out else run.path / "merged"
-    model = PeftModel.from_pretrained(load_model(config.model, "none"), run.adapter_dir).merge_and_unload()
+    base = load_model(config.model, "none", config.hub_kernels)
+    model = PeftModel.from_pretrained(base, run.adapter_dir).merge_and_unload()
     model.config.use_cache = True  # training switched the cache off; generation wants it back
     # Written beside the target and renamed in, so a crash never leaves a half-written model where one is expected.
     out.parent.mkdir(parents=True, exist_ok=True)

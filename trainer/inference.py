@@ -25,7 +25,7 @@ class Predictor:
             raise ModelError(f"Run {self.run.name} has no saved adapter yet.")
         self.config = TrainConfig.from_yaml(self.run.config_file)
         self.tokenizer = AutoTokenizer.from_pretrained(self.run.adapter_dir)
-        base = load_model(self.config.model, self.config.quant)
+        base = load_model(self.config.model, self.config.quant, self.config.hub_kernels)
         self.model = PeftModel.from_pretrained(base, self.run.adapter_dir)
         self.model.eval()
         self.max_prompt_tokens = int(self.run.status().get("max_length") or 512)

@@ -86,7 +86,7 @@ def look_inside(run_path: str | Path, text: str, price: float, *, top_k: int = 1
     config = TrainConfig.from_yaml(run.config_file)
     tokenizer = load_tokenizer(config.model)
     tokenizer.padding_side = "right"
-    base = load_model(config.model, config.quant)
+    base = load_model(config.model, config.quant, config.hub_kernels)
     weights, source = newest_weights(run)
     if weights is not None:
         model = PeftModel.from_pretrained(base, weights, is_trainable=True)

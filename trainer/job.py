@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import gc
-import importlib.util
 import math
 import os
 import threading
@@ -25,7 +24,7 @@ from . import cost, dist, trackers
 from .baselines import (TEXT_BASELINE, TEXT_NEIGHBOURS, constant_baselines, fit_text_baseline, fit_text_neighbours,
                         load_text_baseline, predict_prices, save_text_baseline)
 from .evaluate import price_metrics
-from .config import RUN_DATA, ConfigError, TrainConfig
+from .config import RUN_DATA, ConfigError, TrainConfig, liger_usable
 from .dropout import use_fast_dropout
 from .loss import PackedPriceCollator, PriceCollator, price_loss
 from .models import first_line, inference_precision, load_model, load_tokenizer
@@ -222,7 +221,7 @@ class TrainingJob:
         """What this config needs of the machine and its packages, refused before any folder is touched."""
         if trackers.missing(self.config.report_to):
             raise ConfigError(trackers.missing(self.config.report_to))
-        if self.config.liger_kernel and not (torch.cuda.is_available() and importlib.util.find_spec("liger_kernel")):
+        if self.config.liger_kernel and not liger_usable():
             raise ConfigError("liger_kernel: Liger's kernels need a CUDA GPU and the liger-kernel package "
                               "(pip install liger-kernel)")
 
@@ -390,7 +389,7 @@ class TrainingJob:
             examples = [tokenize_example(tokenizer, p.text, p.price, max_length, cfg.asked()) for p in train]
         self._check_stop()
         with self.timed("model load"):
-            model = load_model(cfg.model, cfg.quant)
+            model = load_model(cfg.model, cfg.quant, cfg.hub_kernels)
             self._check_stop()
             model = self._add_lora(model)
         self._check_stop()

@@ -90,7 +90,8 @@ def layer_bytes(config, lora_inputs: list[int], rank: int, dropout: bool) -> int
 
 def estimate_memory(config, quant: str, lora_params: int, target_modules: list[str], rank: int, batch: int,
                     max_length: int, *, dropout: bool = True, fp32_norms: bool = True,
-                    gradient_checkpointing: bool = False, price_logits_only: bool = True) -> MemoryEstimate:
+                    gradient_checkpointing: bool = False, price_logits_only: bool = True,
+                    liger: bool = False) -> MemoryEstimate:
     """The formula of this module for one model config (a transformers config) and training shape."""
     import torch
 

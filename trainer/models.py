@@ -67,7 +67,7 @@ def demo_model_dir() -> Path | None:
             return target
         from transformers import GgufConfig
 
-        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=DEMO_GGUF,
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=DEMO_GGUF, use_kernels=False,
                                                      quantization_config=GgufConfig(dequantize=True))
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=DEMO_GGUF)
         # Write to a temp folder and rename, so a crash mid-conversion never leaves a half model in the cache.
@@ -256,11 +256,13 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def load_model(name: str, quant: str = "none"):
-    """Load the base model, quantized as asked, frozen; on the GPU when there is one."""
+def load_model(name: str, quant: str = "none", hub_kernels: bool = False):
+    """Load the base model, quantized as asked, frozen; on the GPU when there is one. With `hub_kernels`, transformers
+    may swap in kernels it fetches from the Hugging Face Hub (see trainer/hub.py); without, none is fetched or run."""
     path = resolve(name)
     dtype = compute_dtype()
-    kwargs = dict(dtype=dtype, trust_remote_code=False, quantization_config=quantization_config(quant, dtype))
+    kwargs = dict(dtype=dtype, trust_remote_code=False, quantization_config=quantization_config(quant, dtype),
+                  use_kernels=hub_kernels)
     if torch.cuda.is_available():
         kwargs["device_map"] = {"": 0}
     try:

@@ -1,0 +1,40 @@
+"""The demo model's shape with random weights, where PriceTune's cache expects the converted demo model, for a machine
+that cannot carry the demo's weights (a GPU machine without the network: `make gpu-wheels` stages only its config and
+tokenizer). Its prices mean nothing; its speed and memory are the demo's.
+
+    python bench/demo_shape.py FOLDER    # FOLDER: the converted demo's config.json and tokenizer files
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from trainer.paths import cache_dir
+
+    source = Path(sys.argv[1])
+    target = cache_dir() / "SmolLM2-135M-Instruct"
+    if (target / "model.safetensors").is_file():
+        raise SystemExit(f"{target} already holds a model: not overwritten")
+    target.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=torch.float32)
+    model.save_pretrained(target)
+    for f in source.iterdir():
+        if f.name not in ("config.json", "model.safetensors"):
+            shutil.copy(f, target / f.name)
+    print(f"demo-shaped random model: {target}, {sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters")
+
+
+if __name__ == "__main__":
+    main()
