@@ -41,14 +41,15 @@ if [ -z "${TINY:-}" ] && ls .gpu/whl/*.whl >/dev/null 2>&1; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 "$PY" - <<'PY'
-import importlib, platform, sys
+import platform, sys
 import torch
-names = ("transformers", "peft", "bitsandbytes", "trl", "accelerate", "liger_kernel", "kernels")
+from importlib.metadata import PackageNotFoundError, version
+names = ("transformers", "peft", "bitsandbytes", "trl", "accelerate", "liger-kernel", "kernels")
 versions = []
 for name in names:
     try:
-        versions.append(f"{name} {importlib.import_module(name).__version__}")
-    except Exception as exc:
+        versions.append(f"{name} {version(name)}")
+    except PackageNotFoundError:
         versions.append(f"{name} missing")
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else f"no GPU ({platform.processor() or 'CPU'})"
 print(f"Python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}), {gpu}; "
@@ -70,9 +71,17 @@ fi
 stage "8B shape: the random model"
 box 120 "$PY" bench/random_model.py --out "$WORK/model" $MODEL_ARGS
 stage "8B shape: the levers beside TRL's defaults (one model load)"
-box $(( $(left) - ${DEMO_SECONDS:-130} )) "$PY" bench/gpu_levers.py --model "$WORK/model" --out "$LEVERS" \
-  --seconds $(( $(left) - ${DEMO_SECONDS:-130} - 10 )) $LEVER_ARGS 2>&1 | quiet
+box $(( $(left) - ${DEMO_SECONDS:-130} - ${LITE_SECONDS:-60} )) "$PY" bench/gpu_levers.py --model "$WORK/model" \
+  --out "$LEVERS" --seconds $(( $(left) - ${DEMO_SECONDS:-130} - ${LITE_SECONDS:-60} - 10 )) \
+  ${ARMS:+--arms $ARMS} $LEVER_ARGS 2>&1 | quiet
 rm -rf "$WORK/model"
+if [ -z "${TINY:-}" ]; then
+  stage "course-lite shape: Llama 3.2 3B, batch 32 x 128, LoRA r32 on q,k,v,o, this machine's defaults (arm N)"
+  box 45 "$PY" bench/random_model.py --out "$WORK/model3b" --shape 3b
+  box $(( ${LITE_SECONDS:-60} - 20 )) "$PY" bench/gpu_levers.py --model "$WORK/model3b" --out "$LEVERS" --arms N \
+    --batch 32 --max-length 128 --steps 8 2>&1 | quiet | tail -3
+  rm -rf "$WORK/model3b"
+fi
 
 stage "demo shape: random weights, train --quant 4bit with this machine's defaults"
 box 20 "$PY" bench/demo_shape.py "$DEMO_SOURCE"
@@ -89,7 +98,7 @@ status = json.loads((folder / "status.json").read_text())
 print("status:", {k: status.get(k) for k in ("state", "step", "total_steps", "max_length", "phases", "error")})
 PY
 stage "demo shape: eval"
-box 40 "$PY" -m trainer eval --run "$WORK/runs/demo4" --limit "$EVAL_LIMIT" 2>&1 | quiet | tail -16
+box 60 "$PY" -m trainer eval --run "$WORK/runs/demo4" --limit "$EVAL_LIMIT" 2>&1 | quiet | tail -16
 stage "demo shape: prediction speed"
 box 35 "$PY" bench/predict_speed.py --items "$PREDICT_ITEMS" --data sample 2>&1 | quiet | tail -6
 stage "done"

@@ -16,9 +16,10 @@ Arms (LoRA, batch, length and learning rate as given; each setting is a TrainCon
   G16        gradient checkpointing, norms and embeddings in bf16
   G16-half   G16 with every other layer checkpointed (set on the layers here, not a TrainConfig field)
   G16-d0     G16 with LoRA dropout 0 (PEFT then skips the dropout)
-  G16-compile  G16 with each layer's attention and MLP compiled (torch.compile, set here); compile time reported
+  G16-compile  G16 with `compile_layers` (each layer's attention and MLP compiled); the compile time is reported
   B          TRL SFTTrainer, its defaults (gradient checkpointing on, bf16, full-vocabulary loss)
   AL         A with Liger's kernels
+  N-eager    N with `compile_layers` off
   N          TrainConfig's defaults on this machine (set only: the LoRA, batch, length, schedule)
   N-cudnn    N with cuDNN's attention preferred (torch.nn.attention.sdpa_kernel, set here)
 """
@@ -38,16 +39,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-ORDER = ("A", "G32", "G16", "G16-half", "G16-d0", "G16-compile", "B", "AL", "N", "N-cudnn")
+ORDER = ("A", "G32", "G16", "G16-half", "G16-d0", "G16-compile", "B", "AL", "N-eager", "N", "N-cudnn")
 SETTINGS = {
-    "A": dict(gradient_checkpointing=False, fp32_norms=True, liger_kernel=False),
-    "G32": dict(gradient_checkpointing=True, fp32_norms=True, liger_kernel=False),
-    "G16": dict(gradient_checkpointing=True, fp32_norms=False, liger_kernel=False),
-    "G16-half": dict(gradient_checkpointing=True, fp32_norms=False, liger_kernel=False),
-    "G16-d0": dict(gradient_checkpointing=True, fp32_norms=False, liger_kernel=False, lora_dropout=0.0),
-    "AL": dict(gradient_checkpointing=False, fp32_norms=True, liger_kernel=True),
-    "G16-compile": dict(gradient_checkpointing=True, fp32_norms=False, liger_kernel=False),
-    "N": {}, "N-cudnn": {},
+    "A": dict(gradient_checkpointing=False, fp32_norms=True, liger_kernel=False, compile_layers=False),
+    "G32": dict(gradient_checkpointing=True, fp32_norms=True, liger_kernel=False, compile_layers=False),
+    "G16": dict(gradient_checkpointing=True, fp32_norms=False, liger_kernel=False, compile_layers=False),
+    "G16-half": dict(gradient_checkpointing=True, fp32_norms=False, liger_kernel=False, compile_layers=False),
+    "G16-d0": dict(gradient_checkpointing=True, fp32_norms=False, liger_kernel=False, compile_layers=False,
+                   lora_dropout=0.0),
+    "G16-compile": dict(gradient_checkpointing=True, fp32_norms=False, liger_kernel=False, compile_layers=True),
+    "AL": dict(gradient_checkpointing=False, fp32_norms=True, liger_kernel=True, compile_layers=False),
+    "N-eager": dict(compile_layers=False), "N": {}, "N-cudnn": {},
 }
 
 
@@ -104,10 +106,6 @@ def arm_callback(arm: str, timer, profile_after: int, report: dict):
             if arm == "G16-half":
                 for layer in layers[1::2]:
                     layer.gradient_checkpointing = False
-            if arm == "G16-compile":
-                for layer in layers:
-                    layer.self_attn.compile(dynamic=False)
-                    layer.mlp.compile(dynamic=False)
             if arm == "N-cudnn":
                 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -164,11 +162,12 @@ def run_arm(arm: str, args, base, train) -> dict:
     began = time.perf_counter()
     if arm == "B":
         run_b(speed_args(args, "B"), train, timer, fast=False)
-        settings = dict(gradient_checkpointing=True, fp32_norms=False, liger_kernel=False)
+        settings = dict(gradient_checkpointing=True, fp32_norms=False, liger_kernel=False, compile_layers=False)
     else:
         config = _config(speed_args(args, arm))
         defaults = TrainConfig()
-        settings = {k: getattr(defaults, k) for k in ("gradient_checkpointing", "fp32_norms", "liger_kernel")}
+        settings = {k: getattr(defaults, k) for k in ("gradient_checkpointing", "fp32_norms", "liger_kernel",
+                                                      "compile_layers")}
         settings.update(SETTINGS[arm])
         for key, value in settings.items():
             setattr(config, key, value)
@@ -253,9 +252,9 @@ def main() -> None:
         raise SystemExit(f"unknown arms: {', '.join(unknown)}; known: {', '.join(ORDER)}")
     arms = [a for a in ORDER if a in wanted]
     if not torch.cuda.is_available():
-        arms = [a for a in arms if a not in ("AL", "N-cudnn", "G16-compile")]
-        print("arms AL, N-cudnn and G16-compile left out: Liger, cuDNN attention and a compile worth timing need a "
-              "CUDA GPU")
+        arms = [a for a in arms if a not in ("AL", "N-cudnn", "G16-compile", "N-eager")]
+        print("arms AL, N-eager, N-cudnn and G16-compile left out: Liger, cuDNN attention and compiling the layers "
+              "need a CUDA GPU")
     products = load_products(args.data or str(Path(args.model) / "products.jsonl"))[0]
     train = products[: (args.warmup + args.steps + 4) * args.batch]
     loaded = time.perf_counter()
@@ -268,7 +267,7 @@ def main() -> None:
     results = []
     for arm in arms:
         left = args.seconds - (time.perf_counter() - began) if args.seconds else None
-        extra = 90 if arm.endswith("compile") else 0
+        extra = 30 if arm in ("G16-compile", "N") else 0
         if left is not None and left < args.arm_seconds + extra:
             print(f"{arm:<10} skipped: {left:.0f} s left", flush=True)
             continue

@@ -1,4 +1,4 @@
-"""A model folder with Llama-3.1-8B's architecture and random weights, built offline, plus a product file to train on.
+"""A model folder with Llama-3.1-8B's (or Llama-3.2-3B's) architecture and random weights, built offline, plus a product file to train on.
 
     python bench/random_model.py --out /tmp/llama-3.1-8b-random [--tiny]
 
@@ -27,6 +27,10 @@ LLAMA_31_8B = dict(
                   "original_max_position_embeddings": 8192, "rope_type": "llama3"},
     hidden_act="silu", tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
 )
+# meta-llama/Llama-3.2-3B's config.json: the course's current model.
+LLAMA_32_3B = {**LLAMA_31_8B, "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28,
+               "num_attention_heads": 24, "num_key_value_heads": 8, "head_dim": 128, "tie_word_embeddings": True,
+               "rope_scaling": {**LLAMA_31_8B["rope_scaling"], "factor": 32.0}}
 # 3.5 x hidden as in the 8B, and every in_features a multiple of 64: bitsandbytes' 4-bit CPU kernels need whole blocks.
 TINY = {**LLAMA_31_8B, "vocab_size": 4096, "hidden_size": 128, "intermediate_size": 448, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2}
@@ -53,6 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tiny", action="store_true", help="a few-MB model of the same shape rules, for a CPU test")
+    parser.add_argument("--shape", choices=("8b", "3b"), default="8b",
+                        help="Llama 3.1 8B (the course's first model) or Llama 3.2 3B (its current one)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -62,7 +68,7 @@ def main() -> None:
             for i in range(0, len(products) - 5, 2)]
     (args.out / "products.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    values = TINY if args.tiny else LLAMA_31_8B
+    values = TINY if args.tiny else LLAMA_32_3B if args.shape == "3b" else LLAMA_31_8B
     train_tokenizer([r["text"] for r in rows], vocab=min(8000, values["vocab_size"])).save_pretrained(args.out)
     config = LlamaConfig(**values)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -57,7 +57,9 @@ def model_defaults(model: str) -> dict:
     """
     if model == DEMO:
         return {"learning_rate": 1e-3, "target_modules": list(ALL_LINEAR)}
-    return {"learning_rate": 3e-4, "target_modules": list(COURSE_TARGETS)}
+    # On a GPU a larger model checkpoints its activations: the course's 8B shape then peaks at 7 GiB instead of 32
+    # (bench/README.md), so it fits the T4 and L4 Spaces; the demo's activations are small enough without.
+    return {"learning_rate": 3e-4, "target_modules": list(COURSE_TARGETS), "gradient_checkpointing": on_gpu()}
 
 
 def native_bf16() -> bool:
@@ -99,8 +101,8 @@ class TrainConfig:
     """Base-model quantization: 4bit (NF4, double quant), 8bit, or none."""
     fp32_norms: bool = field(default_factory=lambda: not on_gpu())
     """With 4/8-bit, cast norms and embeddings to fp32 (PEFT's prepare_model_for_kbit_training); off on a GPU (memory)."""
-    gradient_checkpointing: bool = field(default_factory=lambda: on_gpu())
-    """Recompute each layer's activations in the backward pass: far less GPU memory for more time a step (on on a GPU)."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass: far less GPU memory, slower steps (model_defaults)."""
     lora_r: int = 16
     """LoRA rank r: width of the A/B matrices."""
     lora_alpha: int = 32
@@ -158,6 +160,8 @@ class TrainConfig:
     """Pack a batch into one row without padding, position ids restarting per example; slower on a CPU (SDPA masks)."""
     liger_kernel: bool = field(default_factory=lambda: liger_usable())
     """Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE) in the Trainer; on where a CUDA GPU and liger-kernel are."""
+    compile_layers: bool = field(default_factory=lambda: on_gpu())
+    """torch.compile each layer's attention and MLP for training (CUDA only): seconds once, then faster steps."""
     max_minutes: float = 0.0
     """Stop training after this many minutes and save the adapter, as if max_steps were reached (0: no limit)."""
     max_cost: float = 0.0

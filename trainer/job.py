@@ -27,7 +27,7 @@ from .evaluate import price_metrics
 from .config import RUN_DATA, ConfigError, TrainConfig, liger_usable
 from .dropout import use_fast_dropout
 from .loss import PackedPriceCollator, PriceCollator, price_loss
-from .models import first_line, inference_precision, load_model, load_tokenizer
+from .models import compile_layers, eager, first_line, inference_precision, load_model, load_tokenizer
 from .paths import runs_dir
 from .runs import RunFolder, finished_at
 
@@ -221,6 +221,9 @@ class TrainingJob:
         """What this config needs of the machine and its packages, refused before any folder is touched."""
         if trackers.missing(self.config.report_to):
             raise ConfigError(trackers.missing(self.config.report_to))
+        if self.config.compile_layers and not torch.cuda.is_available():
+            raise ConfigError("compile_layers: compiling the layers needs a CUDA GPU (on a CPU it costs more minutes "
+                              "than it saves: bench/README.md)")
         if self.config.liger_kernel and not liger_usable():
             raise ConfigError("liger_kernel: Liger's kernels need a CUDA GPU and the liger-kernel package "
                               "(pip install liger-kernel)")
@@ -286,7 +289,7 @@ class TrainingJob:
         self.run.update_status(pricing_probe=step)
         # Greedy decoding of a digit-by-digit tokenizer collapses to round numbers ("10.00", "100.00": the likeliest
         # first digit is 1), so the best adapter is chosen by the expected value unless the config says otherwise.
-        with self.timed("probe"), inference_precision(model, self.config.use_bf16()):
+        with self.timed("probe"), inference_precision(model, self.config.use_bf16()), eager():
             preds = predict_by(model, self.tokenizer, texts, self.config.probe_method,
                                max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
         metrics = price_metrics([p.price for p in preds], truths)
@@ -458,7 +461,7 @@ class TrainingJob:
             self._check_stop()
 
         try:
-            with self.timed("price head"), inference_precision(model, self.config.use_bf16()):
+            with self.timed("price head"), inference_precision(model, self.config.use_bf16()), eager():
                 head = fit_for(model, self.tokenizer, train[: self.config.head_rows], report=report,
                                max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
         except StopRequested:
@@ -487,6 +490,8 @@ class TrainingJob:
         except ValueError as exc:
             raise ValueError(f"target_modules: {first_line(exc)}") from exc
         use_fast_dropout(model)
+        if cfg.compile_layers:
+            compile_layers(model)
         return model
 
     def _training_args(self) -> TrainingArguments:

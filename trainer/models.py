@@ -245,6 +245,26 @@ def inference_precision(model, bf16: bool):
         left.remove()
 
 
+def compile_layers(model) -> int:
+    """torch.compile each decoder layer's attention and MLP in place (the whole layer where it has neither); the
+    number of layers compiled. Training steps keep one shape per batch length; pricing runs `eager`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = base.get_decoder().layers
+    for layer in layers:
+        parts = [getattr(layer, name) for name in ("self_attn", "mlp") if hasattr(layer, name)]
+        for part in parts or [layer]:
+            part.compile()
+    return len(layers)
+
+
+@contextlib.contextmanager
+def eager():
+    """Compiled modules run uncompiled in the block: pricing grows its KV cache a token at a time, and every new
+    shape would cost a compile (the limit of 8 was reached within one probe on the GPU)."""
+    with torch.compiler.set_stance("force_eager"):
+        yield
+
+
 def load_tokenizer(name: str):
     path = resolve(name)
     try:
