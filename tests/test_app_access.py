@@ -59,6 +59,10 @@ def test_login_owner_only_stop_and_resume_on_a_space(tmp_path):
         for folder in (str(data_root), "/no/such/folder"):
             refusal = alice.predict(**{**FORM, "model": folder}, api_name="/start")
             assert "does not exist or cannot be read. On a shared app" in refusal, refusal
+        # Hub kernels run code from the Hub on the server: on a shared app only an admin may turn them on.
+        refusal = alice.predict(**{**FORM, "hub_kernels": True}, api_name="/start")
+        assert "hub_kernels: on a shared app only an admin" in refusal, refusal
+        assert not list((data_root / "pricetune-runs").glob("*"))  # refused before any run folder exists
         assert alice.predict(**FORM, api_name="/start").startswith("Started run")
         wait_status(bob, r"step [2-9]\d*/200")  # everyone logged in may watch
         assert "Only alice" in bob.predict(api_name="/stop")

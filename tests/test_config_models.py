@@ -1,6 +1,7 @@
 """Config validation and YAML round trip; model resolution and the offline adapter-size estimate."""
 
 import pytest
+import torch
 
 from trainer.__main__ import main
 from trainer.config import ConfigError, TrainConfig
@@ -127,10 +128,13 @@ def test_the_demo_model_and_other_models_have_their_own_defaults(tmp_path):
 def test_changing_the_model_in_the_form_switches_untouched_defaults_only():
     from ui.tabs import train
 
-    targets, lr = train.discover_targets("meta-llama/Llama-3.1-8B", list(TrainConfig().target_modules), 1e-3)
+    targets, lr, checkpointing = train.discover_targets("meta-llama/Llama-3.1-8B",
+                                                        list(TrainConfig().target_modules), 1e-3)
     assert targets.value == ["q_proj", "k_proj", "v_proj", "o_proj"] and lr == 3e-4
-    targets, lr = train.discover_targets("demo", ["q_proj", "k_proj", "v_proj", "o_proj"], 3e-4)
-    assert len(targets.value) == 7 and lr == 1e-3
+    assert checkpointing is torch.cuda.is_available()  # a larger model checkpoints on a GPU
+    targets, lr, checkpointing = train.discover_targets("demo", ["q_proj", "k_proj", "v_proj", "o_proj"], 3e-4)
+    assert len(targets.value) == 7 and lr == 1e-3 and checkpointing is False
     # A choice of the user's own survives the switch.
-    targets, lr = train.discover_targets("meta-llama/Llama-3.1-8B", ["v_proj", "down_proj"], 5e-4)
+    targets, lr, checkpointing = train.discover_targets("meta-llama/Llama-3.1-8B", ["v_proj", "down_proj"], 5e-4)
     assert targets.value == ["v_proj", "down_proj"] and not isinstance(lr, float)
+    assert not isinstance(checkpointing, bool)

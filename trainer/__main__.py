@@ -77,6 +77,8 @@ def _train(args) -> int:
     root = None
     if args.output:
         out = Path(args.output)
+        if out.exists():  # the next command (eval --run, predict --run) would look there, not at a NAME-1 beside it
+            raise ValueError(f"--output {out} exists: give a new folder, or continue that run with --resume {out}")
         config.name, root = out.name, out.parent
     warning = gpu_warning(config)
     if warning:
@@ -201,7 +203,8 @@ def _price(args) -> int:
 
 
 def _estimate(args) -> int:
-    from .memory import ESTIMATE_LENGTH, detected_gpu, estimate_memory, fit_warning
+    from .config import DEMO
+    from .memory import ESTIMATE_LENGTH, GiB, detected_gpu, estimate_memory, fit_warning
     from .models import estimate_adapter, linear_module_names, model_config
 
     config = model_config(args.model)
@@ -209,20 +212,26 @@ def _estimate(args) -> int:
     print(f"linear layers: {', '.join(linear_module_names(config))}")
     adapter = estimate_adapter(config, args.lora_r, targets)
     print(adapter.describe())
-    shape = dict(dropout=args.lora_dropout > 0)
     length = args.max_length or ESTIMATE_LENGTH
-    memory = estimate_memory(config, args.quant, adapter.trainable_params, targets, args.lora_r, args.batch_size,
-                             length, **shape)
-    print(f"batch {args.batch_size} × {length} tokens, {args.quant}, on a GPU (bf16 compute): {memory.describe()}")
-    checkpointed = estimate_memory(config, args.quant, adapter.trainable_params, targets, args.lora_r,
-                                   args.batch_size, length, gradient_checkpointing=True, **shape)
-    full = estimate_memory(config, args.quant, adapter.trainable_params, targets, args.lora_r, args.batch_size,
-                           length, price_logits_only=False, **shape)
-    print(f"with gradient checkpointing: {checkpointed.total / 2**30:.1f} GiB; with the loss over the full vocabulary "
-          f"at every token (TRL's): {full.total / 2**30:.1f} GiB")
+
+    def memory(**settings):
+        return estimate_memory(config, args.quant, adapter.trainable_params, targets, args.lora_r, args.batch_size,
+                               length, dropout=args.lora_dropout > 0, **settings)
+
+    # PriceTune's defaults on a GPU (config.model_defaults): checkpointing for every model but the demo.
+    checkpointing = args.model.strip() != DEMO
+    default = memory(gradient_checkpointing=checkpointing)
+    print(f"batch {args.batch_size} × {length} tokens, {args.quant}, on a GPU with PriceTune's defaults (bf16 "
+          f"compute and norms, gradient checkpointing {'on' if checkpointing else 'off'}): {default.describe()}")
+    other = memory(gradient_checkpointing=not checkpointing)
+    fp32 = memory(gradient_checkpointing=checkpointing, fp32_norms=True)
+    full = memory(gradient_checkpointing=True, price_logits_only=False)
+    print(f"with gradient checkpointing {'off' if checkpointing else 'on'}: {other.total / GiB:.1f} GiB; "
+          f"with fp32 norms and embeddings (fp32_norms): {fp32.total / GiB:.1f} GiB; "
+          f"TRL's SFTTrainer (checkpointing, the loss over the full vocabulary): {full.total / GiB:.1f} GiB")
     gpu = detected_gpu()
-    if gpu and fit_warning(memory, *gpu):
-        print(f"warning: {fit_warning(memory, *gpu)}")
+    if gpu and fit_warning(default, *gpu):
+        print(f"warning: {fit_warning(default, *gpu)}")
     return 0
 
 

@@ -1,26 +1,24 @@
 """Peak GPU memory of a training run, before any weight is loaded: the formula, term by term, and which GPUs hold it.
 
-    total = base weights + LoRA (weights, gradients, AdamW) + activations + price logits + framework
+    total = base weights + LoRA (weights, gradients, AdamW) + kept activations + the largest passing tensor
     base weights   linear layers (lm_head excluded) × 0.5 B + NF4 double-quant scales (4-bit), × 1 B (8-bit), or
                    × 2 B (bf16); everything else (embeddings, lm_head, norms) × 4 B when PEFT's fp32 cast is on
-                   (quantized runs, `fp32_norms`), else × 2 B
-    LoRA           trainable parameters × 16 B: fp32 weight 4, gradient 4, AdamW's two moments 8
-    activations    tokens (batch × max length) × layers × the bytes one layer keeps for backward (`layer_bytes`);
-                   with gradient checkpointing: each layer's input (2 B × hidden) plus one layer recomputed
-    price logits   the positions the loss is computed at × vocabulary × 10 B (bf16 logits 2, their fp32 copy 4,
-                   log-softmax 4): PriceTune computes them at the price columns only (≤ batch × 7 columns per row);
-                   a full-vocabulary loss (TRL's, the course's notebook) at every token
-    framework      1 GiB (CUDA context, cuBLAS workspace) + 10% of the activations and logits (the caching
-                   allocator's fragmentation)
+                   (quantized runs with `fp32_norms`), else × 2 B; with the cast, autocast also keeps a bf16 copy of
+                   the fp32 output layer (2 B × its weights)
+    LoRA           trainable parameters × 16 B: fp32 weight 4, gradient 4, AdamW's two moments 8 (bitsandbytes'
+                   paged AdamW on CUDA: outside torch's allocator, on the GPU all the same)
+    activations    tokens (batch × max length) × layers × the bytes a layer keeps for backward (`layer_bytes`);
+                   with gradient checkpointing, each layer's input (2 B × hidden) instead
+    passing        the larger of the logits (PriceTune's price columns: ≤ 2 × 7 columns a row × vocabulary × 10 B;
+                   a full-vocabulary loss such as TRL's: every token × vocabulary × 2 B) and, with checkpointing, one
+                   layer recomputed; plus one dequantized weight (the largest linear × 2 B) on a quantized model
 
-Against two published figures:
-- the course's notebook: Llama 3.1 8B, 4-bit, LoRA r32 on q,k,v,o, batch 16, length 182, full-vocabulary loss,
-  "about 38 GB" on an A100 40 GB: this formula 36.1 GB (95%; tests/test_memory.py keeps it within 10%);
-- torchtune's README: Llama 3.1 8B QLoRA (r8 on q,v,o and the MLP, bf16 embeddings), batch 2 × 2048 packed,
-  activation checkpointing, 7.4 GiB: 14.3 GiB here. Weights, LoRA and activations alone are 7.7 GiB; the rest is
-  the logits (4.9 GiB here; torchtune computes its loss in chunks) and the framework term (its figure is memory
-  allocated by tensors, without the CUDA context). So: close for the course's recipe, an upper bound beside
-  a chunked loss.
+`layer_bytes` is calibrated on the H200 (bench/README.md): the bytes the frozen base keeps (norms, attention, MLP),
+by hand, times ACTIVATION_SCALE for the dtype the norms hand on (PEFT's fp32 norms make every state after them fp32),
+times LIGER_SCALE with Liger's kernels (its RMSNorm and SwiGLU keep less), plus each LoRA layer's own. The figure is
+torch's peak allocation plus the paged optimizer; `fits` adds the CUDA context (CUDA_CONTEXT). Against the course's
+8B shape (4-bit, r32 on q,k,v,o, batch 16 × 182) as measured there, tests/test_memory.py keeps every arm within 15%:
+today's defaults without checkpointing 32.68 GiB, with it 7.18, TRL's SFTTrainer 7.02, Liger 27.80.
 """
 
 from __future__ import annotations
@@ -36,6 +34,13 @@ ESTIMATE_LENGTH = 256
 """The max length estimated when the config leaves it to the data (0): a course product prompt is ~180 tokens."""
 PRICE_COLUMNS = 7
 """Logit columns per row at most: a price is ≤ 6 tokens ("1,234.56" digit by digit) plus the end of text."""
+CUDA_CONTEXT = 0.5
+"""GiB the CUDA context and cuBLAS workspace take beside what torch allocates."""
+ACTIVATION_SCALE = {"fp32": 1.376, "bf16": 0.633}
+"""The kept states of the frozen base per token and layer, against `layer_bytes`' hand count: fitted on the H200's
+8B arms without checkpointing (fp32: today's defaults, 274,100 B measured; bf16: with Liger and bf16 norms)."""
+LIGER_SCALE = 0.7067
+"""What Liger's fused RMSNorm and SwiGLU keep of the base's states (H200: 27.80 GiB with Liger against 32.68)."""
 
 BYTES_PER_WEIGHT = {"4bit": 0.5 + 1 / 64 + 4 / (64 * 256), "8bit": 1.0, "none": 2.0}
 """A frozen linear weight's bytes: NF4 with double quantization (an 8-bit scale per 64 weights, an fp32 one per 256
@@ -57,7 +62,7 @@ class MemoryEstimate:
         return sum(self.terms.values())
 
     def fits(self, capacity_gib: float) -> bool:
-        return self.total <= capacity_gib * GiB
+        return self.total + CUDA_CONTEXT * GiB <= capacity_gib * GiB
 
     def describe(self) -> str:
         parts = ", ".join(f"{name} {value / GiB:.2f}" for name, value in self.terms.items())
@@ -69,61 +74,79 @@ class MemoryEstimate:
             where = f"fits every GPU listed, from the {held[0]} up"
         else:
             where = f"fits the {held[0]} and larger; too big for the {', '.join(short)}"
-        return f"peak GPU memory ≈ {self.total / GiB:.1f} GiB ({parts} GiB); {where}"
+        return (f"peak GPU memory ≈ {self.total / GiB:.1f} GiB ({parts} GiB) + {CUDA_CONTEXT:g} GiB CUDA context; "
+                f"{where}")
 
 
-def layer_bytes(config, lora_inputs: list[int], rank: int, dropout: bool) -> int:
-    """Bytes one decoder layer keeps per token for the backward pass (bf16 compute, frozen base weights).
+def layer_bytes(config, lora_inputs: list[int], rank: int, dropout: bool, fp32_states: bool = True,
+                liger: bool = False) -> int:
+    """Bytes one decoder layer keeps per token for the backward pass (frozen base weights).
 
-    Frozen linears keep nothing (no weight gradient, so no input). Kept: the two RMSNorms' fp32 inputs (4 B × hidden
-    each); the attention kernel's q, k, v and output (2 B each); the MLP's gate and up outputs and the SiLU output
-    (2 B × intermediate each); per LoRA-targeted linear its input cast to fp32 (4 B × its in-features), dropout's mask
-    (1 B each) and the rank-sized A output (4 B × r)."""
+    The base, by hand: the two RMSNorms' fp32 inputs (4 B × hidden each); the attention kernel's q, k, v and output
+    (2 B each); the MLP's gate and up outputs and the SiLU output (2 B × intermediate each); scaled by
+    ACTIVATION_SCALE (and LIGER_SCALE) as measured. Frozen linears keep nothing (no weight gradient). Per
+    LoRA-targeted linear: its input cast to fp32 (4 B × its in-features), dropout's mask (1 B each) and the rank-sized
+    A output (4 B × r)."""
     h, i = config.hidden_size, config.intermediate_size
     head_dim = getattr(config, "head_dim", None) or h // config.num_attention_heads
     kv = config.num_key_value_heads * head_dim
     q = config.num_attention_heads * head_dim
     base = 2 * 4 * h + 2 * (q + 2 * kv + q) + 3 * 2 * i
+    scale = ACTIVATION_SCALE["fp32" if fp32_states else "bf16"] * (LIGER_SCALE if liger else 1.0)
     lora = sum(4 * n + (n if dropout else 0) + 4 * rank for n in lora_inputs)
-    return base + lora
+    return round(base * scale) + lora
 
 
 def estimate_memory(config, quant: str, lora_params: int, target_modules: list[str], rank: int, batch: int,
-                    max_length: int, *, dropout: bool = True, fp32_norms: bool = True,
+                    max_length: int, *, dropout: bool = True, fp32_norms: bool = False,
                     gradient_checkpointing: bool = False, price_logits_only: bool = True,
                     liger: bool = False) -> MemoryEstimate:
-    """The formula of this module for one model config (a transformers config) and training shape."""
+    """The formula of this module for one model config (a transformers config) and training shape; the defaults are
+    PriceTune's on a GPU but checkpointing, which depends on the model (config.model_defaults)."""
     import torch
 
-    model = meta_model(config)
-    linear = sum(m.in_features * m.out_features for n, m in model.named_modules()
-                 if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"))
-    total = sum(p.numel() for p in model.parameters())
     if quant not in BYTES_PER_WEIGHT:
         raise ValueError(f"quant: must be one of {', '.join(BYTES_PER_WEIGHT)} (got {quant!r})")
-    per_weight = BYTES_PER_WEIGHT[quant]
-    other = 4 if quant != "none" and fp32_norms else 2
-    layers = config.num_hidden_layers
+    model = meta_model(config)
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    linear = sum(m.in_features * m.out_features for n, m in linears.items() if not n.endswith("lm_head"))
+    total = sum(p.numel() for p in model.parameters())
+    fp32_cast = quant != "none" and fp32_norms
+    output_layer = model.get_output_embeddings().weight.numel()
     # The in-features of every targeted linear in one layer (the first layer stands for all).
     first = model.model.layers[0]
     lora_inputs = [m.in_features for n, m in first.named_modules()
                    if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in target_modules]
-    length = max_length or ESTIMATE_LENGTH
+    layers, length = config.num_hidden_layers, max_length or ESTIMATE_LENGTH
     tokens = batch * length
-    one_layer = layer_bytes(config, lora_inputs, rank, dropout)
-    if gradient_checkpointing:
-        activations = tokens * (layers * 2 * config.hidden_size + one_layer)
+    one_layer = layer_bytes(config, lora_inputs, rank, dropout, fp32_states=fp32_cast, liger=liger)
+    kept = tokens * layers * (2 * config.hidden_size if gradient_checkpointing else one_layer)
+    if price_logits_only:
+        logits = batch * min(length, 2 * PRICE_COLUMNS) * config.vocab_size * 10
     else:
-        activations = tokens * layers * one_layer
-    positions = batch * min(length, batch * PRICE_COLUMNS) if price_logits_only else tokens
-    logits = positions * config.vocab_size * 10
+        logits = tokens * config.vocab_size * 2
+    largest = max(m.in_features * m.out_features for n, m in linears.items() if not n.endswith("lm_head"))
+    passing = max(logits, tokens * one_layer if gradient_checkpointing else 0) + (largest * 2 if quant != "none" else 0)
     return MemoryEstimate({
-        "base weights": linear * per_weight + (total - linear) * other,
+        "base weights": linear * BYTES_PER_WEIGHT[quant] + (total - linear) * (4 if fp32_cast else 2)
+        + (output_layer * 2 if fp32_cast else 0),
         "LoRA + AdamW": lora_params * 16,
-        "activations": activations,
-        "price logits" if price_logits_only else "logits": logits,
-        "framework": GiB + 0.1 * (activations + logits),
+        "activations": kept,
+        "logits and one layer": passing,
     })
+
+
+def config_memory(config, roots=None) -> MemoryEstimate:
+    """estimate_memory for a TrainConfig: its model (with `roots`, local folders only under them), LoRA, shape and
+    GPU settings."""
+    from .models import estimate_adapter, model_config
+
+    architecture = model_config(config.model, roots)
+    lora = estimate_adapter(architecture, config.lora_r, config.target_modules).trainable_params
+    return estimate_memory(architecture, config.quant, lora, config.target_modules, config.lora_r,
+                           config.batch_size, config.max_length, dropout=config.lora_dropout > 0,
+                           fp32_norms=config.fp32_norms, gradient_checkpointing=config.gradient_checkpointing,
+                           liger=config.liger_kernel)
 
 
 def fit_warning(estimate: MemoryEstimate, gpu: str, capacity_gib: float) -> str:
@@ -156,17 +179,13 @@ def detected_gpu() -> tuple[str, float] | None:
 
 def gpu_warning(config, roots=None) -> str:
     """fit_warning for a TrainConfig on the GPU detected here ("" without a GPU or an inspectable model)."""
-    from .models import ModelError, estimate_adapter, model_config
+    from .models import ModelError
 
     gpu = detected_gpu()
     if gpu is None:
         return ""
     try:
-        architecture = model_config(config.model, roots)
-        lora = estimate_adapter(architecture, config.lora_r, config.target_modules).trainable_params
+        estimate = config_memory(config, roots)
     except (ModelError, ValueError):
         return ""
-    estimate = estimate_memory(architecture, config.quant, lora, config.target_modules, config.lora_r,
-                               config.batch_size, config.max_length, dropout=config.lora_dropout > 0,
-                               fp32_norms=config.fp32_norms, gradient_checkpointing=config.gradient_checkpointing)
     return fit_warning(estimate, *gpu)

@@ -45,5 +45,13 @@ def may_control(run: RunFolder, request: gr.Request | None) -> bool:
     if not auth_users():
         return True
     user = current_user(request)
-    admins = {a.strip() for a in os.environ.get("PRICETUNE_ADMINS", "").split(",") if a.strip()}
-    return user is not None and (user == run.status().get("owner") or user in admins)
+    return user is not None and (user == run.status().get("owner") or user in admins())
+
+
+def admins() -> set[str]:
+    return {a.strip() for a in os.environ.get("PRICETUNE_ADMINS", "").split(",") if a.strip()}
+
+
+def may_run_hub_code(request: gr.Request | None) -> bool:
+    """Hub kernels download and run code on the server: with login on, only an admin may turn them on."""
+    return not auth_users() or current_user(request) in admins()

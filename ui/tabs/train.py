@@ -19,7 +19,7 @@ from trainer.memory import ESTIMATE_LENGTH, detected_gpu, estimate_memory, fit_w
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
 
 from .. import data_box, live, sweep_box
-from ..access import current_user, may_control, model_folders
+from ..access import current_user, may_control, may_run_hub_code, model_folders
 from ..common import RESUMABLE, refused, reports_errors, resume_run
 
 DEFAULTS = TrainConfig()
@@ -28,7 +28,7 @@ DEFAULTS = TrainConfig()
 FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "sample_every", "probe_size", "seed",
                "save_steps", "validation_size", "question", "warmup_ratio", "weight_decay", "max_grad_norm",
-               "report_to", "gradient_checkpointing", "max_cost", "head_rows"]
+               "report_to", "gradient_checkpointing", "max_cost", "head_rows", "hub_kernels"]
 
 
 def is_a_default(targets, lr) -> bool:
@@ -39,18 +39,20 @@ def is_a_default(targets, lr) -> bool:
 
 
 def discover_targets(model_name, current, lr):
-    """The new model's linear layers; its default targets and learning rate unless the user chose their own."""
+    """The new model's linear layers; its default targets, learning rate and checkpointing unless the user chose
+    their own."""
     try:
         names = linear_module_names(model_config(model_name, model_folders()))
     except (ModelError, ValueError) as exc:
         gr.Warning(str(exc))
-        return gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip()
     if is_a_default(current, lr):
         wanted = model_defaults(model_name.strip() or DEMO)
         keep = [n for n in wanted["target_modules"] if n in names] or names[:1]
-        return gr.CheckboxGroup(choices=names, value=keep), wanted["learning_rate"]
+        return (gr.CheckboxGroup(choices=names, value=keep), wanted["learning_rate"],
+                wanted.get("gradient_checkpointing", DEFAULTS.gradient_checkpointing))
     keep = [n for n in current if n in names] or [n for n in COURSE_TARGETS if n in names] or names[:1]
-    return gr.CheckboxGroup(choices=names, value=keep), gr.skip()
+    return gr.CheckboxGroup(choices=names, value=keep), gr.skip(), gr.skip()
 
 
 ESTIMATED = ("model", "quant", "lora_r", "lora_dropout", "target_modules", "batch_size", "max_length",
@@ -81,7 +83,7 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
                 question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
                 grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to,
                 checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost,
-                head_rows=DEFAULTS.head_rows, mapping=None) -> TrainConfig:
+                head_rows=DEFAULTS.head_rows, hub_kernels=DEFAULTS.hub_kernels, mapping=None) -> TrainConfig:
     """The TrainConfig the form describes, every field converted and checked by the config itself (a cleared number
     field is refused by its name); Start and Export config share it."""
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
@@ -89,13 +91,16 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
     values = dict(zip(FORM_FIELDS, (model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum,
                                     max_len, sample_every, probe_size, seed, save_steps, validation,
                                     str(question or "").strip(), warmup, weight_decay, grad_norm,
-                                    report_to or DEFAULTS.report_to, bool(checkpointing), max_cost, head_rows)))
+                                    report_to or DEFAULTS.report_to, bool(checkpointing), max_cost, head_rows,
+                                    bool(hub_kernels))))
     values["model"] = str(model or "").strip() or DEMO
     values["target_modules"] = list(targets or [])
     data = str(data_path or "sample")
     # An upload is named by its own file name in the run folder; Gradio's temp path stays on the server.
     upload = data != "sample" and not data.startswith(RUN_DATA)
-    return TrainConfig.from_dict({"data": data, "data_name": Path(data).name if upload else "",
+    # The model's defaults for what the form has no field for (compile_layers on a GPU), as the CLI starts from.
+    under = dataclasses.asdict(TrainConfig.for_model(values["model"]))
+    return TrainConfig.from_dict({**under, "data": data, "data_name": Path(data).name if upload else "",
                                   "text_column": ",".join(mapping.get("text") or []),
                                   "price_column": mapping.get("price") or "", **values}).validate()
 
@@ -106,7 +111,7 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
           warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay, grad_norm=DEFAULTS.max_grad_norm,
           report_to=DEFAULTS.report_to,
           checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost, head_rows=DEFAULTS.head_rows,
-          mapping=None,
+          hub_kernels=DEFAULTS.hub_kernels, mapping=None,
           request: gr.Request = None):
     # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
     form = {k: v for k, v in locals().items() if k != "request"}
@@ -114,6 +119,8 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
         return refused("Choose data first: **Use sample data** or upload a file.")
     try:
         config = form_config(**form)
+        if config.hub_kernels and not may_run_hub_code(request):
+            raise ConfigError("hub_kernels: on a shared app only an admin may let a model load run code from the Hub")
         # A mistyped id is refused now, not after the data is read and tokenized; a folder only where allowed.
         model_config(config.model, model_folders())
         warning = gpu_warning(config, model_folders())  # told, not refused: the estimate is an estimate
@@ -129,7 +136,7 @@ def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_s
                   question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
                   grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to,
                   checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost,
-                  head_rows=DEFAULTS.head_rows, mapping=None):
+                  head_rows=DEFAULTS.head_rows, hub_kernels=DEFAULTS.hub_kernels, mapping=None):
     """The form as the YAML that `python -m trainer train --config` takes."""
     try:
         config = form_config(**locals())
@@ -190,7 +197,7 @@ def fill_form(config: TrainConfig, message: str, data_kept: bool = False):
     upload = not (data_kept or config.data == "sample" or config.data.startswith(RUN_DATA))
     note = f" Its data was `{Path(config.data).name}`: upload that file to train on it." if upload else ""
     # Settings the form has no field for: a run started from the form gets their defaults, so say which differ.
-    default, own = TrainConfig(), set(FORM_FIELDS) | {"name", "data", "text_column", "price_column"}
+    default, own = TrainConfig.for_model(config.model), set(FORM_FIELDS) | {"name", "data", "text_column", "price_column"}
     shown = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
     dropped = [f"{f.name} {shown(getattr(config, f.name))} (default {shown(getattr(default, f.name))})"
                for f in dataclasses.fields(TrainConfig)
@@ -260,6 +267,9 @@ def form_components() -> dict:
                                                   label="Gradient checkpointing (less GPU memory, slower steps)")
         f["max_cost"] = gr.Number(value=DEFAULTS.max_cost, label=f"cost cap $ (0 = none; the price: {cost.PRICE_ENV} "
                                                                  f"or {cost.HARDWARE_ENV})")
+        f["hub_kernels"] = gr.Checkbox(value=DEFAULTS.hub_kernels,
+                                       label="Hub kernels (let the model load fetch and run kernels from the Hugging "
+                                             "Face Hub; needs the network)")
     return f
 
 
@@ -298,10 +308,10 @@ def create_train_tab() -> dict:
     c["tab"] = tab
     f, data = c["form"], c["data"]
     form = [f[name] for name in FORM_FIELDS]
-    f["model"].submit(discover_targets, [f["model"], f["target_modules"], f["learning_rate"]],
-                      [f["target_modules"], f["learning_rate"]])
-    f["model"].blur(discover_targets, [f["model"], f["target_modules"], f["learning_rate"]],
-                    [f["target_modules"], f["learning_rate"]], api_visibility="private")
+    discovered = [f["target_modules"], f["learning_rate"], f["gradient_checkpointing"]]
+    f["model"].submit(discover_targets, [f["model"], f["target_modules"], f["learning_rate"]], discovered)
+    f["model"].blur(discover_targets, [f["model"], f["target_modules"], f["learning_rate"]], discovered,
+                    api_visibility="private")
     sizes = [f[name] for name in ESTIMATED]
     f["model"].change(estimate, sizes, f["estimate"], show_progress="hidden", api_name="estimate")
     for name in ESTIMATED[1:]:
