@@ -203,7 +203,7 @@ def _price(args) -> int:
 
 
 def _estimate(args) -> int:
-    from .config import DEMO
+    from .config import DEMO, gpu_defaults_line
     from .memory import ESTIMATE_LENGTH, GiB, detected_gpu, estimate_memory, fit_warning
     from .models import estimate_adapter, linear_module_names, model_config
 
@@ -229,6 +229,7 @@ def _estimate(args) -> int:
     print(f"with gradient checkpointing {'off' if checkpointing else 'on'}: {other.total / GiB:.1f} GiB; "
           f"with fp32 norms and embeddings (fp32_norms): {fp32.total / GiB:.1f} GiB; "
           f"TRL's SFTTrainer (checkpointing, the loss over the full vocabulary): {full.total / GiB:.1f} GiB")
+    print(gpu_defaults_line(args.model.strip()))
     gpu = detected_gpu()
     if gpu and fit_warning(default, *gpu):
         print(f"warning: {fit_warning(default, *gpu)}")

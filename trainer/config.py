@@ -55,13 +55,28 @@ def model_defaults(model: str) -> dict:
     learn them with a higher rate and LoRA on every projection (bench/quality.py measured it). Any other model,
     such as the course's Llama 3.1 8B on a GPU, starts from the course-style settings instead.
     """
+    on = gpu_settings(model) if on_gpu() else {}
     if model == DEMO:
-        return {"learning_rate": 1e-3, "target_modules": list(ALL_LINEAR)}
-    # On a GPU a larger model checkpoints its activations and compiles its layers: the course's 8B shape then peaks at
-    # 7.2 GiB instead of 32.7 at 1.21x the speed of checkpointing alone (bench/README.md), so it fits the T4 and L4
-    # Spaces. The demo's activations are small enough without; compiling it was not measured.
-    return {"learning_rate": 3e-4, "target_modules": list(COURSE_TARGETS), "gradient_checkpointing": on_gpu(),
-            "compile_layers": on_gpu()}
+        return {"learning_rate": 1e-3, "target_modules": list(ALL_LINEAR), **on}
+    return {"learning_rate": 3e-4, "target_modules": list(COURSE_TARGETS), **on}
+
+
+def gpu_settings(model: str) -> dict:
+    """The settings that depend on the model on a GPU (bench/README.md, measured on an H200 with the course's 8B
+    shape): a larger model checkpoints its activations and compiles its layers, 7.2 GiB instead of 32.7 at 1.63x the
+    speed of checkpointing alone, so it fits the T4 and L4 Spaces. The demo's activations are small enough without;
+    compiling it was not measured."""
+    larger = model != DEMO
+    return {"gradient_checkpointing": larger, "compile_layers": larger}
+
+
+def gpu_defaults_line(model: str) -> str:
+    """PriceTune's defaults on a GPU for `model`, in words (the form's estimate and `trainer estimate` show it)."""
+    on = gpu_settings(model)
+    return ("On a GPU PriceTune defaults to 4-bit with norms in bf16 (`fp32_norms` off)"
+            + (", gradient checkpointing and compiled layers (`compile_layers`)" if on["gradient_checkpointing"]
+               else ", without checkpointing or compiled layers (a small model)")
+            + "; hub kernels off.")
 
 
 def native_bf16() -> bool:

@@ -64,18 +64,20 @@ class MemoryEstimate:
     def fits(self, capacity_gib: float) -> bool:
         return self.total + CUDA_CONTEXT * GiB <= capacity_gib * GiB
 
-    def describe(self) -> str:
-        parts = ", ".join(f"{name} {value / GiB:.2f}" for name, value in self.terms.items())
+    def where(self) -> str:
+        """Which of the common GPUs hold it, in words."""
         held = [name for name, gib in GPUS.items() if self.fits(gib)]
         short = [name for name in GPUS if name not in held]
         if not held:
-            where = f"more than any of {', '.join(GPUS)}"
-        elif not short:
-            where = f"fits every GPU listed, from the {held[0]} up"
-        else:
-            where = f"fits the {held[0]} and larger; too big for the {', '.join(short)}"
+            return f"more than any of {', '.join(GPUS)}"
+        if not short:
+            return f"fits every GPU listed, from the {held[0]} up"
+        return f"fits the {held[0]} and larger; too big for the {', '.join(short)}"
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{name} {value / GiB:.2f}" for name, value in self.terms.items())
         return (f"peak GPU memory ≈ {self.total / GiB:.1f} GiB ({parts} GiB) + {CUDA_CONTEXT:g} GiB CUDA context; "
-                f"{where}")
+                f"{self.where()}")
 
 
 def layer_bytes(config, lora_inputs: list[int], rank: int, dropout: bool, fp32_states: bool = True,
@@ -154,8 +156,9 @@ def fit_warning(estimate: MemoryEstimate, gpu: str, capacity_gib: float) -> str:
     if estimate.fits(capacity_gib):
         return ""
     return (f"Estimated peak memory {estimate.total / GiB:.1f} GiB is more than this GPU ({gpu}, "
-            f"{capacity_gib:.1f} GiB) holds: lower the batch size or the max length (raise gradient accumulation "
-            "to keep the effective batch), turn on gradient checkpointing, or load the model in 4-bit.")
+            f"{capacity_gib:.1f} GiB) holds ({estimate.where()}): lower the batch size or the max length (raise "
+            "gradient accumulation to keep the effective batch), turn on gradient checkpointing, or load the model "
+            "in 4-bit.")
 
 
 SPACE_GPUS: dict[str, float] = {"t4-small": 14.6, "t4-medium": 14.6, "l4x1": 22.0, "l4x4": 22.0, "a10g-small": 22.0,

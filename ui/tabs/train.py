@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from trainer.config import (COURSE_TARGETS, PRESET_NAMES, QUANTIZATIONS, RUN_DATA, ConfigError, TrainConfig,
-                            model_defaults, preset)
+                            gpu_defaults_line, model_defaults, preset)
 from trainer import cost, trackers
 from trainer.data import COURSE_2024_QUESTION, COURSE_QUESTION
 from trainer.job import JOBS, Busy
@@ -74,8 +74,8 @@ def estimate(model_name, quant, r, dropout, targets, batch, max_len, checkpointi
     gpu = detected_gpu()
     warning = fit_warning(memory, *gpu) if gpu else ""
     length = "" if max_len else f" (max length auto: estimated at {ESTIMATE_LENGTH} tokens)"
-    return (f"{adapter.describe()}\n\nOn a GPU (bf16 compute): {memory.describe()}{length}"
-            + (f"\n\n**Warning:** {warning}" if warning else ""))
+    return (f"{adapter.describe()}\n\nOn a GPU (bf16 compute): {memory.describe()}{length}\n\n"
+            f"{gpu_defaults_line(model_name.strip() or DEMO)}" + (f"\n\n**Warning:** {warning}" if warning else ""))
 
 
 def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
