@@ -88,8 +88,25 @@ def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
     page.get_by_role("button", name="Start", exact=True).click()
     page.get_by_text("batch_size: is empty: enter a number").first.wait_for(timeout=30_000)
     assert not launched_app.runs.exists() or not any(launched_app.runs.iterdir())
+    batch.fill("-3")
+    batch.press("Tab")  # the live estimate names the field instead of estimating a negative batch
+    page.get_by_text("batch_size: must be 1–1024 (got -3)").first.wait_for(timeout=30_000)
+    assert page.get_by_text("fits every GPU listed").count() == 0
     batch.fill("2")
     batch.press("Tab")
+    # A typed value past a field's range is refused by name, never clamped into a run nobody asked for.
+    r.fill("100000")
+    dropout = page.get_by_label("dropout", exact=True)
+    dropout.fill("5")
+    dropout.press("Tab")
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_text("lora_r: must be 1–256 (got 100000); lora_dropout: must be in [0, 1) (got 5.0)").first.wait_for(
+        timeout=30_000)
+    assert not launched_app.runs.exists() or not any(launched_app.runs.iterdir())
+    assert page.get_by_text("Started run").count() == 0
+    r.fill("4")
+    dropout.fill("0.05")
+    dropout.press("Tab")
 
     page.get_by_role("button", name="Start", exact=True).click()
     page.get_by_text("Started run").wait_for(timeout=30_000)

@@ -188,10 +188,10 @@ def test_drop_reasons_with_line_numbers_and_summary(tmp_path):
     bad = [("", 5), ("Free thing", 0), ("Pricey", 5000), ("Odd", "cheap"), ("Tiny", 0.1)]
     products, report = load_products(write(tmp_path, "mix.csv", delimited(",", ROWS + bad)))
     assert len(products) == 12
-    assert report.dropped == {"empty text": [14], "zero or negative": [15], "price out of range": [16, 18],
+    assert report.dropped == {"empty text": [14], "zero or negative": [15], "price outside $0.50–$999.49": [16, 18],
                               "not a price": [17]}
     summary = report.summary()
-    assert "12 of 17" in summary and "price out of range" in summary and "16, 18" in summary
+    assert "12 of 17" in summary and "price outside $0.50–$999.49" in summary and "16, 18" in summary
 
 
 # ---------------------------------------------------------------------------

@@ -94,16 +94,16 @@ CASES = [
     # --- prices
     ("formatted.csv", delimited([(f"Lamp {i}", p) for i, p in enumerate(
         ["$1,299.99", "USD 12", "12.5", "  7 ", "12 USD", "$0.99", "45", "3.50", "$ 8", "100.00", "99", "1,000"])]),
-     {}, OK(read=12, kept=10, dropped={"price out of range": [2, 13]})),
+     {}, OK(read=12, kept=10, dropped={"price outside $0.50–$999.49": [2, 13]})),
     ("euro.csv", delimited([(f"Lamp {i}", f"{i},50") for i in range(1, 13)], sep=";"), {},
      OK(read=12, kept=12, warning="decimal comma")),
     ("euro-forced.csv", delimited([(f"Lamp {i}", f"{i},50") for i in range(11)] + [("Sofa", "1.299,99")], sep=";"),
-     {"decimal_comma": True}, OK(read=12, kept=11, dropped={"price out of range": [13]})),
+     {"decimal_comma": True}, OK(read=12, kept=11, dropped={"price outside $0.50–$999.49": [13]})),
     ("ambiguous.csv", delimited(GOOD + [("Sofa", "1.299,99")]), {},
      OK(read=13, kept=12, dropped={"ambiguous decimal comma": [14]})),
     ("bad-prices.csv", delimited(GOOD + BAD_PRICES), {},
      OK(read=21, kept=12, dropped={"zero or negative": [14, 15], "missing price": [16, 17, 19],
-                                   "not a price": [18, 20], "price out of range": [21, 22]})),
+                                   "not a price": [18, 20], "price outside $0.50–$999.49": [21, 22]})),
     # --- text
     ("empty-text.csv", delimited(GOOD + [("", 5), ("   ", 6)]), {}, OK(read=14, kept=12,
                                                                        dropped={"empty text": [14, 15]})),
@@ -260,7 +260,7 @@ def test_check_data_reports_and_exits_0(tmp_path, capsys):
     path.write_text(delimited(GOOD + [GOOD[0], GOOD[0], ("Odd", "N/A")]))
     assert main(["check-data", str(path)]) == 0
     out = capsys.readouterr().out
-    for line in ("rows read:      15", "rows kept:      12", "dropped:        1 × missing price (lines 16)",
+    for line in ("rows read:      15", "rows kept:      12", "dropped:        1 × missing price (line 16)",
                  "duplicates:     2 exact duplicates removed", "prices:         min $10.00, median $15.50, max $21.00",
                  "0 texts in both training and held out", "◀ cut-off", "usable: yes"):
         assert line in out
@@ -296,7 +296,7 @@ def test_a_save_to_disk_folder_loads_like_a_file(tmp_path):
         str(tmp_path / "products"))
     products, report = load_products(tmp_path / "products")
     assert (report.rows_read, report.rows_kept, report.duplicates) == (15, 12, 1)
-    assert report.dropped == {"missing price": [14], "price out of range": [15]}
+    assert report.dropped == {"missing price": [14], "price outside $0.50–$999.49": [15]}
     assert report.row_unit == "record" and products[0] == Product(GOOD[0][0], GOOD[0][1])
 
 

@@ -291,9 +291,7 @@ def _data_report_lines(report, products) -> list[str]:
              f"text column(s): {' + '.join(report.text_columns)}"
              + ("  (raw Amazon metadata, curated the course's way)" if report.schema == "amazon" else ""),
              f"price column:   {report.price_column}"]
-    for reason, rows in report.dropped.items():
-        shown = ", ".join(map(str, rows[:5])) + (", …" if len(rows) > 5 else "")
-        lines.append(f"dropped:        {len(rows):,} × {reason} ({report.row_unit}s {shown})")
+    lines += [f"dropped:        {line}" for line in report.dropped_lines()]
     lines.append(f"duplicates:     {report.duplicates:,} exact duplicates removed")
     lines.append(f"conflicting:    {report.conflicting:,} repeated texts with a different price (first kept)")
     lines += [f"warning:        {w}" for w in report.warnings]

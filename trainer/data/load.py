@@ -47,6 +47,14 @@ class DataReport:
     def drop(self, reason: str, row: int) -> None:
         self.dropped.setdefault(reason, []).append(row)
 
+    def dropped_lines(self) -> list[str]:
+        """One line a reason: '3 × empty text (lines 4, 9, 12)', the first five rows named, one row in the singular."""
+        lines = []
+        for reason, rows in self.dropped.items():
+            shown = ", ".join(map(str, rows[:5])) + (", …" if len(rows) > 5 else "")
+            lines.append(f"{len(rows):,} × {reason} ({self.row_unit}{'s' if len(rows) > 1 else ''} {shown})")
+        return lines
+
     def summary(self) -> str:
         curated = " — raw Amazon metadata, curated the course's way" if self.schema == "amazon" else ""
         category = f", category: `{self.category_column}`" if self.category_column else ""
@@ -55,9 +63,7 @@ class DataReport:
         lines.append("- split: " + split_description(self.splits))
         if self.question:
             lines.append(f"- prompts asked “{self.question}” (unwrapped; the run asks it unless set otherwise)")
-        for reason, rows in self.dropped.items():
-            shown = ", ".join(map(str, rows[:5])) + (", …" if len(rows) > 5 else "")
-            lines.append(f"- dropped {len(rows):,} × {reason} ({self.row_unit}s {shown})")
+        lines += [f"- dropped {line}" for line in self.dropped_lines()]
         if self.duplicates:
             lines.append(f"- removed {self.duplicates:,} exact duplicates")
         if self.conflicting:
@@ -187,7 +193,7 @@ def _clean_rows(lines, texts, prices, extras, decimal_comma, min_price, max_pric
             report.drop(exc.reason, line)
             continue
         if not min_price <= price <= max_price:
-            report.drop("price out of range", line)
+            report.drop(f"price outside ${min_price:,.2f}–${max_price:,.2f}", line)
             continue
         if embedded is not None and abs(embedded - price) > 1:
             report.drop("embedded price differs", line)

@@ -64,6 +64,11 @@ def estimate(model_name, quant, r, dropout, targets, batch, max_len, checkpointi
     """The adapter's size and the run's peak GPU memory, with a warning when the detected GPU cannot hold it."""
     if not targets:
         return "Pick at least one target module."
+    try:  # the fields as Start would refuse them: a negative batch has no memory to estimate
+        TrainConfig.from_dict({"quant": quant, "lora_r": r, "lora_dropout": dropout, "batch_size": batch,
+                               "max_length": 0 if max_len == "" else max_len}).validate()
+    except ConfigError as exc:
+        return f"Cannot estimate: {exc}"
     try:
         config = model_config(model_name, model_folders())
         adapter = estimate_adapter(config, int(r), list(targets))
@@ -234,9 +239,11 @@ def form_components() -> dict:
     f["quant"] = gr.Radio(list(QUANTIZATIONS), value=DEFAULTS.quant,
                           label="Quantization (4bit = NF4 + double quant, the course default on a GPU)")
     gr.Markdown("### 3 · LoRA")
-    f["lora_r"] = gr.Slider(1, 256, value=DEFAULTS.lora_r, step=1, label="rank r")
+    # Numbers without a range on the page: a slider clamps a typed 100000 to its maximum and starts a run nobody
+    # asked for; the config refuses it by name instead (1–256, [0, 1)).
+    f["lora_r"] = gr.Number(value=DEFAULTS.lora_r, precision=0, label="rank r")
     f["lora_alpha"] = gr.Number(value=DEFAULTS.lora_alpha, label="alpha", precision=0)
-    f["lora_dropout"] = gr.Slider(0, 0.5, value=DEFAULTS.lora_dropout, step=0.01, label="dropout")
+    f["lora_dropout"] = gr.Number(value=DEFAULTS.lora_dropout, label="dropout")
     f["target_modules"] = gr.CheckboxGroup(linear_module_names(model_config(DEMO)),
                                            value=list(DEFAULTS.target_modules), label="target modules")
     f["estimate"] = gr.Markdown(estimate(DEMO, DEFAULTS.quant, DEFAULTS.lora_r, DEFAULTS.lora_dropout,
