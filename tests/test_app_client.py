@@ -112,11 +112,16 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     assert "on 6 items" in summary and re.search(r"validation rows\): Error=\$", summary), summary
     assert "eval.json" not in summary and "Saved with run" in summary  # no server paths
     shown = [row[0] for row in table["data"]]
-    assert shown[0].endswith("◀ headline") and shown[7] == "base model, greedy"
-    assert {n.removesuffix(" ◀ headline") for n in shown[:7]} == {
+    assert "the fine-tune's best method" in summary and "the strongest baseline" in summary  # the verdict
+    # Lowest $ error first; the headline and the strongest baseline marked once each.
+    assert [row[1] for row in table["data"]] == sorted(row[1] for row in table["data"])
+    assert sum(n.endswith("◀ headline") for n in shown) == 1 and sum(n.endswith("◀ strongest baseline")
+                                                                      for n in shown) == 1
+    assert {n.split(" ◀")[0] for n in shown if n.startswith("fine-tuned")} == {
         *(f"fine-tuned, {name}" for name in names), "fine-tuned + text baselines (ensemble)"}
+    assert "base model, greedy" in shown
     # The strong text baseline sits beside the others, with the current course's MSE and r² for every row.
-    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+    rows = {row[0].split(" ◀")[0]: dict(zip(table["headers"], row)) for row in table["data"]}
     assert table["headers"] == ["model", "error $", "RMSLE", "hits %", "MSE", "r²", "unparseable"]
     assert rows["TF-IDF ridge (log price)"]["error $"] > 0 and rows["TF-IDF nearest neighbours (log price)"]["MSE"] > 0
     assert all(r["MSE"] is not None for r in rows.values())

@@ -385,3 +385,45 @@ def test_bf16_pricing_on_the_cpu_keeps_fp32_logits_and_the_same_prices(demo_mode
     with inference_precision(model, False):
         again = predict_expected(model, demo_tokenizer, TEXTS, batch_size=4)
     assert [p.price for p in again] == pytest.approx([p.price for p in exact], rel=1e-6)
+
+
+def _metrics(error):
+    return {"error": error, "rmsle": 0.5, "hits": 0.5, "mse": error ** 2, "r2": 0.1, "unparseable": 0}
+
+
+def _result(methods: dict, baselines: dict, headline: str) -> dict:
+    return {"count": 200, "method": headline, "metrics": _metrics(methods[headline]),
+            "methods": {k: _metrics(v) for k, v in methods.items()},
+            "baselines": {k: _metrics(v) for k, v in baselines.items()}}
+
+
+BASELINES = {"base_model": 61.5, "constant_mean": 56.8, "constant_median": 44.9, "linear_bow": 64.3,
+             "tfidf_ridge": 33.4, "tfidf_neighbours": 32.6}
+
+
+def test_the_verdict_says_when_the_strongest_baseline_wins():
+    from trainer.tester import summary_table, verdict
+
+    # The user's data in the newcomer issue: the headline ($26.08) lost to the ridge ($22.64) and the median constant.
+    result = _result({"neighbours": 26.08, "head": 24.10, "expected": 27.5}, {**BASELINES, "tfidf_ridge": 22.64,
+                                                                             "constant_median": 25.83}, "neighbours")
+    line = verdict(result)
+    assert line.startswith("On these 200 rows the fine-tune's best method, price head on the last hidden state, is "
+                           "off by $24.10: it does not beat the strongest baseline, TF-IDF ridge (log price) ($22.64; "
+                           "1.06× its error), and beats a constant (training median) (0.93×).")
+    assert "The headline, nearest training rows by the last hidden state, was chosen before these rows" in line
+    table = summary_table(result)
+    assert [row[1] for row in table] == sorted(row[1] for row in table)  # lowest $ error first
+    assert table[0][0] == "TF-IDF ridge (log price) ◀ strongest baseline"
+    assert [row[0] for row in table if "◀ headline" in row[0]] == [
+        "fine-tuned, nearest training rows by the last hidden state ◀ headline"]
+
+
+def test_the_verdict_says_when_the_fine_tune_wins():
+    from trainer.tester import verdict
+
+    result = _result({"ensemble": 30.49, "head": 32.14, "expected": 33.66}, BASELINES, "ensemble")
+    assert verdict(result) == ("On these 200 rows the fine-tune's best method, fine-tuned + text baselines "
+                               "(ensemble), is off by $30.49: it beats the strongest baseline, TF-IDF nearest "
+                               "neighbours (log price) ($32.60; 0.94× its error), and beats a constant (training "
+                               "median) (0.68×).")

@@ -32,6 +32,9 @@ def trained_run(tmp_path_factory):
 def test_model_card_has_the_config_the_tester_metrics_and_the_scatter(trained_run):
     card = model_card(trained_run.path).read_text()
     assert "Not evaluated yet" in card and "base_model: HuggingFaceTB/SmolLM2-135M-Instruct\n" in card
+    # The question and base model the run itself used, not the 2024 course's wording or the name "demo".
+    assert ("A LoRA adapter for `HuggingFaceTB/SmolLM2-135M-Instruct` that answers the prompt its run asked "
+            "(`What does this cost to the nearest dollar?` … `Price is $`)") in card, card[:800]
     result = evaluate_run(trained_run.path, limit=6)
     card = model_card(trained_run.path).read_text()
     assert f"{result['metrics']['error']:.2f}" in card and "| lora_r | 8 |" in card

@@ -170,7 +170,7 @@ def _predict(args) -> int:
 
 
 def _eval(args) -> int:
-    from .tester import evaluate_run, one_line, range_line, summary_table
+    from .tester import evaluate_run, one_line, range_line, summary_table, verdict
 
     def progress(done, total, what):
         print(f"\r{done}/{total} {what}    ", end="", file=sys.stderr, flush=True)
@@ -182,6 +182,7 @@ def _eval(args) -> int:
         print(f"{name:<32} error ${error:>8.2f}  RMSLE {rmsle:5.3f}  hits {hits:5.1f}%  MSE {mse or 0:>10,.0f}  "
               f"r² {r2}  unparseable {bad}")
     print(one_line(result))
+    print(verdict(result))
     if range_line(result):
         print(range_line(result))
     return 0

@@ -84,7 +84,7 @@ def scatter_png(items: list[dict], path: Path, title: str) -> None:
 def model_card(run_path) -> Path:
     """Write README.md (and scatter.png when the run was evaluated) into the run's adapter folder."""
     from .evaluate import summary_line
-    from .tester import one_line, summary_table
+    from .tester import one_line, summary_table, verdict
 
     run, config = _run(run_path)
     status = run.status()
@@ -93,8 +93,8 @@ def model_card(run_path) -> Path:
     lines = [
         "---", *([f"base_model: {base}"] if base else []), "library_name: peft",
         "tags: [pricetune, lora, price-prediction]", "---", "", f"# {run.name}: a PriceTune price-prediction adapter", "",
-        f"A LoRA adapter for `{config.model}` that answers the course prompt (`How much does this cost to the "
-        "nearest dollar?` … `Price is $`) with a price. Trained with PriceTune.", "",
+        f"A LoRA adapter for `{base or config.model}` that answers the prompt its run asked (`{config.asked()}` … "
+        "`Price is $`) with a price. Trained with PriceTune.", "",
         "## Data", "", status.get("data_summary") or f"source: {config.data}", "",
         "## Hyperparameters", "", "| field | value |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in vars(config).items() if k not in ("name", "data")],
@@ -102,7 +102,7 @@ def model_card(run_path) -> Path:
         "## Evaluation (the course's Tester)", "",
     ]
     if evaluation:
-        lines += [f"Run {one_line(evaluation)}", "",
+        lines += [verdict(evaluation), "", f"Run {one_line(evaluation)}", "",
                   "| model | error $ | RMSLE | hits % | MSE | r² | unparseable |", "|---|---|---|---|---|---|---|"]
         lines += ["| " + " | ".join("—" if v is None else str(v) for v in row) + " |"
                   for row in summary_table(evaluation)]

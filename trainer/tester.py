@@ -353,6 +353,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
                   for i, (t, y) in enumerate(zip(texts, truths))],
     }
     result["categories"] = by_category(result["items"])
+    result["verdict"] = verdict(result)
     result["ranges"] = _range_report(guesses["candidates"], guesses[headline], truths, choice)
     if save:
         write_atomic(run.eval_file, json.dumps(result))
@@ -390,17 +391,59 @@ def method_name(method: str) -> str:
     return "fine-tuned + text baselines (ensemble)" if method == ENSEMBLE else f"fine-tuned, {METHOD_NAMES[method]}"
 
 
-def summary_table(result: dict) -> list[list]:
-    """Rows of (model, error, RMSLE, hits %, MSE, r², unparseable): the headline first, then the fine-tuned model's
-    other methods and the ensemble, then the base model and the baselines."""
+CONSTANTS = ("constant_mean", "constant_median")
+SIMPLE_BASELINES = (TEXT_BASELINE, TEXT_NEIGHBOURS, "linear_bow", *CONSTANTS)
+"""The baselines a fine-tune must beat to be worth it (the base model is not one: it is the starting point)."""
+
+
+def _rows(result: dict) -> tuple[dict, dict]:
+    """The fine-tuned model's methods (the ensemble included) and the baselines, each key → metrics."""
     headline = result.get("method", "greedy")
     baselines = dict(result["baselines"])
     # eval.json from before every method had its entry kept the other method among the baselines.
     older = {m: baselines.pop(k) for k, m in (("expected_value", "expected"), ("greedy", "greedy")) if k in baselines}
-    methods = result.get("methods") or {headline: result["metrics"], **older}
-    rows = [(method_name(headline) + " ◀ headline", result["metrics"])]
-    rows += [(method_name(k), v) for k, v in methods.items() if k != headline]
-    rows += [(ROW_NAMES.get(k, k), v) for k, v in baselines.items()]
+    return result.get("methods") or {headline: result["metrics"], **older}, baselines
+
+
+def _best(rows: dict, keys) -> tuple[str, dict] | None:
+    found = [(k, rows[k]) for k in keys if k in rows]
+    return min(found, key=lambda kv: kv[1]["error"]) if found else None
+
+
+def verdict(result: dict) -> str:
+    """One plain sentence: which method of the fine-tune priced best on these rows, and how it stands against the
+    strongest simple baseline and a constant (ratios of $ error)."""
+    methods, baselines = _rows(result)
+    best, metrics = _best(methods, methods)
+    short = lambda method: method_name(method).removeprefix("fine-tuned, ")  # noqa: E731
+    line = f"On these {result['count']} rows the fine-tune's best method, {short(best)}, is off by ${metrics['error']:.2f}"
+    strongest, constant = _best(baselines, SIMPLE_BASELINES), _best(baselines, CONSTANTS)
+    if strongest:
+        name, m = strongest
+        ratio = metrics["error"] / m["error"] if m["error"] else float("inf")
+        word = "beats" if ratio < 1 else "does not beat"
+        line += (f": it {word} the strongest baseline, {ROW_NAMES[name]} (${m['error']:.2f}; "
+                 f"{ratio:.2f}× its error)")
+    if constant and constant[0] != (strongest or ("",))[0]:
+        ratio = metrics["error"] / constant[1]["error"] if constant[1]["error"] else float("inf")
+        line += f", and {'beats' if ratio < 1 else 'does not beat'} a {ROW_NAMES[constant[0]]} ({ratio:.2f}×)"
+    headline = result.get("method", "greedy")
+    if headline != best:
+        line += (f". The headline, {short(headline)}, was chosen before these rows were priced "
+                 f"(${result['metrics']['error']:.2f} here)")
+    return line + "."
+
+
+def summary_table(result: dict) -> list[list]:
+    """Rows of (model, error, RMSLE, hits %, MSE, r², unparseable), by $ error: every method of the fine-tuned model
+    (the headline and the best marked), the ensemble, the base model and the baselines (the strongest marked)."""
+    headline = result.get("method", "greedy")
+    methods, baselines = _rows(result)
+    strongest = (_best(baselines, SIMPLE_BASELINES) or ("",))[0]
+    rows = [(method_name(k) + (" ◀ headline" if k == headline else ""), v) for k, v in methods.items()]
+    rows += [(ROW_NAMES.get(k, k) + (" ◀ strongest baseline" if k == strongest else ""), v)
+             for k, v in baselines.items()]
+    rows.sort(key=lambda row: row[1]["error"])
     return [[name, round(m["error"], 2), round(m["rmsle"], 3), round(100 * m["hits"], 1),
              None if m.get("mse") is None else round(m["mse"], 1), None if m.get("r2") is None else round(m["r2"], 3),
              m["unparseable"]] for name, m in rows]

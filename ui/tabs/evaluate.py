@@ -25,7 +25,7 @@ def cancel_event(request: gr.Request | None) -> threading.Event:
 @reports_errors(6, at=0)
 def run_evaluation(run_name, file, limit, method=AUTO, request: gr.Request = None, progress=gr.Progress()):
     from trainer.tester import (CATEGORY_COLUMNS, Cancelled, category_table, evaluate_run, one_line, range_line,
-                                summary_table)
+                                summary_table, verdict)
 
     run = named_run(run_name, with_adapter=True)
     if run is None:
@@ -54,7 +54,7 @@ def run_evaluation(run_name, file, limit, method=AUTO, request: gr.Request = Non
              f"Not saved: only the user who started run {run_name} (or an admin) writes its evaluation.")
     categories = result["categories"]
     ranges = f"{range_line(result)}  \n" if range_line(result) else ""
-    return (f"{one_line(result)}  \n{ranges}{saved.format(run_name=run_name)}", table,
+    return (f"**{verdict(result)}**  \n{one_line(result)}  \n{ranges}{saved.format(run_name=run_name)}", table,
             charts.scatter_figure(truths, guesses), charts.bucket_figure(truths, guesses),
             gr.update(value=pd.DataFrame(category_table(result), columns=CATEGORY_COLUMNS), visible=bool(categories)),
             gr.update(value=charts.category_figure(categories), visible=bool(categories)))
@@ -86,8 +86,12 @@ def create_evaluate_tab() -> dict:
             c["button"] = gr.Button("Evaluate", variant="primary")
             c["cancel"] = gr.Button("Cancel")
         c["summary"] = gr.Markdown()
-        c["table"] = gr.Dataframe(pd.DataFrame(columns=EVAL_COLUMNS), label="Results", interactive=False,
-                                  elem_id="eval-table")
+        c["table"] = gr.Dataframe(pd.DataFrame(columns=EVAL_COLUMNS), label="Results, lowest $ error first",
+                                  interactive=False, elem_id="eval-table")
+        gr.Markdown("◀ headline: the method *auto* chose on the run's validation rows, before these rows were "
+                    "priced (choosing on them would flatter it). ◀ strongest baseline: the best of the text and "
+                    "constant baselines, the line a fine-tune must beat. r² below 0: worse than always guessing these "
+                    "rows' mean price.")
         with gr.Row():
             c["scatter"] = gr.Plot(label="Truth vs guess", elem_id="eval-scatter")
             c["buckets"] = gr.Plot(label="Error by price")
