@@ -19,12 +19,16 @@ from .train import FORM_FIELDS, fill_form
 RUN_COLUMNS = ["run", "status", "started", "steps", "final loss", "best probe $ error", "model", "r / alpha", "targets"]
 
 
-def list_history():
+def list_history(delete_pick=None):
+    """The table and pickers; the comparison starts with the three newest finished runs (an unfinished one draws an
+    empty chart), and the run picked for deletion stays picked while it exists (a refusal keeps it)."""
     runs = list_runs()
     table = pd.DataFrame([run_summary(r) for r in runs], columns=RUN_COLUMNS)
     names = [r.name for r in runs]
-    return (table, gr.Dropdown(choices=names, value=names[:3], multiselect=True),
-            gr.Dropdown(choices=names, value=names[0] if names else None), gr.Dropdown(choices=names, value=None))
+    finished = [r.name for r in runs if r.state() in ("done", "stopped")][:3]
+    return (table, gr.Dropdown(choices=names, value=finished, multiselect=True),
+            gr.Dropdown(choices=names, value=names[0] if names else None),
+            gr.Dropdown(choices=names, value=delete_pick if delete_pick in names else None))
 
 
 def compare_runs(names):
@@ -199,7 +203,7 @@ def create_runs_tab(train: dict) -> dict:
     c["delete_pick"].change(lambda name: gr.Button(f"Delete run {name}" if name else "Delete this run"),
                             c["delete_pick"], c["delete"], api_visibility="private", queue=False)
     c["delete"].click(delete_run, [c["delete_pick"], c["delete_sure"]], c["delete_message"],
-                      api_name="delete_run").then(list_history, outputs=listing, api_visibility="private")
+                      api_name="delete_run").then(list_history, c["delete_pick"], listing, api_visibility="private")
     c["open"].change(open_run, c["open"], [c["detail"], c["config"], c["samples"], c["eval"]], api_name="open_run")
     c["sweep"].change(show_sweep, c["sweep"], [c["leaderboard"], c["sweep_progress"]], api_name="sweep_leaderboard")
     c["continue_sweep"].click(continue_sweep, c["sweep"], c["sweep_message"], api_name="continue_sweep",
