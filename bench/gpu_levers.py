@@ -1,5 +1,5 @@
-"""What each GPU lever gives PriceTune's training step: the arms below on one model, loaded once, in one process, against
-TRL's SFTTrainer with its defaults (arm B) measured in the same run. Prints, per arm, tokens/s, MFU, peak CUDA memory
+"""What each GPU lever gives PriceTune's training step: the arms below on one model, loaded once, in one process,
+against TRL's SFTTrainer with its defaults (arm B) measured in the same run. Prints, per arm, tokens/s, MFU, peak CUDA memory
 and `trainer/memory.py`'s estimate, and the ratio to B; appends each arm's figures to --out as a JSON line. Asserts
 nothing.
 

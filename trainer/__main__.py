@@ -162,8 +162,13 @@ def _predict(args) -> int:
     def progress(done, total, what):
         print(f"\r{done}/{total} {what}    ", end="", file=sys.stderr, flush=True)
 
+    from .runs import RunFolder, barely_trained
+
     prices, method, why = price_texts(args.run, args.text, args.method, progress=progress)
     print(f"method: {method} ({why})", file=sys.stderr)
+    warning = barely_trained(RunFolder(Path(args.run)))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     for price in prices:
         print("unparseable" if price is None else f"${price:.2f}")
     return 0

@@ -117,7 +117,7 @@ class TrainConfig:
     quant: Quantization = field(default_factory=_default_quant)
     """Base-model quantization: 4bit (NF4, double quant), 8bit, or none."""
     fp32_norms: bool = field(default_factory=lambda: not on_gpu())
-    """With 4/8-bit, cast norms and embeddings to fp32 (PEFT's prepare_model_for_kbit_training); off on a GPU (memory)."""
+    """With 4/8-bit, cast norms and embeddings to fp32 (PEFT's prepare_model_for_kbit_training); off on a GPU."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass: far less GPU memory, slower steps (model_defaults)."""
     lora_r: int = 16

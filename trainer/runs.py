@@ -320,6 +320,22 @@ def list_runs(root: Path | None = None) -> list[RunFolder]:
     return sorted(runs, key=lambda r: r.status().get("created", 0), reverse=True)
 
 
+def barely_trained(run: RunFolder) -> str:
+    """A warning for prices from a run that learned little: its last probe priced the validation rows no better than
+    always guessing the training median did ("" when it did better, or was never probed after step 0)."""
+    status = run.status()
+    probes = [r for r in run.metrics() if isinstance(r.get("probe_error"), (int, float)) and r["step"] > 0]
+    constant = (status.get("baselines") or {}).get("constant_median") or {}
+    if not probes or not isinstance(constant.get("error"), (int, float)):
+        return ""
+    if probes[-1]["probe_error"] < constant["error"]:
+        return ""
+    total = f" of {status['total_steps']}" if status.get("total_steps") else ""
+    return (f"Barely trained: run {run.name} trained {probes[-1]['step']}{total} steps, and its last probe's $ error "
+            f"(${probes[-1]['probe_error']:.2f}) was no better than always guessing the training median "
+            f"(${constant['error']:.2f}) on the same validation rows. Treat its prices as guesses; train longer.")
+
+
 def run_summary(run: RunFolder) -> dict:
     """One row of the run history: what a user compares runs by."""
     import yaml

@@ -416,7 +416,8 @@ def verdict(result: dict) -> str:
     methods, baselines = _rows(result)
     best, metrics = _best(methods, methods)
     short = lambda method: method_name(method).removeprefix("fine-tuned, ")  # noqa: E731
-    line = f"On these {result['count']} rows the fine-tune's best method, {short(best)}, is off by ${metrics['error']:.2f}"
+    line = (f"On these {result['count']} rows the fine-tune's best method, {short(best)}, is off by "
+            f"${metrics['error']:.2f}")
     strongest, constant = _best(baselines, SIMPLE_BASELINES), _best(baselines, CONSTANTS)
     if strongest:
         name, m = strongest

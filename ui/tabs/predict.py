@@ -38,6 +38,7 @@ METHOD_HELP = (
 
 @reports_errors(2, at=0)
 def predict(run_name, text, method=AUTO, progress=gr.Progress()):
+    from trainer.runs import barely_trained
     from trainer.tester import explain_price, method_name
 
     run = named_run(run_name, with_adapter=True)
@@ -67,7 +68,9 @@ def predict(run_name, text, method=AUTO, progress=gr.Progress()):
     calibrated = "calibrated on the validation rows" if answer["calibrated"] else "the model's own, uncalibrated"
     shown_range = (f"  \n{100 * answer['level']:.0f}% range: **{show(span[0])} – {show(span[1])}** ({calibrated})"
                    if span else "")
+    warning = barely_trained(run)
     md = (f"**{show(answer['price'])}** by {method_name(used)} — {answer['reason']}.{shown_range}\n\n"
+          + (f"**⚠ {warning}**\n\n" if warning else "") +
           f"| run {run_name} | price |\n"
           "|---|---|\n" + "\n".join(rows))
     return md, charts.distribution_figure(answer["candidates"], answer["price"], METHOD_NAMES[used])

@@ -202,7 +202,8 @@ def fill_form(config: TrainConfig, message: str, data_kept: bool = False):
     upload = not (data_kept or config.data == "sample" or config.data.startswith(RUN_DATA))
     note = f" Its data was `{Path(config.data).name}`: upload that file to train on it." if upload else ""
     # Settings the form has no field for: a run started from the form gets their defaults, so say which differ.
-    default, own = TrainConfig.for_model(config.model), set(FORM_FIELDS) | {"name", "data", "text_column", "price_column"}
+    default = TrainConfig.for_model(config.model)
+    own = set(FORM_FIELDS) | {"name", "data", "text_column", "price_column"}
     shown = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
     dropped = [f"{f.name} {shown(getattr(config, f.name))} (default {shown(getattr(default, f.name))})"
                for f in dataclasses.fields(TrainConfig)
