@@ -125,10 +125,12 @@ def test_scatter_figure_empty():
 def test_distribution_figure():
     candidates = [(12.0, 0.5), (3.0, 0.3), (120.0, 0.2)]
     fig = distribution_figure(candidates, expected=28.5)
-    [bars] = fig.data
-    assert list(bars.x) == ["$3", "$12", "$120"] and list(bars.y) == [0.3, 0.5, 0.2]
+    [stems] = fig.data
+    assert list(stems.x) == [3.0, 12.0, 120.0] and list(stems.y) == [0.3, 0.5, 0.2]
+    assert fig.layout.xaxis.type == "log"  # $3 to $120: a numeric axis, logarithmic over an order of magnitude
     [line] = fig.layout.shapes
-    assert line.x0 == line.x1 and 1 < line.x0 < 2  # between the $12 and $120 bars
+    assert line.x0 == line.x1 == 28.5  # the price itself on the price axis, not a position between labels
+    assert distribution_figure([(20.0, 0.6), (29.0, 0.4)], 24.0).layout.xaxis.type == "linear"
     assert "expected $28.50" in _annotations(fig)
     assert len(distribution_figure(candidates, None).layout.shapes) == 0
     assert len(distribution_figure([], None).data) == 0

@@ -179,36 +179,36 @@ def scatter_figure(truths: list[float], guesses: list[float | None]) -> go.Figur
 
 def distribution_figure(candidates: list[tuple[float, float]], expected: float | None,
                         label: str = "expected") -> go.Figure:
-    """The model's candidate prices and their probabilities, with a line at the price given (named by `label`)."""
+    """The model's candidate prices and their probabilities on a price axis, with a line at the price given (named by
+    `label`). Prices that span an order of magnitude get a log axis; each candidate is a stem, which a log axis
+    draws as it draws a linear one (bars would widen with the price)."""
     if not candidates:
         return empty_figure("Price distribution", "No candidate prices", "price ($)", "probability")
     ordered = sorted(candidates)
-    fig = go.Figure(go.Bar(x=[f"${p:,.0f}" for p, _ in ordered], y=[q for _, q in ordered],
-                           marker_color=LOSS_COLOUR, name="probability",
-                           hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
-    # A categorical x axis keeps bars readable when prices span orders of magnitude; place the marked
-    # price between the categories it falls between.
+    prices, probabilities = [p for p, _ in ordered], [q for _, q in ordered]
+    fig = go.Figure(go.Scatter(
+        x=prices, y=probabilities, mode="markers", name="probability", marker=dict(color=LOSS_COLOUR, size=9),
+        error_y=dict(type="data", symmetric=False, array=[0] * len(prices), arrayminus=probabilities, width=0,
+                     thickness=5, color=LOSS_COLOUR),
+        hovertemplate="$%{x:,.2f}: %{y:.1%}<extra></extra>"))
     title = "Price distribution"
     if _number(expected) is not None:
-        prices = [p for p, _ in ordered]
-        position = _category_position(prices, expected)
-        fig.add_vline(x=position, line=dict(color=COLOURS["red"], width=2, dash="dash"),
+        fig.add_vline(x=expected, line=dict(color=COLOURS["red"], width=2, dash="dash"),
                       annotation_text=f"{label} ${expected:,.2f}", annotation_position="top")
         title += f" — {label} ${expected:,.2f}"
-    fig.update_layout(title=title, xaxis_title="price ($)", yaxis=dict(title="probability", tickformat=".0%"),
-                      template="plotly_white")
+    values = [p for p in prices + ([expected] if _number(expected) is not None else []) if p > 0] or [1.0]
+    low, high = min(values), max(values)
+    log = high >= 10 * low
+    # An explicit range: plotly's autorange on a log axis with the stems' error bars runs off to $10^28.
+    if log:
+        span = [math.log10(low) - 0.1, math.log10(high) + 0.1]
+    else:
+        pad = max((high - low) * 0.08, 0.5)
+        span = [max(low - pad, 0), high + pad]
+    fig.update_layout(title=title, xaxis=dict(title="price ($)", type="log" if log else "linear", tickprefix="$",
+                                              range=span),
+                      yaxis=dict(title="probability", tickformat=".0%", rangemode="tozero"), template="plotly_white")
     return fig
-
-
-def _category_position(prices: list[float], value: float) -> float:
-    """Where `value` falls on a categorical axis of sorted `prices` (index 0, 1, …), interpolated linearly."""
-    if value <= prices[0]:
-        return 0.0
-    for i in range(1, len(prices)):
-        if value <= prices[i]:
-            low, high = prices[i - 1], prices[i]
-            return i - 1 + (value - low) / (high - low) if high > low else float(i)
-    return float(len(prices) - 1)
 
 
 def _description(text: str, limit: int = 80) -> str:
