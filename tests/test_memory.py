@@ -95,7 +95,7 @@ def test_a_warning_names_the_gpu_and_what_to_change():
 def test_the_api_estimate_names_a_bad_field(llama8b):
     from ui.tabs.train import estimate
 
-    assert "quant: must be one of 4bit, 8bit, none (got 'int3')" in estimate("demo", "int3", 8, 0.05, ["q_proj"], 8, 0)
+    assert "quant: must be 4bit or 8bit or none (got 'int3')" in estimate("demo", "int3", 8, 0.05, ["q_proj"], 8, 0)
     assert estimate("demo", "none", 8, 0.05, [], 8, 0) == "Pick at least one target module."
     assert "peak GPU memory" in estimate("demo", "none", 8, 0.05, ["q_proj"], 8, 0)
 
