@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 import typing
 from pathlib import Path
 
@@ -124,24 +125,32 @@ def _sweep(args) -> int:
 
 def _follow(job) -> int:
     """Print the run folder's new metric rows while the job trains; Ctrl-C stops it like the Stop button."""
-    from . import dist
+    from . import clock, dist
 
     # Under torchrun every rank follows its own job; rank 0 alone prints, as it alone writes the folder.
     say = print if dist.is_writer() else (lambda *a, **k: None)
     say(f"run folder: {job.run.path}", flush=True)
-    printed = len(job.run.metrics())
+    printed, message, said_at = len(job.run.metrics()), "", 0.0
     try:
         while job.thread.is_alive():
             job.thread.join(1.0)
-            rows = job.run.metrics()
+            rows, status = job.run.metrics(), job.run.status()
+            left = clock.eta(status, time.time())
+            eta = "" if left is None else f"  ETA {clock.hms(left)}"
             for row in rows[printed:]:
                 if "probe_error" in row:
                     say(f"step {row['step']:>5}  probe ${row['probe_error']:.2f} error, "
                           f"{100 * row['probe_hits']:.0f}% hits", flush=True)
                 else:
                     say(f"step {row['step']:>5}  loss {row['loss']:.4f}  lr {row['lr'] or 0:.2e}  "
-                          f"{row['tokens_per_s']:.0f} tok/s", flush=True)
+                          f"{row['tokens_per_s']:.0f} tok/s{eta}", flush=True)
             printed = len(rows)
+            # What the run is doing between steps (loading, the head's rows), at most every 15 s while it repeats.
+            now_saying = status.get("message") or ""
+            if now_saying and now_saying != message and (now_saying.split(":")[0] != message.split(":")[0]
+                                                         or time.time() - said_at >= 15):
+                say(f"{now_saying}{eta}", flush=True)
+                message, said_at = now_saying, time.time()
     except KeyboardInterrupt:
         say("stopping at the next step (Ctrl-C again to abort)…", flush=True)
         job.stop()
@@ -149,7 +158,8 @@ def _follow(job) -> int:
     from .runs import phase_line
 
     status = job.run.status()
-    say(status.get("error") or status.get("message"))
+    if (status.get("error") or status.get("message")) != message:
+        say(status.get("error") or status.get("message"))
     if phase_line(status):
         say(phase_line(status))
     dist.finish()
@@ -212,6 +222,7 @@ def _estimate(args) -> int:
     from .config import DEMO, gpu_defaults_line
     from .memory import ESTIMATE_LENGTH, GiB, detected_gpu, estimate_memory, fit_warning
     from .models import estimate_adapter, linear_module_names, model_config
+    from .timing import TIMING_STEPS, time_line
 
     config = model_config(args.model)
     targets = names_list(args.target_modules)
@@ -239,6 +250,19 @@ def _estimate(args) -> int:
     gpu = detected_gpu()
     if gpu and fit_warning(default, *gpu):
         print(f"warning: {fit_warning(default, *gpu)}")
+    run = TrainConfig.from_dict({**dataclasses.asdict(TrainConfig.for_model(args.model)),
+                                 **{k: getattr(args, k) for k in ("quant", "lora_r", "lora_dropout", "batch_size",
+                                                                  "max_length", "grad_accum", "max_steps", "data",
+                                                                  "sample_every", "probe_size", "head_rows",
+                                                                  "max_minutes")},
+                                 "target_modules": targets}).validate()
+    if args.time:
+        from .job import JOBS
+        from .timing import measure
+
+        print(f"timing {TIMING_STEPS} steps of it on this machine…", flush=True)
+        measure(run, JOBS)
+    print(time_line(run, run.max_length).replace("**", ""))
     return 0
 
 
@@ -380,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, dest="batch_size")
     p.add_argument("--max-length", type=int, default=0, dest="max_length",
                    help="tokens per example (default 0: a course prompt's length is assumed)")
+    for name in ("grad_accum", "max_steps", "sample_every", "probe_size", "head_rows", "max_minutes", "data"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(getattr(TrainConfig, name)),
+                       default=getattr(TrainConfig, name), help=field_docs()[name])
+    p.add_argument("--time", action="store_true",
+                   help="time two steps of this config here first (the real job; minutes for a large model)")
     _check_data_parser(sub)
     p = sub.add_parser("export", help="model card, merged model folder, or a push to the Hugging Face Hub")
     p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")

@@ -6,6 +6,7 @@ import contextlib
 import threading
 from pathlib import Path
 
+from . import clock
 from .config import TrainConfig
 from .estimates import STATE_METHODS
 from .head import PriceHead, fit_for, load_head
@@ -34,16 +35,22 @@ class Predictor:
         self.bf16 = self.config.use_bf16()
         """Whether pricing runs under bf16 autocast, as the run trained (see models.inference_precision)."""
 
+    @property
+    def head_rows(self) -> int:
+        """Training rows the head is fitted on: the run's plan (a short run's are fewer), else the config's."""
+        plan = clock.run_plan(self.run.status())
+        return plan.head_rows if plan else self.config.head_rows
+
     def head_rows_to_fit(self) -> int:
         """Training rows ensure_head will run forward passes on: 0 when the head is there."""
-        return 0 if self.head is not None else min(self.config.head_rows, len(self.run.split()))
+        return 0 if self.head is not None else min(self.head_rows, len(self.run.split()))
 
     def ensure_head(self, report=None) -> PriceHead:
         """The adapter's price head; a run without one (stopped, or trained before heads) gets it fitted on its
         first head_rows training rows and stored now, with `report(done, total)` after each batch."""
         with self.lock:
             if self.head is None:
-                train = self.run.split()[: self.config.head_rows]
+                train = self.run.split()[: self.head_rows]
                 if len(train) < 2:
                     raise ModelError(f"Run {self.run.name} has too few training rows to fit a price head on.")
                 with inference_precision(self.model, self.bf16):
@@ -87,11 +94,14 @@ _cache: dict[str, Predictor] = {}
 _cache_lock = threading.Lock()
 
 
-def predictor_for(run_path: str | Path) -> Predictor:
-    """The Predictor of a run, loading it once; only the latest run's model is kept in memory."""
+def predictor_for(run_path: str | Path, progress=None) -> Predictor:
+    """The Predictor of a run, loading it once; only the latest run's model is kept in memory. `progress(done,
+    total, what)` is told when it loads (seconds to minutes: the base model's weights)."""
     key = str(Path(run_path).resolve())
     with _cache_lock:
         if key not in _cache:
+            if progress:
+                progress(0, 1, f"loading the base model and adapter of run {Path(run_path).name}")
             _cache.clear()
             _cache[key] = Predictor(run_path)
         return _cache[key]

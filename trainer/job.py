@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import gc
@@ -20,7 +21,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from .data import (COURSE_QUESTION, DataError, Product, as_size, fit_max_length, load_products, make_sample_products,
                    split_description, split_products, split_run, tokenize_example)
-from . import cost, dist, trackers
+from . import clock, cost, dist, trackers
 from .baselines import (TEXT_BASELINE, TEXT_NEIGHBOURS, constant_baselines, fit_text_baseline, fit_text_neighbours,
                         load_text_baseline, predict_prices, save_text_baseline)
 from .evaluate import price_metrics
@@ -30,6 +31,10 @@ from .loss import PackedPriceCollator, PriceCollator, price_loss
 from .models import compile_layers, eager, first_line, inference_precision, load_model, load_tokenizer
 from .paths import runs_dir
 from .runs import RunFolder, finished_at
+
+
+PROBE_BATCH = 16
+"""Probe items priced together: one batch of the pricing code, and how often a probe checks for Stop."""
 
 
 class Busy(RuntimeError):
@@ -98,6 +103,9 @@ class RunCallback(TrainerCallback):
             self.job.evaluate_probe(model, 0)
         self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
         self.last_save = self.began = time.time()
+        if state.max_steps != self.job.plan.total_steps:  # the Trainer's count of an epochs-run is the one it keeps
+            self.job.plan.total_steps = state.max_steps
+            self.job.run.update_status(plan=dataclasses.asdict(self.job.plan))
         self.mark = time.perf_counter()
         self.job.run.update_status(training_started=self.last_time, training_started_step=state.global_step,
                                    message=self.job.data_message)
@@ -123,11 +131,15 @@ class RunCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         self.last_save = time.time()
         # The Trainer saves right after on_step_end and on_log: the time since is the checkpoint's.
-        self.job.add_phase("checkpoint saves", time.perf_counter() - self.mark)
+        spent = time.perf_counter() - self.mark
+        self.job.add_phase("checkpoint saves", spent)
+        self.job.tick("saves", 1, spent)
+        self.mark = time.perf_counter()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         job = self.job
-        job.run.update_status(step=state.global_step, total_steps=state.max_steps)
+        # Since the last callback's own work (a probe, a save) ended: the step alone, as the ETA counts it.
+        job.tick("steps", 1, time.perf_counter() - self.mark, step=state.global_step, total_steps=state.max_steps)
         now, minutes, limit = time.time(), job.config.save_minutes, job.config.max_minutes
         save_due = bool(minutes) and now - self.last_save >= 60 * minutes
         time_up = bool(limit) and now - self.began >= 60 * limit and state.global_step < state.max_steps
@@ -152,6 +164,9 @@ class RunCallback(TrainerCallback):
         every = job.config.sample_every
         if every and state.global_step % every == 0 and state.global_step < state.max_steps and dist.is_writer():
             job.evaluate_probe(model, state.global_step)
+            if job.stop_event.is_set() and args.world_size == 1:  # Stop ended the probe: end here, not a step on
+                control.should_training_stop = True
+                control.should_save = job.checkpointing
         self.mark = time.perf_counter()
 
 
@@ -216,6 +231,8 @@ class TrainingJob:
         self.outcome: str | None = None  # this process's final state; on ranks > 0 the status file is rank 0's
         # Where the wall time went, in seconds by phase; a resumed run adds its own to the earlier ones.
         self.phases: dict[str, float] = dict(self.run.status().get("phases") or {})
+        self.clock: dict[str, float] = dict(self.run.status().get("clock") or {})
+        self.plan: clock.Plan | None = clock.run_plan(self.run.status())
 
     def _check_machine(self) -> None:
         """What this config needs of the machine and its packages, refused before any folder is touched."""
@@ -240,6 +257,13 @@ class TrainingJob:
             raise ConfigError(f"max_cost: a cost cap needs the hourly price: set {cost.PRICE_ENV} (dollars an hour) "
                               f"or {cost.HARDWARE_ENV} (a Spaces flavour)")
         return price
+
+    def tick(self, kind: str, count: int, seconds: float, **fields) -> None:
+        """Counts `count` units of `kind` (steps, probe_items, saves, head_rows) done in `seconds`: the run's rates,
+        which its ETA and later runs' pre-Start estimates read (clock.py)."""
+        self.clock[kind] = self.clock.get(kind, 0) + count
+        self.clock[f"{kind}_s"] = round(self.clock.get(f"{kind}_s", 0.0) + seconds, 3)
+        self.run.update_status(clock=self.clock, clock_at=time.time(), **fields)
 
     def add_phase(self, phase: str, seconds: float) -> None:
         self.phases[phase] = self.phases.get(phase, 0.0) + seconds
@@ -286,12 +310,20 @@ class TrainingJob:
         texts = [p.text for p in self.probe_items]
         truths = [p.price for p in self.probe_items]
         # The live view shows this and holds its ETA: no step ends while the probe is priced.
-        self.run.update_status(pricing_probe=step)
+        self.run.update_status(pricing_probe=step, clock_at=time.time())
+        preds, began = [], time.perf_counter()
         # Greedy decoding of a digit-by-digit tokenizer collapses to round numbers ("10.00", "100.00": the likeliest
         # first digit is 1), so the best adapter is chosen by the expected value unless the config says otherwise.
         with self.timed("probe"), inference_precision(model, self.config.use_bf16()), eager():
-            preds = predict_by(model, self.tokenizer, texts, self.config.probe_method,
-                               max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
+            # In batches, so Stop ends a probe within one batch's seconds (an abandoned probe records nothing).
+            for start in range(0, len(texts), PROBE_BATCH):
+                if self.stop_event.is_set():
+                    self.run.update_status(pricing_probe=None)
+                    return
+                preds += predict_by(model, self.tokenizer, texts[start:start + PROBE_BATCH],
+                                    self.config.probe_method, batch_size=PROBE_BATCH,
+                                    max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
+        self.tick("probe_items", len(texts), time.perf_counter() - began)
         metrics = price_metrics([p.price for p in preds], truths)
         scalars = {"probe/error_usd": metrics["error"], "probe/rmsle": metrics["rmsle"], "probe/hits": metrics["hits"]}
         if step == 0:  # the lines to beat, once
@@ -359,11 +391,13 @@ class TrainingJob:
                     digest = hashlib.file_digest(f, "sha256")
                 self.run.update_status(data_file={"name": cfg.data_name or Path(cfg.data).name,
                                                   "sha256": digest.hexdigest(), "bytes": Path(cfg.data).stat().st_size})
+        if self.plan is None:
+            self.plan = clock.plan_for(cfg, len(train), clock.planned_steps(cfg, len(train), dist.world_size()))
         # The probe measures training on rows kept out of it; the held-out rows are only for the final Tester.
-        self.probe_items = (validation or test)[: max(cfg.probe_size, cfg.num_samples)]
+        self.probe_items = (validation or test)[: self.plan.probe_items]
         self.probe_name = "validation" if validation else "held-out"
         self.data_note = (f"{len(train)} training / {len(validation)} validation / {len(test)} held-out products "
-                          f"({note})")
+                          f"({note})") + (f"; {clock.plan_note(self.plan, cfg)}" if not self.plan.full else "")
         baselines = constant_baselines(train, self.probe_items)
         self.add_phase("data", time.perf_counter() - began)
         with self.timed("text baseline"):
@@ -398,7 +432,14 @@ class TrainingJob:
         self._check_stop()
         self.data_message = (f"{self.data_note}; max length {max_length} tokens; $ error on "
                              f"{len(self.probe_items)} {self.probe_name} items")
-        self.run.update_status(max_length=max_length, data_summary=self.data_message, message=self.data_message)
+        shape = {"model": cfg.model, "quant": cfg.quant, "precision": "bf16" if cfg.use_bf16() else "fp32",
+                 "batch_size": cfg.batch_size * cfg.grad_accum, "max_length": max_length}
+        # The newest run of this shape on this machine: its rates stand in for any this run has not measured yet.
+        prior = clock.newest_rates(shape["model"], shape["quant"], shape["precision"], shape["batch_size"],
+                                   max_length, self.run.path.parent, skip=self.run.name)
+        self.run.update_status(max_length=max_length, data_summary=self.data_message, message=self.data_message,
+                               plan=dataclasses.asdict(self.plan), machine=clock.machine(), shape=shape,
+                               prior=prior and dataclasses.asdict(prior))
         return model, examples
 
     def _train(self, model, examples) -> int:
@@ -455,19 +496,22 @@ class TrainingJob:
         began = time.time()
 
         def report(done: int, total: int) -> None:
-            # The live view's ETA runs on these minutes once the last step is done.
+            # The live view's ETA runs on these rows once the last step is done.
             self.run.update_status(message=f"fitting the price head: {done} of {total} training rows",
-                                   fitting_head={"done": done, "total": total, "since": began})
+                                   fitting_head={"done": done, "total": total, "since": began, "at": time.time()})
             self._check_stop()
 
+        rows = train[: self.plan.head_rows]
+        self.run.update_status(fitting_head={"done": 0, "total": len(rows), "since": began, "at": began})
         try:
             with self.timed("price head"), inference_precision(model, self.config.use_bf16()), eager():
-                head = fit_for(model, self.tokenizer, train[: self.config.head_rows], report=report,
+                head = fit_for(model, self.tokenizer, rows, report=report,
                                max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
         except StopRequested:
             return False
         finally:
             self.run.update_status(fitting_head=None)
+        self.tick("head_rows", len(rows), time.time() - began)
         head.save(self.run.adapter_dir)
         return True
 

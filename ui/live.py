@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from trainer import charts, cost
+from trainer import charts, clock, cost
 from trainer.baselines import TEXT_BASELINE, TEXT_NEIGHBOURS
 from trainer.config import RUN_DATA, ConfigError, TrainConfig
 from trainer.job import JOBS
@@ -43,11 +43,6 @@ def newest_run(root: str, stamp: int, bucket: int) -> RunFolder | None:
     return runs[0] if runs else None
 
 
-def fmt_seconds(s):
-    s = int(max(s, 0))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
 def status_text(run: RunFolder, status: dict, metrics: list[dict], settings: str = "") -> str:
     state = status.get("state", "?")
     step, total = status.get("step", 0), status.get("total_steps")
@@ -58,10 +53,12 @@ def status_text(run: RunFolder, status: dict, metrics: list[dict], settings: str
     if total:
         parts.append(f"step {step}/{total}")
     if status.get("started"):
-        parts.append(f"elapsed {fmt_seconds(now - status['started'])}")
-    left = eta(status, metrics)
+        parts.append(f"elapsed {clock.hms(now - status['started'])}")
+    left = clock.eta(status, time.time())
     if left is not None:
-        parts.append(f"ETA {fmt_seconds(left)}")
+        parts.append(f"ETA {clock.hms(left)}")
+    elif state == "training":
+        parts.append("ETA once a step is timed")
     if status.get("hourly_usd") is not None and status.get("cost_from"):
         spent = cost.cost(now - status["cost_from"], status["hourly_usd"])
         parts.append(f"≈ ${spent:,.2f} at ${status['hourly_usd']:g}/h"
@@ -84,27 +81,6 @@ def status_text(run: RunFolder, status: dict, metrics: list[dict], settings: str
     if status.get("tracker_warning"):
         lines.append(f"⚠ {status['tracker_warning']}")
     return "\n\n".join(lines)
-
-
-def eta(status: dict, metrics: list[dict]) -> float | None:
-    """Seconds left: the average time per step so far (probe pricing included, as it recurs) times the steps left,
-    counted from the end of the last step, so the estimate runs down smoothly while a probe is priced instead of
-    jumping up; after the last step, the price head's rows left at its pace so far."""
-    began, total = status.get("training_started"), status.get("total_steps")
-    steps = [r for r in metrics if "loss" in r and isinstance(r.get("time"), (int, float))]
-    if status.get("state") != "training":
-        return None
-    head = status.get("fitting_head")
-    if head and head.get("done"):  # the steps are over; the price head's forward passes are what is left
-        return (time.time() - head["since"]) / head["done"] * (head["total"] - head["done"])
-    if not began or not total or not steps:
-        return None
-    last = steps[-1]
-    done = last["step"] - (status.get("training_started_step") or 0)
-    if done <= 0:
-        return None
-    per_step = (last["time"] - began) / done
-    return max(per_step * (total - last["step"]) - (time.time() - last["time"]), 0.0)
 
 
 def run_settings(run: RunFolder) -> str:
