@@ -13,7 +13,7 @@ from trainer.__main__ import main
 from trainer.catalog import ADDED_COLUMNS, price_catalog, write_catalog
 from trainer.data import DataError, read_rows
 from trainer.estimates import adjusted, covering, fit_range_adjustment, price_range, range_scores
-from trainer.tester import price_ranges, range_adjustment
+from trainer.tester import price_ranges, range_adjustment, training_bounds
 
 LONG = "A very long description of a stainless steel kettle. " * 200  # far over any max length
 
@@ -63,7 +63,12 @@ def test_every_row_comes_back_in_order_with_its_columns_and_a_range(tmp_path, ti
     # Measured against the file's own prices where it has one: sku-1 and sku-6 (the others are not prices).
     assert catalog.metrics["count"] == 2 and catalog.coverage["rows"] == 2
     assert catalog.metrics["error"] == pytest.approx(abs(out["predicted_price"][0] - 34.99), abs=0.01)
-    assert "27 rows in, 24 priced, 3 not priced" in catalog.summary()
+    assert "27 rows in, 24 priced, 3 not priced" in catalog.summary() and "; expected value (" in catalog.summary()
+    low, high = training_bounds(tiny_run)
+    own = priced["predicted_price"]  # a range always holds its row's price, even one outside the training prices
+    assert ((priced["price_low"] >= low) | (priced["price_low"] == own)).all()
+    assert ((priced["price_high"] <= high) | (priced["price_high"] == own)).all()
+    assert f"80% ranges within the training prices, ${low:,.2f}–${high:,.2f}" in catalog.summary()
     # The CLI prices the same file the same way (the tab's path, checked over HTTP in test_app_client).
     cli_out = tmp_path / "priced.csv"
     assert main(["price", "--run", str(tiny_run.path), str(path), "--out", str(cli_out), "--method", "expected"]) == 0
@@ -126,6 +131,10 @@ def test_ranges_and_their_coverage_by_hand():
     # Validation rows without any distribution (a model that never wrote digits): no calibration, raw ranges.
     assert range_adjustment({"candidates": [[], []], "truths": [1.0, 2.0]}, 0.8) is None
     assert price_ranges([[(10.0, 1.0)]], [10.0], 0.8, {"candidates": [[]], "truths": [3.0]}) == [(10.0, 10.0)]
+    # Clipped to the training prices (a beam over digits reaches $0), yet always holding the row's own price.
+    wide = [[(0.0, 0.5), (900.0, 0.5)]]
+    assert price_ranges(wide, [5.0], 0.8, None, bounds=(2.5, 80.0)) == [(2.5, 80.0)]
+    assert price_ranges(wide, [95.0], 0.8, None, bounds=(2.5, 80.0)) == [(2.5, 95.0)]
 
 
 @pytest.mark.slow

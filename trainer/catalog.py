@@ -13,11 +13,11 @@ from typing import Callable
 import pandas as pd
 
 from .data import DataError, read_rows
-from .estimates import AUTO, ENSEMBLE, METHODS, range_scores
+from .estimates import AUTO, ENSEMBLE, METHOD_NAMES, METHODS, range_scores
 from .evaluate import price_metrics
 from .runs import RunFolder
 from .tester import (BATCH, Cancelled, Progress, ensemble_methods, ensemble_prices, ensemble_reason, method_choice,
-                     price_ranges, resolve_method)
+                     price_ranges, resolve_method, training_bounds, bounds_note)
 
 ADDED_COLUMNS = ("predicted_price", "price_low", "price_high", "method", "note")
 DEFAULT_LEVEL = 0.8
@@ -38,6 +38,7 @@ class Catalog:
     coverage: dict | None = None  # range_scores of the ranges against the true prices
     text_columns: list[str] = field(default_factory=list)
     price_column: str = ""
+    bounds: tuple[float, float] | None = None  # the training prices' lowest and highest: the ranges' limits
 
     @property
     def priced(self) -> int:
@@ -47,7 +48,8 @@ class Catalog:
         """One line: rows in, priced, not priced, seconds (and against true prices, the metrics and coverage)."""
         rows = len(self.frame)
         line = (f"{rows:,} rows in, {self.priced:,} priced, {rows - self.priced:,} not priced, "
-                f"{self.seconds:.1f} s; {self.method} ({self.reason}); {100 * self.level:.0f}% ranges")
+                f"{self.seconds:.1f} s; {METHOD_NAMES[self.method]} ({self.reason}); {100 * self.level:.0f}% ranges"
+                + (f" {bounds_note(self.bounds)}" if self.bounds else ""))
         if self.cancelled:
             line += "; cancelled: the rows after the last priced batch are not priced"
         if self.metrics:
@@ -73,7 +75,7 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
     started = time.time()
     run = RunFolder(Path(run_path))
     rows = read_rows(path, text_column=text_column or None, price_column=price_column or None)
-    predictor = predictor_for(run.path)
+    predictor = predictor_for(run.path, progress)
     choice = method_choice(run, predictor, method, progress)
     used, why = resolve_method(run, method, choice)
     if used == ENSEMBLE:
@@ -103,12 +105,13 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
         prices = ensemble_prices(run, choice, {m: [priced[t][0][m] for t in texts] for m in model_methods}, texts)
     else:
         prices = [priced[t][0][used] for t in texts]
-    ranges = price_ranges([priced[t][1] for t in texts], prices, level, choice)
+    bounds = training_bounds(run)
+    ranges = price_ranges([priced[t][1] for t in texts], prices, level, choice, bounds)
     by_text = {t: (p, r) for t, p, r in zip(texts, prices, ranges)}
     per_row = [by_text.get(t) if t else None for t in rows.texts]  # aligned with the rows read; None: not priced
     frame = _output(rows, per_row, used, cancelled)
     catalog = Catalog(frame, used, why, level, time.time() - started, cancelled, text_columns=rows.text_columns,
-                      price_column=rows.price_column)
+                      price_column=rows.price_column, bounds=bounds)
     known = [(*row, t) for row, t in zip(per_row, rows.truths) if t is not None and row is not None]
     if known:
         catalog.metrics = {**price_metrics([p for p, _, _ in known], [t for _, _, t in known]), "count": len(known)}

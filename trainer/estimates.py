@@ -32,7 +32,9 @@ CHOICES = (AUTO, *METHODS, ENSEMBLE)
 METHOD_NAMES = {"expected": "expected value", "median": "median", "log_mean": "mean in log price",
                 "greedy": "greedy", HEAD: "price head on the last hidden state",
                 NEIGHBOURS: "nearest training rows by the last hidden state",
-                ENSEMBLE: "ensemble with the text baselines"}
+                ENSEMBLE: "ensemble with the text baselines", AUTO: "auto: the best on the run's validation rows"}
+"""Each method's one name, wherever a person reads it (the key is what the CLI, the API and a priced file's `method`
+column take)."""
 STACK_ALPHAS = (1e-3, 1e-2, 0.1, 1.0, 10.0)
 """The ensemble's ridge penalties tried (by leave-one-out on the validation rows)."""
 

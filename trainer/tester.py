@@ -209,28 +209,47 @@ def range_adjustment(choice: dict | None, level: float) -> float | None:
     return fit_range_adjustment(ranges, choice["truths"], level)
 
 
-def price_ranges(candidates: list, prices: list, level: float, choice: dict | None) -> list:
+def price_ranges(candidates: list, prices: list, level: float, choice: dict | None,
+                 bounds: tuple[float, float] | None = None) -> list:
     """Each row's `level` range: the model's distribution, calibrated on the validation rows when the run has them,
-    stretched to hold the row's price."""
-    return _ranges(candidates, prices, level, range_adjustment(choice, level))
+    clipped to `bounds` (training_bounds) and stretched to hold the row's price."""
+    return _ranges(candidates, prices, level, range_adjustment(choice, level), bounds)
 
 
-def _ranges(candidates: list, prices: list, level: float, adjustment: float | None) -> list:
+def training_bounds(run: RunFolder) -> tuple[float, float] | None:
+    """The lowest and highest training price: a beam over digits reaches $0 and $9,999, which the run never saw."""
+    prices = [p.price for p in run.split()]
+    return (min(prices), max(prices)) if prices else None
+
+
+def bounds_note(bounds: tuple[float, float] | None) -> str:
+    return f"within the training prices, ${bounds[0]:,.2f}–${bounds[1]:,.2f}" if bounds else ""
+
+
+def _ranges(candidates: list, prices: list, level: float, adjustment: float | None,
+            bounds: tuple[float, float] | None = None) -> list:
     out = []
     for cands, price in zip(candidates, prices):
-        raw = price_range([tuple(c) for c in cands], level)
-        out.append(covering(raw if raw is None or adjustment is None else adjusted(raw, adjustment), price))
+        span = price_range([tuple(c) for c in cands], level)
+        if span is not None and adjustment is not None:
+            span = adjusted(span, adjustment)
+        if span is not None and bounds is not None:
+            span = (min(max(span[0], bounds[0]), bounds[1]), max(min(span[1], bounds[1]), bounds[0]))
+        out.append(covering(span, price))
     return out
 
 
-def _range_report(candidates: list, prices: list, truths: list, choice: dict | None) -> dict:
-    """For each of LEVELS: coverage and median width of the raw and the calibrated ranges, on these rows."""
+def _range_report(candidates: list, prices: list, truths: list, choice: dict | None,
+                  bounds: tuple[float, float] | None = None) -> dict:
+    """For each of LEVELS: coverage and median width of the raw and the calibrated ranges (as shown: clipped to
+    `bounds`), on these rows."""
     report = {}
     for level in LEVELS:
-        report[str(level)] = {"raw": range_scores(_ranges(candidates, prices, level, None), truths)}
+        report[str(level)] = {"raw": range_scores(_ranges(candidates, prices, level, None, bounds), truths)}
         adjustment = range_adjustment(choice, level)
         if adjustment is not None:
-            report[str(level)]["calibrated"] = range_scores(_ranges(candidates, prices, level, adjustment), truths)
+            report[str(level)]["calibrated"] = range_scores(
+                _ranges(candidates, prices, level, adjustment, bounds), truths)
             report[str(level)]["adjustment"] = adjustment
     return report
 
@@ -250,8 +269,10 @@ def range_line(result: dict) -> str:
     return "; ".join(parts)
 
 
-MEMBER_NAMES = {**METHOD_NAMES, HEAD: "price head", NEIGHBOURS: "state neighbours", TEXT_BASELINE: "TF-IDF ridge",
-                TEXT_NEIGHBOURS: "TF-IDF neighbours"}
+
+
+MEMBER_NAMES = {**METHOD_NAMES, TEXT_BASELINE: TEXT_BASELINE_NAME, TEXT_NEIGHBOURS: TEXT_NEIGHBOURS_NAME}
+"""The ensemble's members by the names every table and chart gives them."""
 
 
 def ensemble_reason(choice: dict) -> str:
@@ -268,7 +289,7 @@ def price_texts(run_path: str | Path, texts: list[str], method: str = AUTO,
     from .inference import predictor_for
 
     run = RunFolder(Path(run_path))
-    predictor = predictor_for(run.path)
+    predictor = predictor_for(run.path, progress)
     choice = method_choice(run, predictor, method, progress)
     used, why = resolve_method(run, method, choice)
     if used != ENSEMBLE:
@@ -286,7 +307,7 @@ def explain_price(run_path: str | Path, text: str, method: str = AUTO,
     from .inference import predictor_for
 
     run = RunFolder(Path(run_path))
-    predictor = predictor_for(run.path)
+    predictor = predictor_for(run.path, progress)
     choice = method_choice(run, predictor, method, progress)
     used, why = resolve_method(run, method, choice)
     ready_head(predictor, Progress(predictor.head_rows_to_fit(), progress, None))
@@ -298,8 +319,10 @@ def explain_price(run_path: str | Path, text: str, method: str = AUTO,
         prices[ENSEMBLE] = ensemble_prices(run, choice, {m: [prices[m]] for m in METHODS}, [text])[0]
         if used == ENSEMBLE:
             why = ensemble_reason(choice)
-    span = price_ranges([candidates], [prices[used]], level, choice)[0]
+    bounds = training_bounds(run)
+    span = price_ranges([candidates], [prices[used]], level, choice, bounds)[0]
     return {"method": used, "reason": why, "price": prices[used], "prices": prices, "range": span, "level": level,
+            "bounds": bounds,
             "calibrated": range_adjustment(choice, level) is not None,
             "base": predictor.predict([text], base=True, method="greedy")[0], "candidates": candidates}
 
@@ -321,7 +344,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
         raise DataError("the test set is empty")
     train = run.split()
     texts, truths = [p.text for p in items], [p.price for p in items]
-    predictor = predictor_for(run.path)
+    predictor = predictor_for(run.path, progress)
     to_choose = 0 if price_choice(run, measure=False) else len(run.split("validation"))
     steps = Progress(PASSES * to_choose + (PASSES + 1) * len(texts) + predictor.head_rows_to_fit(), progress, cancel)
     choice = price_choice(run, predictor, steps)
@@ -354,7 +377,7 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     }
     result["categories"] = by_category(result["items"])
     result["verdict"] = verdict(result)
-    result["ranges"] = _range_report(guesses["candidates"], guesses[headline], truths, choice)
+    result["ranges"] = _range_report(guesses["candidates"], guesses[headline], truths, choice, training_bounds(run))
     if save:
         write_atomic(run.eval_file, json.dumps(result))
     return result

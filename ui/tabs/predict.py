@@ -24,7 +24,8 @@ PREVIEW_ROWS = 50
 
 METHOD_HELP = (
     "**auto** takes the point estimate with the lowest $ error on the run's validation rows (rows of the training "
-    "split it was not trained on, priced once, ~a minute); the held-out rows never choose. In theory the **expected "
+    "split it was not trained on, priced once per adapter in three passes: minutes on a CPU, counted by the progress "
+    "bar); the held-out rows never choose. In theory the **expected "
     "value** minimises squared error, the **median** absolute error and the **mean in log price** RMSLE, but a beam of "
     "8 digit paths is a truncated distribution, so it is measured, not assumed. **Greedy** reads the likeliest digits, "
     "which a digit-by-digit tokenizer collapses to round prices. The **price head** reads no digits: a ridge "
@@ -39,7 +40,7 @@ METHOD_HELP = (
 @reports_errors(2, at=0)
 def predict(run_name, text, method=AUTO, progress=gr.Progress()):
     from trainer.runs import barely_trained
-    from trainer.tester import explain_price, method_name
+    from trainer.tester import bounds_note, explain_price, method_name
 
     run = named_run(run_name, with_adapter=True)
     if run is None:
@@ -66,6 +67,8 @@ def predict(run_name, text, method=AUTO, progress=gr.Progress()):
     rows.append(f"| base model, greedy | {show(answer['base'].price, answer['base'].text)} |")
     span = answer["range"]
     calibrated = "calibrated on the validation rows" if answer["calibrated"] else "the model's own, uncalibrated"
+    if answer["bounds"]:
+        calibrated += f"; {bounds_note(answer['bounds'])}"
     shown_range = (f"  \n{100 * answer['level']:.0f}% range: **{show(span[0])} – {show(span[1])}** ({calibrated})"
                    if span else "")
     warning = barely_trained(run)
@@ -80,7 +83,7 @@ def create_predict_tab() -> dict:
     with gr.Tab("Predict") as tab:
         c = {"tab": tab, "run": run_picker(),
              "text": gr.Textbox(label="Product description", lines=4),
-             "method": gr.Dropdown(list(CHOICES), value=AUTO, label="Price method"),
+             "method": gr.Dropdown([(METHOD_NAMES[m], m) for m in CHOICES], value=AUTO, label="Price method"),
              "button": gr.Button("Predict price", variant="primary"), "result": gr.Markdown(),
              "chart": gr.Plot(label="What the model thinks: candidate prices")}
         gr.Markdown(METHOD_HELP)
