@@ -233,9 +233,9 @@ def test_exported_config_imports_back_into_the_form_and_trains_headless(launched
     assert "Form filled" in note and "Not in the form" not in note
     # Settings the form cannot hold are named, not silently dropped.
     variant = tmp_path / "variant.yaml"
-    variant.write_text(TrainConfig(**{**vars(config), "max_minutes": 30, "precision": "fp32"}).to_yaml())
+    variant.write_text(TrainConfig(**{**vars(config), "save_minutes": 30, "precision": "fp32"}).to_yaml())
     note = client.predict(handle_file(str(variant)), api_name="/import_config")[-1]
-    assert "Not in the form" in note and "max_minutes 30 (default 0)" in note and "precision fp32 (default auto)" in note
+    assert "Not in the form" in note and "save_minutes 30 (default 10)" in note and "precision fp32 (default auto)" in note
     # A preset fills every field it sets, the question and the course's optimizer settings too.
     *values, note = client.predict("course-lite", api_name="/apply_preset")
     filled = dict(zip(["model", "quant", "r", "alpha", "dropout", "targets", "lr", "max_steps", "epochs", "batch",

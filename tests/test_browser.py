@@ -58,6 +58,19 @@ def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
     page.goto(launched_app.url)
     # Before any run the samples table already names its columns (not Gradio's placeholder 1 2 3).
     page.locator("#samples").get_by_text("Predicted $").wait_for(timeout=30_000)
+    # Reading order: data, the few settings, Start, and the live view right under it; the preset in use is shown.
+    start, loss = page.locator("#start").bounding_box(), page.locator("#loss-plot").bounding_box()
+    assert start["y"] < 1300 and 0 < loss["y"] - (start["y"] + start["height"]) < 250, (start, loss)
+    assert page.get_by_label("Preset (fills the form; every field stays editable)").input_value() == "demo (CPU)"
+    # A file that cannot be used is said once: one toast, its text not repeated inside it.
+    empty = tmp_path / "empty.csv"
+    empty.write_text("price,title\n")
+    page.locator("input[type=file]").first.set_input_files(str(empty))
+    page.locator(".toast-body").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1_000)
+    said = page.locator(".toast-message-item").all_inner_texts()  # Gradio groups repeated warnings in one toast
+    assert len(said) == 1 and said[0].count("has no data rows") == 1, said
+    page.locator(".toast-close").first.click()
     page.locator("input[type=file]").first.set_input_files(str(own))
     page.get_by_text("Uploaded file").wait_for(timeout=60_000)
     assert page.get_by_text("120 products").count() > 0
@@ -68,6 +81,10 @@ def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
         r = page.get_by_label("rank r").locator("xpath=self::input[@type='number']")
     r.fill("4")
     r.press("Enter")
+    # The rest of the settings wait in a closed accordion; the question field there is shown whole.
+    page.get_by_text("More training settings").click()
+    question = page.get_by_label("Question the prompt asks (or type your own)")
+    assert question.bounding_box()["width"] > 300
     for label, value in (("sample predictions every N steps", "2"), ("validation items priced each time", "6"),
                          ("max steps (0 = use epochs)", "80")):
         field = page.get_by_label(label, exact=True)

@@ -53,7 +53,6 @@ def read_upload(file, text_columns, price_column):
     try:
         products, report = load_products(file, text_column=text_columns, price_column=price_column)
     except DataError as exc:
-        gr.Warning(str(exc))
         # Keep offering the columns, so a file whose price column was not found can still be mapped by hand.
         columns = exc.report.columns if exc.report else read_columns(file)
         mapping = {"columns": columns, "text": exc.report.text_columns if exc.report else list(text_columns or []),

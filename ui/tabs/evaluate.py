@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from trainer import charts
-from trainer.estimates import AUTO, CHOICES
+from trainer.estimates import AUTO, CHOICES, METHOD_NAMES
 
 from ..access import may_control
 from ..common import (COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, busy_refusal, caller_event, named_run, refused,
@@ -79,9 +79,9 @@ def create_evaluate_tab() -> dict:
                  "file": gr.File(label="Test file (optional; default: the run's held-out split)", type="filepath",
                                  file_types=FILE_TYPES),
                  "limit": gr.Number(value=200, label="items (0 = all)", precision=0),
-                 "method": gr.Dropdown(list(CHOICES), value=AUTO, label="Headline price method",
-                                       info="auto: the lowest $ error on the run's validation rows; every method "
-                                            "gets its row below either way (help in the Predict tab)")}
+                 "method": gr.Dropdown([(METHOD_NAMES[m], m) for m in CHOICES], value=AUTO,
+                                       label="Headline price method",
+                                       info="every method gets its row below either way (help in the Predict tab)")}
         with gr.Row():
             c["button"] = gr.Button("Evaluate", variant="primary")
             c["cancel"] = gr.Button("Cancel")

@@ -12,7 +12,7 @@ import gradio as gr
 
 from trainer.config import (COURSE_TARGETS, PRESET_NAMES, QUANTIZATIONS, RUN_DATA, ConfigError, TrainConfig,
                             gpu_defaults_line, model_defaults, preset)
-from trainer import cost, trackers
+from trainer import cost, timing, trackers
 from trainer.data import COURSE_2024_QUESTION, COURSE_QUESTION
 from trainer.job import JOBS, Busy
 from trainer.memory import ESTIMATE_LENGTH, detected_gpu, estimate_memory, fit_warning, gpu_warning
@@ -28,7 +28,7 @@ DEFAULTS = TrainConfig()
 FORM_FIELDS = ["model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
                "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "sample_every", "probe_size", "seed",
                "save_steps", "validation_size", "question", "warmup_ratio", "weight_decay", "max_grad_norm",
-               "report_to", "gradient_checkpointing", "max_cost", "head_rows", "hub_kernels"]
+               "report_to", "gradient_checkpointing", "max_cost", "head_rows", "hub_kernels", "max_minutes"]
 
 
 def is_a_default(targets, lr) -> bool:
@@ -43,8 +43,7 @@ def discover_targets(model_name, current, lr):
     their own."""
     try:
         names = linear_module_names(model_config(model_name, model_folders()))
-    except (ModelError, ValueError) as exc:
-        gr.Warning(str(exc))
+    except (ModelError, ValueError):  # the estimate beside the field says why; a toast would repeat on each blur
         return gr.skip(), gr.skip(), gr.skip()
     if is_a_default(current, lr):
         wanted = model_defaults(model_name.strip() or DEMO)
@@ -83,12 +82,44 @@ def estimate(model_name, quant, r, dropout, targets, batch, max_len, checkpointi
             f"{gpu_defaults_line(model_name.strip() or DEMO)}" + (f"\n\n**Warning:** {warning}" if warning else ""))
 
 
+TIMED = ("model", "quant", "batch_size", "grad_accum", "max_length", "max_steps", "sample_every", "probe_size",
+         "head_rows", "max_minutes")
+"""The form fields the time estimate depends on, in `time_estimate`'s order."""
+
+
+def time_estimate(model_name, quant, batch, accum, max_len, max_steps, sample_every, probe_size, head_rows,
+                  max_minutes):
+    """The run's expected wall time on this machine, by phase, from the newest run of its model here."""
+    values = dict(zip(TIMED, (str(model_name or "").strip() or DEMO, quant, batch, accum, max_len, max_steps,
+                              sample_every, probe_size, head_rows, max_minutes)))
+    try:
+        config = TrainConfig.from_dict({**dataclasses.asdict(TrainConfig.for_model(values["model"])),
+                                        **values}).validate()
+    except ConfigError as exc:
+        return f"Cannot estimate the time: {exc}"
+    return timing.time_line(config, config.max_length)
+
+
+def time_it(config_of, request: gr.Request = None):
+    """Times two steps of the form's config here with the real job, then estimates the whole run from them."""
+    try:
+        config = config_of()
+        if config.hub_kernels and not may_run_hub_code(request):
+            raise ConfigError("hub_kernels: on a shared app only an admin may let a model load run code from the Hub")
+        model_config(config.model, model_folders())
+        timing.measure(config, JOBS)
+    except (ConfigError, ModelError, Busy, RuntimeError) as exc:
+        return refused(f"**Cannot time it:** {exc}")
+    return timing.time_line(config, config.max_length)
+
+
 def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, epochs, batch, accum, max_len,
                 sample_every, probe_size, seed, save_steps, validation=DEFAULTS.validation_size,
                 question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
                 grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to,
                 checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost,
-                head_rows=DEFAULTS.head_rows, hub_kernels=DEFAULTS.hub_kernels, mapping=None) -> TrainConfig:
+                head_rows=DEFAULTS.head_rows, hub_kernels=DEFAULTS.hub_kernels, max_minutes=DEFAULTS.max_minutes,
+                mapping=None) -> TrainConfig:
     """The TrainConfig the form describes, every field converted and checked by the config itself (a cleared number
     field is refused by its name); Start and Export config share it."""
     # The column mapping of the uploaded file goes into the run's config.yaml; sample data has none.
@@ -97,7 +128,7 @@ def form_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_ste
                                     max_len, sample_every, probe_size, seed, save_steps, validation,
                                     str(question or "").strip(), warmup, weight_decay, grad_norm,
                                     report_to or DEFAULTS.report_to, bool(checkpointing), max_cost, head_rows,
-                                    bool(hub_kernels))))
+                                    bool(hub_kernels), max_minutes)))
     values["model"] = str(model or "").strip() or DEMO
     values["target_modules"] = list(targets or [])
     data = str(data_path or "sample")
@@ -116,7 +147,7 @@ def start(data_path, model, quant, r, alpha, dropout, targets, lr, max_steps, ep
           warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay, grad_norm=DEFAULTS.max_grad_norm,
           report_to=DEFAULTS.report_to,
           checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost, head_rows=DEFAULTS.head_rows,
-          hub_kernels=DEFAULTS.hub_kernels, mapping=None,
+          hub_kernels=DEFAULTS.hub_kernels, max_minutes=DEFAULTS.max_minutes, mapping=None,
           request: gr.Request = None):
     # Named parameters (not *args) so the HTTP API names each field; all of them but the request are the form.
     form = {k: v for k, v in locals().items() if k != "request"}
@@ -141,7 +172,8 @@ def export_config(data_path, model, quant, r, alpha, dropout, targets, lr, max_s
                   question=DEFAULTS.question, warmup=DEFAULTS.warmup_ratio, weight_decay=DEFAULTS.weight_decay,
                   grad_norm=DEFAULTS.max_grad_norm, report_to=DEFAULTS.report_to,
                   checkpointing=DEFAULTS.gradient_checkpointing, max_cost=DEFAULTS.max_cost,
-                  head_rows=DEFAULTS.head_rows, hub_kernels=DEFAULTS.hub_kernels, mapping=None):
+                  head_rows=DEFAULTS.head_rows, hub_kernels=DEFAULTS.hub_kernels, max_minutes=DEFAULTS.max_minutes,
+                  mapping=None):
     """The form as the YAML that `python -m trainer train --config` takes."""
     try:
         config = form_config(**locals())
@@ -229,56 +261,65 @@ def resume(request: gr.Request = None):
 
 
 def form_components() -> dict:
-    """The model, LoRA and training fields, by config field name."""
+    """The settings a newcomer changes (model, LoRA, length), by config field name; the rest are more_settings'."""
     f = {}
-    gr.Markdown("### 2 · Model")
-    f["preset"] = gr.Dropdown([(label, key) for key, label in PRESET_NAMES.items()], value=None,
+    gr.Markdown("### 2 · Model and LoRA")
+    # The preset in use is shown: the form opens on the demo preset's values.
+    f["preset"] = gr.Dropdown([(label, key) for key, label in PRESET_NAMES.items()], value=DEMO,
                               label="Preset (fills the form; every field stays editable)",
                               info="the course's recipes are for a GPU; demo (CPU) is the default")
     f["model"] = gr.Textbox(value=DEMO, label="Model: 'demo' (SmolLM2-135M, built in), a Hugging Face id or a local "
                                               "folder")
     f["quant"] = gr.Radio(list(QUANTIZATIONS), value=DEFAULTS.quant,
                           label="Quantization (4bit = NF4 + double quant, the course default on a GPU)")
-    gr.Markdown("### 3 · LoRA")
     # Numbers without a range on the page: a slider clamps a typed 100000 to its maximum and starts a run nobody
     # asked for; the config refuses it by name instead (1–256, [0, 1)).
-    f["lora_r"] = gr.Number(value=DEFAULTS.lora_r, precision=0, label="rank r")
-    f["lora_alpha"] = gr.Number(value=DEFAULTS.lora_alpha, label="alpha", precision=0)
-    f["lora_dropout"] = gr.Number(value=DEFAULTS.lora_dropout, label="dropout")
+    with gr.Row():
+        f["lora_r"] = gr.Number(value=DEFAULTS.lora_r, precision=0, label="rank r")
+        f["lora_alpha"] = gr.Number(value=DEFAULTS.lora_alpha, label="alpha", precision=0)
+        f["lora_dropout"] = gr.Number(value=DEFAULTS.lora_dropout, label="dropout")
     f["target_modules"] = gr.CheckboxGroup(linear_module_names(model_config(DEMO)),
                                            value=list(DEFAULTS.target_modules), label="target modules")
     f["estimate"] = gr.Markdown(estimate(DEMO, DEFAULTS.quant, DEFAULTS.lora_r, DEFAULTS.lora_dropout,
                                          DEFAULTS.target_modules, DEFAULTS.batch_size, DEFAULTS.max_length,
                                          DEFAULTS.gradient_checkpointing))
-    gr.Markdown("### 4 · Training")
-    numbers = [[("learning_rate", "learning rate", None), ("max_steps", "max steps (0 = use epochs)", 0),
-                ("epochs", "epochs", None)],
-               [("batch_size", "batch size", 0), ("grad_accum", "gradient accumulation", 0),
-                ("max_length", "max length (0 = from data)", 0)],
-               [("sample_every", "sample predictions every N steps", 0),
-                ("probe_size", "validation items priced each time", 0), ("seed", "seed", 0),
-                ("save_steps", f"checkpoint every N steps (and every {DEFAULTS.save_minutes:g} min)", 0),
-                ("validation_size", "validation rows: share (<1) or count, not trained on", None)]]
-    numbers.append([("warmup_ratio", "warm-up share of the steps", None), ("weight_decay", "weight decay", None),
-                    ("max_grad_norm", "max gradient norm (0 = no clipping)", None),
-                    ("head_rows", "training rows the price head is fitted on after training", 0)])
+    gr.Markdown("### 3 · How long")
+    with gr.Row(equal_height=True):
+        f["max_steps"] = gr.Number(value=DEFAULTS.max_steps, label="max steps (0 = use epochs)", precision=0)
+        f["max_minutes"] = gr.Number(value=DEFAULTS.max_minutes, label="time limit, minutes (0 = none; training "
+                                                                       "stops and saves there)")
+        f["time_it"] = gr.Button("Time it", scale=0)
+    return f
+
+
+def more_settings(f: dict) -> None:
+    """The other training fields, into `f` by config field name: in a closed accordion, each with its default."""
+    numbers = [[("learning_rate", "learning rate", None), ("epochs", "epochs", None),
+                ("batch_size", "batch size", 0), ("grad_accum", "gradient accumulation", 0)],
+               [("max_length", "max length (0 = from data)", 0), ("sample_every", "sample predictions every N steps", 0),
+                ("probe_size", "validation items priced each time", 0), ("seed", "seed", 0)],
+               [("save_steps", f"checkpoint every N steps (and every {DEFAULTS.save_minutes:g} min)", 0),
+                ("validation_size", "validation rows: share (<1) or count, not trained on", None),
+                ("head_rows", "training rows the price head is fitted on after training", 0)],
+               [("warmup_ratio", "warm-up share of the steps", None), ("weight_decay", "weight decay", None),
+                ("max_grad_norm", "max gradient norm (0 = no clipping)", None)]]
     for row in numbers:
         with gr.Row():
             for name, label, precision in row:
                 f[name] = gr.Number(value=getattr(DEFAULTS, name), label=label, precision=precision)
+    f["question"] = gr.Dropdown(QUESTION_CHOICES, value=DEFAULTS.question, allow_custom_value=True,
+                                label="Question the prompt asks (or type your own)")
     with gr.Row():
-        f["question"] = gr.Dropdown(QUESTION_CHOICES, value=DEFAULTS.question, allow_custom_value=True,
-                                    label="Question the prompt asks (or type your own)")
         f["report_to"] = gr.Dropdown([(trackers.label(t), t) for t in trackers.TRACKERS], value=DEFAULTS.report_to,
                                      label="Report to (an experiment tracker; local logs go in the run folder)")
-        f["gradient_checkpointing"] = gr.Checkbox(value=DEFAULTS.gradient_checkpointing,
-                                                  label="Gradient checkpointing (less GPU memory, slower steps)")
         f["max_cost"] = gr.Number(value=DEFAULTS.max_cost, label=f"cost cap $ (0 = none; the price: {cost.PRICE_ENV} "
                                                                  f"or {cost.HARDWARE_ENV})")
+    with gr.Row():
+        f["gradient_checkpointing"] = gr.Checkbox(value=DEFAULTS.gradient_checkpointing,
+                                                  label="Gradient checkpointing (less GPU memory, slower steps)")
         f["hub_kernels"] = gr.Checkbox(value=DEFAULTS.hub_kernels,
                                        label="Hub kernels (let the model load fetch and run kernels from the Hugging "
                                              "Face Hub; needs the network)")
-    return f
 
 
 QUESTION_CHOICES = [("the data's own (a course file's); else the current course's", ""),
@@ -289,30 +330,42 @@ QUESTION_CHOICES = [("the data's own (a course file's); else the current course'
 def create_train_tab() -> dict:
     """The Train tab's components (the data box's, the form's by field name, the live view's under "live")."""
     with gr.Tab("Train") as tab:
+        # Reading order: data, the few settings a newcomer changes, Start, then the live view right below it.
         with gr.Row():
-            with gr.Column(scale=2):
-                c = {"data": data_box.create_data_box(), "form": form_components()}
-                with gr.Row():
-                    c["config_in"] = gr.UploadButton("Import config", file_types=[".yaml", ".yml"], type="filepath")
-                    c["config_out_btn"] = gr.Button("Export config")
-                    c["config_out"] = gr.DownloadButton("Download config.yaml", visible=False)
+            with gr.Column():
+                c = {"data": data_box.create_data_box()}
+            with gr.Column():
+                c["form"] = form = form_components()
+                c["time_it"] = form.pop("time_it")
+                c["time"] = gr.Markdown(time_estimate(*[getattr(DEFAULTS, n) for n in TIMED]),
+                                        elem_id="time-estimate")
+                with gr.Accordion("More training settings (learning rate, batch size, probes, question, "
+                                  "tracker…) and config files", open=False):
+                    more_settings(form)
+                    with gr.Row():
+                        c["config_in"] = gr.UploadButton("Import config", file_types=[".yaml", ".yml"],
+                                                         type="filepath")
+                        c["config_out_btn"] = gr.Button("Export config")
+                        c["config_out"] = gr.DownloadButton("Download config.yaml", visible=False)
                 c["config_md"] = gr.Markdown(elem_id="config-message")
-                with gr.Row():
-                    c["start"] = gr.Button("Start", variant="primary")
-                    c["stop"] = gr.Button("Stop", variant="stop")
-                    c["resume"] = gr.Button("Resume", visible=False)
-                c["message"] = gr.Markdown()
-                form, data = [c["form"][name] for name in FORM_FIELDS], c["data"]
+        with gr.Row():
+            c["start"] = gr.Button("Start", variant="primary", elem_id="start")
+            c["stop"] = gr.Button("Stop", variant="stop")
+            c["resume"] = gr.Button("Resume", visible=False)
+        c["message"] = gr.Markdown()
+        c["live"] = live.create_live_panel()
+        form, data = [c["form"][name] for name in FORM_FIELDS], c["data"]
 
-                def sweep_base(values):  # the form's config, as Start would train it
-                    if not values[data["path"]]:
-                        raise ConfigError("choose data first: Use sample data or upload a file")
-                    return form_config(values[data["path"]], *[values[x] for x in form],
-                                       mapping=values[data["mapping"]])
+        def sweep_base(values):  # the form's config, as Start would train it
+            if not values[data["path"]]:
+                raise ConfigError("choose data first: Use sample data or upload a file")
+            return form_config(values[data["path"]], *[values[x] for x in form], mapping=values[data["mapping"]])
 
-                c["sweep"] = sweep_box.create_sweep_box({data["path"], data["mapping"], *form}, sweep_base)
-            with gr.Column(scale=3):
-                c["live"] = live.create_live_panel()
+        @reports_errors()
+        def time_form(values, request: gr.Request = None):  # the sample data until a file is chosen
+            return time_it(lambda: sweep_base({**values, data["path"]: values[data["path"]] or "sample"}), request)
+
+        c["sweep"] = sweep_box.create_sweep_box({data["path"], data["mapping"], *form}, sweep_base)
     c["tab"] = tab
     f, data = c["form"], c["data"]
     form = [f[name] for name in FORM_FIELDS]
@@ -324,6 +377,12 @@ def create_train_tab() -> dict:
     f["model"].change(estimate, sizes, f["estimate"], show_progress="hidden", api_name="estimate")
     for name in ESTIMATED[1:]:
         f[name].change(estimate, sizes, f["estimate"], show_progress="hidden", api_visibility="private")
+    timed = [f[name] for name in TIMED]
+    f["model"].change(time_estimate, timed, c["time"], show_progress="hidden", api_name="time_estimate")
+    for name in TIMED[1:]:
+        f[name].change(time_estimate, timed, c["time"], show_progress="hidden", api_visibility="private")
+    c["time_it"].click(time_form, {data["path"], data["mapping"], *form}, c["time"], api_name="time_it",
+                       concurrency_id="gpu", concurrency_limit=1)
     c["start"].click(start, [data["path"], *form, data["mapping"]], c["message"], api_name="start",
                      concurrency_id="gpu", concurrency_limit=1)
     c["config_out_btn"].click(export_config, [data["path"], *form, data["mapping"]], [c["config_out"], c["config_md"]],
