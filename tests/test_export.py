@@ -3,6 +3,8 @@ the 4-bit refusal, and a Hub push that fails with a clear message on this offlin
 
 import json
 import shutil
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,6 +61,28 @@ def test_merged_model_loads_plainly_and_predicts_like_adapter_plus_base(trained_
         assert torch.allclose(merged(**ids).logits, reference(**ids).logits, atol=1e-3)
     assert [p.text for p in predict_greedy(merged, demo_tokenizer, texts)] == \
         [p.text for p in predict_greedy(reference, demo_tokenizer, texts)]
+
+
+def test_the_export_tab_offers_the_adapter_at_once_and_the_merged_model_as_a_download(trained_run, monkeypatch):
+    import trainer.export
+    from ui.tabs.export import export_download, export_merge
+
+    monkeypatch.setenv("PRICETUNE_RUNS", str(trained_run.path.parent))
+    adapter, merged = export_download(trained_run.name)  # picking the run is enough: no card to write first
+    assert Path(adapter.value).name == f"{trained_run.name}-adapter.zip" and not merged.visible
+    with zipfile.ZipFile(adapter.value) as z:
+        assert {"adapter_model.safetensors", "config.yaml"} <= set(z.namelist())
+    # Over the size a browser download is offered for: the folder is still merged, and the message says where.
+    monkeypatch.setattr(trainer.export, "MAX_MERGED_DOWNLOAD", 1000)
+    message, button = export_merge(trained_run.name)
+    assert "saved on the server" in message and "No download: the merged model is" in message
+    assert not button.visible and (trained_run.path / "merged" / "config.json").is_file()
+    monkeypatch.undo()
+    monkeypatch.setenv("PRICETUNE_RUNS", str(trained_run.path.parent))
+    message, button = export_merge(trained_run.name)
+    assert "No download" not in message and Path(button.value).name == f"{trained_run.name}-merged.zip"
+    with zipfile.ZipFile(button.value) as z:
+        assert "config.json" in z.namelist() and any(n.endswith(".safetensors") for n in z.namelist())
 
 
 def test_a_quantized_run_is_not_merged_and_says_why(trained_run, tmp_path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 from .config import TrainConfig
 from .models import first_line, hub_id
-from .runs import RunFolder, write_atomic
+from .runs import RunFolder, folder_files, write_atomic, zip_files
 
 
 class ExportError(ValueError):
@@ -58,6 +59,21 @@ def merge(run_path, out: str | Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+MAX_MERGED_DOWNLOAD = 4 * 2**30
+"""The largest merged model offered as a browser download: the demo's is 0.5 GB; a 3B model's (12 GB in fp32) is read
+from the server's disk instead."""
+
+
+def zip_merged(folder: Path, target: Path) -> Path:
+    """The merged model folder as one zip at `target` (stored, not deflated: safetensors barely compress), refused
+    over MAX_MERGED_DOWNLOAD."""
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    if size > MAX_MERGED_DOWNLOAD:
+        raise ExportError(f"the merged model is {size / 2**30:.1f} GB, over the {MAX_MERGED_DOWNLOAD / 2**30:.0f} GB "
+                          f"a browser download is offered for; copy {folder} from the server instead")
+    return zip_files(target, folder_files(folder), zipfile.ZIP_STORED)
 
 
 def scatter_png(items: list[dict], path: Path, title: str) -> None:

@@ -252,18 +252,24 @@ class RunFolder:
         return (self.adapter_dir / "adapter_config.json").is_file()
 
     def zip_adapter(self, target: Path) -> Path:
-        """The adapter folder zipped with the run's config, metrics and evaluation beside it, written via a temp file
-        so a download never reads half a zip."""
-        tmp = target.with_name(f".{target.name}.tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            for f in sorted(self.adapter_dir.rglob("*")):
-                if f.is_file():
-                    z.write(f, f.relative_to(self.adapter_dir).as_posix())
-            for f in (self.config_file, self.metrics_file, self.eval_file):
-                if f.is_file():
-                    z.write(f, f.name)
-        os.replace(tmp, target)
-        return target
+        """The adapter folder zipped with the run's config, metrics and evaluation beside it."""
+        beside = [(f, f.name) for f in (self.config_file, self.metrics_file, self.eval_file) if f.is_file()]
+        return zip_files(target, [*folder_files(self.adapter_dir), *beside])
+
+
+def folder_files(folder: Path) -> list[tuple[Path, str]]:
+    """Every file under `folder` with its path inside it, for zip_files."""
+    return [(f, f.relative_to(folder).as_posix()) for f in sorted(folder.rglob("*")) if f.is_file()]
+
+
+def zip_files(target: Path, files: list[tuple[Path, str]], compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    """A zip of (file, name inside) pairs, written via a temp file so a download never reads half a zip."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression) as z:
+        for f, name in files:
+            z.write(f, name)
+    os.replace(tmp, target)
+    return target
 
 
 def _process_alive(pid) -> bool:

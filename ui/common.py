@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import glob
 import re
+import shutil
 import tempfile
 import traceback
 import threading
@@ -88,21 +89,29 @@ def resume_run(run: RunFolder, request: gr.Request | None) -> str:
 
 
 def adapter_zip(run: RunFolder) -> str:
-    """The run's adapter zip for download, built in a temp folder the server owns (never the runs folder itself):
-    one per run and adapter version, the older ones of the run removed."""
-    folder = Path(tempfile.gettempdir()) / "pricetune-downloads"
-    folder.mkdir(exist_ok=True)
-    # Named by the adapter's and the evaluation's save times, so a resumed, re-finished or re-evaluated run never
-    # serves a stale zip.
-    stamps = [int(p.stat().st_mtime) for p in (run.adapter_dir, run.eval_file) if p.exists()]
-    target = folder / f"{run.name}-adapter-{'-'.join(map(str, stamps))}.zip"
+    """The run's adapter zip for download, `NAME-adapter.zip`, built in a temp folder the server owns (never the runs
+    folder itself): one per run and adapter version, the older ones of the run removed."""
+    return str(versioned_download(run, "adapter", [run.adapter_dir, run.eval_file], run.zip_adapter))
+
+
+def versioned_download(run: RunFolder, kind: str, sources: list[Path], build) -> Path:
+    """`NAME-kind.zip` in a folder named by the save times of `sources`, so a resumed, re-finished or re-evaluated
+    run never serves a stale zip, while the file the browser saves keeps a plain name; `build(target)` writes it."""
+    root = Path(tempfile.gettempdir()) / "pricetune-downloads"
+    stamps = "-".join(str(int(p.stat().st_mtime)) for p in sources if p.exists())
+    target = root / f"{run.name}-{kind}-{stamps}" / f"{run.name}-{kind}.zip"
     if not target.exists():
-        run.zip_adapter(target)
-        mine = re.compile(re.escape(run.name) + r"-adapter-[\d-]+\.zip")
-        for old in folder.glob(f"{glob.escape(run.name)}-adapter-*.zip"):
-            if old != target and mine.fullmatch(old.name):
-                old.unlink(missing_ok=True)
-    return str(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            build(target)
+        except BaseException:
+            shutil.rmtree(target.parent, ignore_errors=True)
+            raise
+        mine = re.compile(re.escape(f"{run.name}-{kind}-") + r"[\d-]+")
+        for old in root.glob(f"{glob.escape(run.name)}-{kind}-*"):
+            if old != target.parent and mine.fullmatch(old.name):
+                shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def busy_refusal(what: str) -> str | None:

@@ -8,7 +8,8 @@ from trainer.models import ModelError
 from trainer.runs import RunFolder
 
 from ..access import may_control
-from ..common import PICK_FINISHED, adapter_zip, named_run, refused, reports_errors, run_choices, run_picker
+from ..common import (PICK_FINISHED, adapter_zip, named_run, refused, reports_errors, run_choices, run_picker,
+                      versioned_download)
 
 
 @reports_errors(3, at=0)
@@ -45,18 +46,34 @@ def controllable_run(run_name, request, verb) -> tuple[RunFolder | None, str]:
     return run, ""
 
 
+def export_download(run_name):
+    """The picked run's adapter zip, offered as soon as the run is picked (the card goes in once it is written)."""
+    run, merged = named_run(run_name, with_adapter=True), gr.DownloadButton(visible=False)  # Merge offers its own
+    if run is None:
+        return gr.DownloadButton(visible=False), merged
+    return gr.DownloadButton(value=adapter_zip(run), visible=True,
+                             label=f"Download adapter, config and metrics of {run.name} (zip)"), merged
+
+
 def export_merge(run_name, request: gr.Request = None):
-    from trainer.export import ExportError, merge
+    from trainer.export import ExportError, merge, zip_merged
 
     run, refusal = controllable_run(run_name, request, "merge")
     if run is None:
-        return refusal
+        return refusal, gr.skip()
     try:
         out = merge(run.path)
     except (ExportError, ModelError) as exc:
-        return f"**Cannot merge:** {exc}"
-    return (f"Merged model saved on the server in `{run.name}/merged/` (safetensors): load it with "
-            f"`AutoModelForCausalLM.from_pretrained(\"{out}\")`.")
+        return f"**Cannot merge:** {exc}", gr.skip()
+    saved = (f"Merged model saved on the server in `{run.name}/merged/` (safetensors): load it with "
+             f"`AutoModelForCausalLM.from_pretrained(\"{out}\")`.")
+    try:
+        archive = versioned_download(run, "merged", [out], lambda target: zip_merged(out, target))
+    except ExportError as exc:
+        return f"{saved} No download: {exc}.", gr.DownloadButton(visible=False)
+    size = archive.stat().st_size / 2**30
+    return saved, gr.DownloadButton(value=str(archive), visible=True,
+                                    label=f"Download merged model of {run.name} ({size:.1f} GB zip)")
 
 
 def export_push(run_name, repo_id, token, private, request: gr.Request = None):
@@ -81,7 +98,9 @@ def create_export_tab() -> dict:
         with gr.Row():
             c["card"] = gr.Button("Write model card", variant="primary")
             c["merge"] = gr.Button("Merge adapter into the base model")
-        c["download"] = gr.DownloadButton("Download adapter (zip)", visible=False)
+        with gr.Row():
+            c["download"] = gr.DownloadButton("Download adapter (zip)", visible=False)
+            c["merged"] = gr.DownloadButton("Download merged model (zip)", visible=False)
         c["scatter"] = gr.Image(label="Truth vs estimate (in the card)", type="filepath", interactive=False,
                                 height=360)
         with gr.Row():
@@ -92,7 +111,8 @@ def create_export_tab() -> dict:
         c["result"] = gr.Markdown(elem_id="export-result")
     tab.select(lambda: run_choices(with_adapter=True), outputs=c["run"], api_visibility="private")
     c["card"].click(export_card, c["run"], [c["result"], c["download"], c["scatter"]], api_name="export_card")
-    c["merge"].click(export_merge, c["run"], c["result"], api_name="export_merge", concurrency_id="gpu",
-                     concurrency_limit=1)
+    c["run"].change(export_download, c["run"], [c["download"], c["merged"]], api_name="export_download")
+    c["merge"].click(export_merge, c["run"], [c["result"], c["merged"]], api_name="export_merge",
+                     concurrency_id="gpu", concurrency_limit=1)
     c["push"].click(export_push, [c["run"], c["repo"], c["token"], c["private"]], c["result"], api_name="export_push")
     return c
