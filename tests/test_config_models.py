@@ -71,8 +71,14 @@ def test_form_values_are_converted_and_str_subclasses_become_plain_text():
 def test_broken_yaml_names_the_file_and_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("lora_r: 8\ntarget_modules: [q_proj\n")
-    with pytest.raises(ConfigError, match=r"broken.yaml is not valid YAML: .*line"):
+    with pytest.raises(ConfigError, match=r"broken.yaml is not valid YAML: line 3, column 1: expected ',' or ']'"):
         TrainConfig.from_yaml(path)
+    # A control character (an editor's end-of-file mark) is named in plain words, not in the parser's.
+    path.write_bytes(b"lora_r: 8\n\x1a\n")
+    with pytest.raises(ConfigError) as refused:
+        TrainConfig.from_yaml(path)
+    assert str(refused.value) == ("broken.yaml is not valid YAML: a control character (code 0x1a) at character 11; "
+                                  "a config is plain text")
 
 
 def test_a_refused_config_leaves_no_run_folder(runs_dir):

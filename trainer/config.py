@@ -299,7 +299,7 @@ class TrainConfig:
         try:
             values = yaml.load(path.read_text(encoding="utf-8", errors="replace"), Loader=_PlainLoader) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{Path(path).name} is not valid YAML: {' '.join(str(exc).split())}") from None
+            raise ConfigError(f"{path.name} is not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of field: value")
         return cls.from_dict(values)
@@ -313,6 +313,17 @@ MAX_TEXT = 1_000
 """The longest text field (a model id, a path, a run name) a config may hold."""
 MAX_MODULES = 64
 """The most target modules a config may name (an 8B Llama has seven linear kinds)."""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint in plain words, where it is: its own text quotes the parser's internals."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return f"a control character (code {code:#04x}) at character {exc.position + 1}; a config is plain text"
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = (getattr(exc, "problem", None) or "cannot be read").replace("'<stream end>'", "the end of the file")
+    return where + problem
 
 
 class _PlainLoader(yaml.SafeLoader):
