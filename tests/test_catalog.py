@@ -150,4 +150,4 @@ def test_a_catalog_priced_by_the_ensemble_or_the_neighbours_matches_single_texts
         assert used == method and set(catalog.frame["method"]) == {method}
         assert catalog.frame["predicted_price"].tolist() == pytest.approx(alone, abs=0.006)  # to the cent
         assert (catalog.frame["price_low"] <= catalog.frame["predicted_price"]).all()
-    assert "log(1+price head)" in price_catalog(tiny_run.path, path, method="ensemble").reason
+    assert "× [price head on the last hidden state]" in price_catalog(tiny_run.path, path, method="ensemble").reason

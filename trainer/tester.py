@@ -277,10 +277,10 @@ MEMBER_NAMES = {**METHOD_NAMES, TEXT_BASELINE: TEXT_BASELINE_NAME, TEXT_NEIGHBOU
 
 def ensemble_reason(choice: dict) -> str:
     s = choice["ensemble_stack"]
-    terms = " ".join(f"{'+' if w >= 0 else '−'} {abs(w):.2f} × log(1+{MEMBER_NAMES[m]})"
+    terms = " ".join(f"{'+' if w >= 0 else '−'} {abs(w):.2f} × [{MEMBER_NAMES[m]}]"
                      for m, w in s["members"].items()).removeprefix("+ ")
-    return (f"log(1+price) = {terms} {'+' if s['intercept'] >= 0 else '−'} {abs(s['intercept']):.2f}, a linear "
-            f"regression fitted on {choice['rows']} validation rows")
+    return (f"log(1+price) = {terms} {'+' if s['intercept'] >= 0 else '−'} {abs(s['intercept']):.2f}, each [member] "
+            f"its log(1+price): a linear regression fitted on {choice['rows']} validation rows")
 
 
 def price_texts(run_path: str | Path, texts: list[str], method: str = AUTO,
