@@ -94,7 +94,7 @@ def test_login_owner_only_stop_and_resume_on_a_space(tmp_path):
         assert alice.predict(name, api_name="/export_card")[1]
         assert (run / "adapter" / "README.md").stat().st_mtime_ns == card
         zips = list((Path(tempfile.gettempdir()) / "pricetune-downloads").glob(f"{name}-adapter-*/*.zip"))
-        assert len(zips) == 1 and first and Path(first).name == zips[0].name == f"{name}-adapter.zip"
+        assert len(zips) == 1 and Path(first["value"]).name == zips[0].name == f"{name}-adapter.zip"
     finally:
         app.close()
 

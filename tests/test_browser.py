@@ -65,13 +65,14 @@ def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
     # A file that cannot be used is said once: one toast, its text not repeated inside it.
     empty = tmp_path / "empty.csv"
     empty.write_text("price,title\n")
-    page.locator("input[type=file]").first.set_input_files(str(empty))
+    page.locator("#data-upload input[type=file]").set_input_files(str(empty))
     page.locator(".toast-body").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1_000)
     said = page.locator(".toast-message-item").all_inner_texts()  # Gradio groups repeated warnings in one toast
     assert len(said) == 1 and said[0].count("has no data rows") == 1, said
     page.locator(".toast-close").first.click()
-    page.locator("input[type=file]").first.set_input_files(str(own))
+    page.locator("#data-upload button[aria-label='Clear']").click()
+    page.locator("#data-upload input[type=file]").set_input_files(str(own))
     page.get_by_text("Uploaded file").wait_for(timeout=60_000)
     assert page.get_by_text("120 products").count() > 0
     assert page.get_by_text("First 8 of 120 rows").count() > 0

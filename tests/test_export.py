@@ -69,8 +69,8 @@ def test_the_export_tab_offers_the_adapter_at_once_and_the_merged_model_as_a_dow
 
     monkeypatch.setenv("PRICETUNE_RUNS", str(trained_run.path.parent))
     adapter, merged = export_download(trained_run.name)  # picking the run is enough: no card to write first
-    assert Path(adapter.value).name == f"{trained_run.name}-adapter.zip" and not merged.visible
-    with zipfile.ZipFile(adapter.value) as z:
+    assert Path(adapter.value["path"]).name == f"{trained_run.name}-adapter.zip" and not merged.visible
+    with zipfile.ZipFile(adapter.value["path"]) as z:
         assert {"adapter_model.safetensors", "config.yaml"} <= set(z.namelist())
     # Over the size a browser download is offered for: the folder is still merged, and the message says where.
     monkeypatch.setattr(trainer.export, "MAX_MERGED_DOWNLOAD", 1000)
@@ -80,9 +80,10 @@ def test_the_export_tab_offers_the_adapter_at_once_and_the_merged_model_as_a_dow
     monkeypatch.undo()
     monkeypatch.setenv("PRICETUNE_RUNS", str(trained_run.path.parent))
     message, button = export_merge(trained_run.name)
-    assert "No download" not in message and Path(button.value).name == f"{trained_run.name}-merged.zip"
-    with zipfile.ZipFile(button.value) as z:
+    assert "No download" not in message and Path(button.value["path"]).name == f"{trained_run.name}-merged.zip"
+    with zipfile.ZipFile(button.value["path"]) as z:
         assert "config.json" in z.namelist() and any(n.endswith(".safetensors") for n in z.namelist())
+    shutil.rmtree(trained_run.path / "merged")  # the shared run as the other tests expect it
 
 
 def test_a_quantized_run_is_not_merged_and_says_why(trained_run, tmp_path):
