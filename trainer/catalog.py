@@ -12,7 +12,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .data import DataError, read_rows
+from .data import FILE_FORMATS, OUTPUT_SUFFIXES, DataError, read_rows
 from .estimates import AUTO, ENSEMBLE, METHOD_NAMES, METHODS, range_scores
 from .evaluate import price_metrics
 from .runs import RunFolder
@@ -21,7 +21,6 @@ from .tester import (BATCH, Cancelled, Progress, ensemble_methods, ensemble_pric
 
 ADDED_COLUMNS = ("predicted_price", "price_low", "price_high", "method", "note")
 DEFAULT_LEVEL = 0.8
-OUTPUT_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 
 
 @dataclass
@@ -169,11 +168,6 @@ def write_catalog(frame: pd.DataFrame, out: str | Path) -> Path:
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise DataError(f"{out.name}: write the result as {', '.join(OUTPUT_SUFFIXES)}")
-    if suffix in (".csv", ".tsv"):
-        frame.to_csv(out, index=False, sep="\t" if suffix == ".tsv" else ",")
-    elif suffix == ".parquet":
-        frame.to_parquet(out, index=False)
-    else:
-        frame.to_json(out, orient="records", lines=suffix == ".jsonl", force_ascii=False)
+    FILE_FORMATS[suffix].write(frame, out)
     return out
 

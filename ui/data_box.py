@@ -11,8 +11,8 @@ import pandas as pd
 
 from trainer import charts
 from trainer.config import TrainConfig
-from trainer.data import (DataError, example_lengths, fit_max_length, load_products, make_sample_products,
-                          read_columns, split_run)
+from trainer.data import (UPLOAD_SUFFIXES, DataError, example_lengths, fit_max_length, load_products,
+                          make_sample_products, read_columns, split_run)
 from trainer.models import DEMO, ModelError
 
 from .common import refused, reports_errors
@@ -20,7 +20,6 @@ from .common import refused, reports_errors
 DEFAULTS = TrainConfig()
 PREVIEW_ROWS = 8
 PREVIEW_COLUMNS = ["price", "text"]  # the price first: a long text column would push it out of view
-FILE_TYPES = [".csv", ".tsv", ".jsonl", ".json", ".parquet"]
 
 
 @reports_errors(5, at=1)
@@ -120,7 +119,7 @@ def create_data_box() -> dict:
     with gr.Row():
         c["sample"] = gr.Button("Use sample data (synthetic)")
     c["upload"] = gr.File(label="…or upload CSV, TSV, JSON, JSONL or Parquet with a text and a price column",
-                          file_types=FILE_TYPES, type="filepath")
+                          file_types=UPLOAD_SUFFIXES, type="filepath", elem_id="data-upload")
     with gr.Row():
         c["text_columns"] = gr.Dropdown(label="Text column(s), joined in this order", multiselect=True, choices=[],
                                         visible=False)

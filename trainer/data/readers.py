@@ -10,12 +10,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 from .core import DataError
 
-FORMATS = "CSV, TSV, JSON, JSONL or Parquet"
 MAX_FILE_BYTES = 200_000_000  # the same default as the app's Gradio max_file_size ("200mb")
 MAX_BAD_FIELD_SHARE = 0.05  # CSV rows with the wrong number of fields: a few are dropped, more mean a bad parse
 MAX_JSON_DEPTH = 8  # the Amazon metadata nests 3 deep; deeper means this is not a table of products
@@ -208,9 +208,9 @@ def _check_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in COMPRESSED_SUFFIXES:
         raise DataError(f"{path.name}: is a compressed file; decompress it first and upload the {FORMATS} inside")
-    if suffix in (".xlsx", ".xls", ".ods"):
+    if suffix in SPREADSHEET_SUFFIXES:
         raise DataError(f"{path.name}: spreadsheets are not read directly; export it as CSV")
-    if suffix not in (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".parquet"):
+    if suffix not in FILE_FORMATS:
         raise DataError(f"{path.name}: unsupported file type '{suffix}'; upload {FORMATS}")
     return suffix
 
@@ -232,37 +232,72 @@ def _read_frame(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Table:
     raw = _read_bytes(path, max_bytes)
     if not raw.strip():
         raise DataError(f"{path.name}: the file is empty")
-    if suffix == ".parquet":
-        frame = _read_parquet(path)
-        return Table(frame, list(range(1, len(frame) + 1)), "record")
+    form = FILE_FORMATS[suffix]
+    if form.binary:
+        return form.read(path, path.name)
     _check_not_binary(raw, path.name)
     warnings: list[str] = []
     text = _decode(raw, path.name, warnings)
     if not text.strip():
         raise DataError(f"{path.name}: the file is empty")
-    if suffix in (".jsonl", ".ndjson"):
-        table = _read_jsonl(text, path.name)
-    elif suffix == ".json":
-        table = _read_json(text, path.name)
-    else:
-        sep = "\t" if suffix == ".tsv" else _sniff_delimiter(text)
-        table = _read_csv(text, path.name, sep)
+    table = form.read(text, path.name)
     table.warnings[:0] = warnings
     return table
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """One accepted file type: how a table is read from it and how a priced table is written in it."""
+
+    name: str
+    read: Callable[[str | Path, str], Table]
+    """(the decoded text, or for a binary format the path; the file's name for messages) → the table."""
+    write: Callable[[pd.DataFrame, Path], None] | None = None
+    """How `trainer price` and the Predict tab write a priced catalog in this format; None: not written."""
+    binary: bool = False
+    offered: bool = True
+    """Named in the upload pickers and messages; the others are read when given (a .txt CSV, .ndjson)."""
+
+
+def _parquet_table(path: Path, name: str) -> Table:
+    frame = _read_parquet(path)
+    return Table(frame, list(range(1, len(frame) + 1)), "record")
+
+
+FILE_FORMATS: dict[str, FileFormat] = {
+    ".csv": FileFormat("CSV", lambda text, name: _read_csv(text, name, _sniff_delimiter(text)),
+                       lambda frame, out: frame.to_csv(out, index=False)),
+    ".tsv": FileFormat("TSV", lambda text, name: _read_csv(text, name, "\t"),
+                       lambda frame, out: frame.to_csv(out, index=False, sep="\t")),
+    ".txt": FileFormat("text", lambda text, name: _read_csv(text, name, _sniff_delimiter(text)), offered=False),
+    ".json": FileFormat("JSON", _read_json,
+                        lambda frame, out: frame.to_json(out, orient="records", force_ascii=False)),
+    ".jsonl": FileFormat("JSONL", _read_jsonl,
+                         lambda frame, out: frame.to_json(out, orient="records", lines=True, force_ascii=False)),
+    ".ndjson": FileFormat("NDJSON", _read_jsonl, offered=False),
+    ".parquet": FileFormat("Parquet", _parquet_table, lambda frame, out: frame.to_parquet(out, index=False),
+                           binary=True),
+}
+"""Every data file type by suffix: the one table the readers, the upload pickers and the catalog writer read."""
+UPLOAD_SUFFIXES = [suffix for suffix, form in FILE_FORMATS.items() if form.offered]
+OUTPUT_SUFFIXES = [suffix for suffix, form in FILE_FORMATS.items() if form.write]
+_OFFERED = [form.name for form in FILE_FORMATS.values() if form.offered]
+FORMATS = f"{', '.join(_OFFERED[:-1])} or {_OFFERED[-1]}"
+"""The offered formats as a message names them: "CSV, TSV, JSON, JSONL or Parquet"."""
+SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".ods")
 
 
 # ---------------------------------------------------------------------------
 # Hugging Face datasets: a local folder (save_to_disk, or a folder of data files) or a Hub id like "owner/name"
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".xlsx", ".xls", ".ods")
 
 
 def is_hub_id(source) -> bool:
     """True for "owner/name" that is no local path and not a data file's name."""
     text = str(source)
     return (bool(_HUB_ID.fullmatch(text)) and not Path(text).exists()
-            and not text.lower().endswith(_FILE_SUFFIXES + COMPRESSED_SUFFIXES))
+            and not text.lower().endswith((*FILE_FORMATS, *SPREADSHEET_SUFFIXES, *COMPRESSED_SUFFIXES)))
 
 
 def _datasets(name: str):

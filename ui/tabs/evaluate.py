@@ -8,12 +8,12 @@ import gradio as gr
 import pandas as pd
 
 from trainer import charts
+from trainer.data import UPLOAD_SUFFIXES
 from trainer.estimates import AUTO, CHOICES, METHOD_NAMES
 
 from ..access import may_control
 from ..common import (COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, busy_refusal, caller_event, named_run, refused,
                       reports_errors, run_choices, run_picker)
-from ..data_box import FILE_TYPES
 
 
 
@@ -77,7 +77,7 @@ def create_evaluate_tab() -> dict:
         with gr.Row():
             c = {"tab": tab, "run": run_picker(),
                  "file": gr.File(label="Test file (optional; default: the run's held-out split)", type="filepath",
-                                 file_types=FILE_TYPES),
+                                 file_types=UPLOAD_SUFFIXES),
                  "limit": gr.Number(value=200, label="items (0 = all)", precision=0),
                  "method": gr.Dropdown([(METHOD_NAMES[m], m) for m in CHOICES], value=AUTO,
                                        label="Headline price method",

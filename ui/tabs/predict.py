@@ -11,13 +11,13 @@ from pathlib import Path
 import gradio as gr
 
 from trainer import charts
+from trainer.data import OUTPUT_SUFFIXES, UPLOAD_SUFFIXES
 from trainer.estimates import AUTO, CHOICES, METHOD_NAMES
 from trainer.models import ModelError
 
 from ..access import current_user
 from ..common import (PICK_FINISHED, busy_refusal, caller_event, named_run, refused, reports_errors, run_choices,
                       run_picker)
-from ..data_box import FILE_TYPES
 
 PREVIEW_ROWS = 50
 
@@ -93,7 +93,7 @@ def create_predict_tab() -> dict:
                     "it. Uses the run and the price method above.")
         with gr.Row():
             c["catalog"] = gr.File(label="Catalog (CSV, TSV, JSON, JSONL or Parquet; a price column is optional)",
-                                   type="filepath", file_types=FILE_TYPES, elem_id="price-catalog")
+                                   type="filepath", file_types=UPLOAD_SUFFIXES, elem_id="price-catalog")
             c["text_column"] = gr.Textbox(label="Text column(s), comma-separated (empty: found as for training)")
             c["level"] = gr.Number(value=0.8, label="Range level (0–1)")
         with gr.Row():
@@ -117,7 +117,7 @@ def create_predict_tab() -> dict:
 def price_file(run_name, file, text_column="", level=0.8, method=AUTO, request: gr.Request = None,
                progress=gr.Progress()):
     """Price every row of an uploaded catalog with a run's adapter; the priced file as a download."""
-    from trainer.catalog import OUTPUT_SUFFIXES, price_catalog, write_catalog
+    from trainer.catalog import price_catalog, write_catalog
     from trainer.data import DataError
 
     hidden = gr.update(visible=False)
