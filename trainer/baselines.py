@@ -5,10 +5,20 @@ whose prices no linear model of the words recovers)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import random
+import tempfile
 from pathlib import Path
 from statistics import mean, median
 
+import joblib
+import numpy as np
+from joblib import Memory
+
+# scikit-learn's estimators and the Tester's metrics (which import torch) are imported where they are used, so that
+# importing this module for its names and constants stays instant.
 from .data import Product
 from .runs import write_atomic
 
@@ -56,8 +66,6 @@ _FITTED: dict[str, object] = {}  # by training split: a run restarted on the sam
 
 def fit_text_baseline(train: list[Product], seed: int = 0):
     """The fitted text baseline of a training split, fitted once per split and process (a few seconds)."""
-    import hashlib
-
     key = hashlib.sha256(json.dumps([[p.text, p.price] for p in train] + [seed]).encode()).hexdigest()
     if key not in _FITTED:
         if len(_FITTED) >= 4:
@@ -70,11 +78,6 @@ def _fit_text_baseline(train: list[Product], seed: int):
     """TF-IDF (word 1–2-grams, min_df 2, sublinear tf) + ridge on log(1 + price), its alpha chosen by 3-fold
     cross-validation on `train` alone, in log-space squared error (RMSLE squared): a scikit-learn Pipeline whose
     predict() gives log prices; `predict_prices` turns them into dollars."""
-    import random
-    import tempfile
-
-    import numpy as np
-    from joblib import Memory
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import GridSearchCV
@@ -103,8 +106,6 @@ def _fit_text_baseline(train: list[Product], seed: int):
 
 def predict_prices(model, texts: list[str]) -> list[float]:
     """Dollar prices from a fitted text baseline (it predicts log(1 + price))."""
-    import numpy as np
-
     return [float(v) for v in np.clip(np.expm1(model.predict(texts)), 0.0, None)]
 
 
@@ -125,7 +126,6 @@ def neighbours_estimator():
 def fit_text_neighbours(text_model, train: list[Product]):
     """The nearest-neighbours baseline on the fitted text baseline's own TF-IDF vectors (kept as fitted), fitted on
     `train`: a Pipeline whose predict() gives log prices, as the text baseline's."""
-    import numpy as np
     from sklearn.frozen import FrozenEstimator
     from sklearn.pipeline import make_pipeline
 
@@ -136,10 +136,6 @@ def fit_text_neighbours(text_model, train: list[Product]):
 
 def save_text_baseline(model, path: Path) -> None:
     """Written whole or not at all: the Tester and a resumed run read it back."""
-    import io
-
-    import joblib
-
     buffer = io.BytesIO()
     joblib.dump(model, buffer)
     write_atomic(path, buffer.getvalue())
@@ -147,6 +143,4 @@ def save_text_baseline(model, path: Path) -> None:
 
 def load_text_baseline(path: Path):
     """The run's own fitted baseline (written by PriceTune's job into its run folder, never uploaded), or None."""
-    import joblib
-
     return joblib.load(path) if path.is_file() else None

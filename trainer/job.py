@@ -546,6 +546,7 @@ class TrainingJob:
             gradient_accumulation_steps=cfg.grad_accum,
             learning_rate=cfg.learning_rate,
             lr_scheduler_type=cfg.lr_scheduler,
+            # transformers 5 has no warmup_ratio: it reads a warmup_steps below 1 as that share of the steps.
             warmup_steps=cfg.warmup_ratio,
             weight_decay=cfg.weight_decay,
             max_grad_norm=cfg.max_grad_norm,
