@@ -50,7 +50,6 @@ def main() -> None:
     import warnings
 
     import numpy as np
-    from sklearn.base import clone
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold, cross_val_predict
     from sklearn.pipeline import make_pipeline

@@ -39,7 +39,7 @@ def main() -> None:
 
     from trainer.config import TrainConfig
     from trainer.data import fit_max_length, load_products, make_sample_products, tokenize_example
-    from trainer.dropout import Dropout, use_fast_dropout
+    from trainer.dropout import Dropout
     from trainer.loss import PackedPriceCollator, PriceCollator, price_loss
     from trainer.models import load_model, load_tokenizer
 

@@ -1,7 +1,6 @@
 """Export: the model card with the Tester's numbers and scatter, a merged model that predicts like adapter + base,
 the 4-bit refusal, and a Hub push that fails with a clear message on this offline machine."""
 
-import json
 import shutil
 import zipfile
 from pathlib import Path

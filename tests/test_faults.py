@@ -2,7 +2,6 @@
 concurrent starts. Nothing completed may be lost."""
 
 import errno
-import json
 import os
 import signal
 import subprocess

@@ -11,9 +11,9 @@ from .data import DataError, Product, load_products
 from .baselines import (TEXT_BASELINE, TEXT_BASELINE_NAME, TEXT_NEIGHBOURS, TEXT_NEIGHBOURS_NAME, constant_baselines,
                         fit_text_baseline, fit_text_neighbours, linear_bow, load_text_baseline, predict_prices)
 from .config import TrainConfig
-from .estimates import (AUTO, CHOICES, DISTRIBUTION_METHODS, ENSEMBLE, HEAD, LEVELS, METHOD_NAMES, METHODS,
-                        NEIGHBOURS, STATE_METHODS, adjusted, covering, fit_range_adjustment, fit_stack, point_estimate,
-                        price_range, range_scores, stacked)
+from .estimates import (AUTO, CHOICES, DISTRIBUTION_METHODS, ENSEMBLE, LEVELS, METHOD_NAMES, METHODS, STATE_METHODS,
+                        adjusted, covering, fit_range_adjustment, fit_stack, point_estimate, price_range, range_scores,
+                        stacked)
 from .evaluate import price_metrics, summary_line
 from .runs import RunFolder, write_atomic
 
