@@ -127,7 +127,7 @@ def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
     dropout.press("Tab")
 
     page.get_by_role("button", name="Start", exact=True).click()
-    page.get_by_text("Started run").wait_for(timeout=30_000)
+    page.get_by_text("Started run").wait_for(timeout=120_000)  # a loaded machine answers slower
     status = page.locator("#run-status")
     page.wait_for_function("""() => {
         const gd = document.querySelector('#loss-plot .js-plotly-plot');

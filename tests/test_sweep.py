@@ -85,7 +85,7 @@ def test_a_sweep_from_the_api_shows_its_grid_trains_and_lands_in_the_runs_tab(la
               "validation items priced": 2, "seed": 1, "checkpoint every": 1, "validation rows": 4,
               "warm-up": 0.03, "weight decay": 0.0, "max gradient norm": 1.0, "Question": "", "Report to": "none",
               "Gradient checkpointing": False, "cost cap": 0, "training rows the price head": 8,
-              "Hub kernels": False,
+              "Hub kernels": False, "time limit": 0,
               "Field": "lora_r", "Values": "2,4",
               "Second field": "", "Its values": ""}
     params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/sweep_grid"]["parameters"]
