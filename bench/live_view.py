@@ -26,9 +26,9 @@ from gradio_client import Client  # noqa: E402
 
 from e2e_app import LaunchedApp  # noqa: E402
 
-FORM = dict(model="demo", quant="none", r=16, alpha=32, dropout=0.05, targets=["q_proj", "k_proj", "v_proj", "o_proj"],
-            lr=3e-4, max_steps=100000, epochs=1, batch=4, accum=1, max_len=0, sample_every=0, probe_size=2, seed=1,
-            save_steps=0)
+FORM = dict(model="demo", quant="none", lora_r=16, lora_alpha=32, lora_dropout=0.05,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], learning_rate=3e-4, max_steps=100000, epochs=1,
+            batch_size=4, grad_accum=1, max_length=0, sample_every=0, probe_size=2, seed=1, save_steps=0)
 
 
 def poller(url: str, stop: threading.Event, latencies: list | None, runs: Path):
@@ -175,9 +175,10 @@ def main() -> None:
             f = FORM
             trainer = subprocess.Popen(
                 [sys.executable, "-m", "trainer", "train", "--data", "sample", "--model", f["model"], "--quant",
-                 f["quant"], "--lora-r", str(f["r"]), "--lora-alpha", str(f["alpha"]), "--lora-dropout",
-                 str(f["dropout"]), "--target-modules", ",".join(f["targets"]), "--lr", str(f["lr"]),
-                 "--max-steps", str(f["max_steps"]), "--batch-size", str(f["batch"]), "--sample-every", "0",
+                 f["quant"], "--lora-r", str(f["lora_r"]), "--lora-alpha", str(f["lora_alpha"]), "--lora-dropout",
+                 str(f["lora_dropout"]), "--target-modules", ",".join(f["target_modules"]), "--lr",
+                 str(f["learning_rate"]), "--max-steps", str(f["max_steps"]), "--batch-size", str(f["batch_size"]),
+                 "--sample-every", "0",
                  "--probe-size", str(f["probe_size"]), "--seed", str(f["seed"]), "--save-steps", "0",
                  "--output", str(runs / "cli-run")],
                 cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL)

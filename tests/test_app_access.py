@@ -17,9 +17,9 @@ from test_hostile import alias_bomb  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_proj", "v_proj"], lr=1e-3,
-            max_steps=200, epochs=1, batch=2, accum=1, max_len=0, sample_every=0, probe_size=2, seed=1, save_steps=2,
-            validation=4, head_rows=8)
+FORM = dict(model="demo", quant="none", lora_r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
+            learning_rate=1e-3, max_steps=200, epochs=1, batch_size=2, grad_accum=1, max_length=0, sample_every=0,
+            probe_size=2, seed=1, save_steps=2, validation_size=4, head_rows=8)
 
 
 def status_of(client) -> str:

@@ -12,13 +12,15 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from ui.tabs.train import FORM_FIELDS
+
 from trainer.runs import RunFolder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-FORM = dict(model="demo", quant="none", r=4, alpha=8, dropout=0.05, targets=["q_proj", "v_proj"], lr=1e-3,
-            max_steps=60, epochs=1, batch=2, accum=1, max_len=0, sample_every=3, probe_size=8, seed=1,
-            save_steps=0, validation=8, head_rows=8)
+FORM = dict(model="demo", quant="none", lora_r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
+            learning_rate=1e-3, max_steps=60, epochs=1, batch_size=2, grad_accum=1, max_length=0, sample_every=3,
+            probe_size=8, seed=1, save_steps=0, validation_size=8, head_rows=8)
 
 
 def loss_points(plot) -> int:
@@ -215,7 +217,7 @@ def test_exported_config_imports_back_into_the_form_and_trains_headless(launched
     from trainer.config import TrainConfig
 
     client = Client(launched_app.url, verbose=False)
-    form = {**FORM, "lr": 5e-4, "max_steps": 1, "r": 6}
+    form = {**FORM, "learning_rate": 5e-4, "max_steps": 1, "lora_r": 6}
     download, message = client.predict(**form, api_name="/export_config")
     path = file_path(download)
     assert "--config" in message and path
@@ -227,29 +229,29 @@ def test_exported_config_imports_back_into_the_form_and_trains_headless(launched
         (5e-4, 1, 6, ["q_proj", "v_proj"])
 
     *values, note = client.predict(handle_file(path), api_name="/import_config")
-    filled = dict(zip(["model", "quant", "r", "alpha", "dropout", "targets", "lr", "max_steps"], values))
-    targets = filled["targets"]["value"] if isinstance(filled["targets"], dict) else filled["targets"]
-    assert (filled["lr"], filled["max_steps"], filled["r"], targets) == (5e-4, 1, 6, ["q_proj", "v_proj"])
-    assert "Form filled" in note and "Not in the form" not in note
-    # Settings the form cannot hold are named, not silently dropped.
+    filled = dict(zip(FORM_FIELDS, values))  # every config field but the run's name and data has its component
+    targets = filled["target_modules"]
+    targets = targets["value"] if isinstance(targets, dict) else targets
+    assert (filled["learning_rate"], filled["max_steps"], filled["lora_r"], targets) == (5e-4, 1, 6, ["q_proj", "v_proj"])
+    assert "Form filled" in note
+    # Every setting of a config reaches the form, the ones under More training settings too.
     variant = tmp_path / "variant.yaml"
     variant.write_text(TrainConfig(**{**vars(config), "save_minutes": 30, "precision": "fp32"}).to_yaml())
-    note = client.predict(handle_file(str(variant)), api_name="/import_config")[-1]
-    assert "Not in the form" in note and "save_minutes 30 (default 10)" in note and "precision fp32 (default auto)" in note
+    filled = dict(zip(FORM_FIELDS, client.predict(handle_file(str(variant)), api_name="/import_config")))
+    assert (filled["save_minutes"], filled["precision"]) == (30, "fp32")
     # A preset fills every field it sets, the question and the course's optimizer settings too.
     *values, note = client.predict("course-lite", api_name="/apply_preset")
-    filled = dict(zip(["model", "quant", "r", "alpha", "dropout", "targets", "lr", "max_steps", "epochs", "batch",
-                       "accum", "max_len", "sample_every", "probe_size", "seed", "save_steps", "validation",
-                       "question", "warmup", "weight_decay", "grad_norm"], values))
-    assert (filled["model"], filled["r"], filled["alpha"], filled["batch"], filled["max_len"], filled["lr"]) == (
-        "meta-llama/Llama-3.2-3B", 32, 64, 32, 128, 1e-4)
-    assert (filled["question"], filled["warmup"], filled["weight_decay"], filled["grad_norm"]) == (
+    filled = dict(zip(FORM_FIELDS, values))
+    assert (filled["model"], filled["lora_r"], filled["lora_alpha"], filled["batch_size"], filled["max_length"],
+            filled["learning_rate"]) == ("meta-llama/Llama-3.2-3B", 32, 64, 32, 128, 1e-4)
+    assert (filled["question"], filled["warmup_ratio"], filled["weight_decay"], filled["max_grad_norm"]) == (
         "What does this cost to the nearest dollar?", 0.01, 0.001, 0.3)
-    assert "course lite (Llama 3.2 3B)" in note and "Not in the form" not in note
-    # The live estimate of that preset, over the API: the adapter, the peak GPU memory and which GPUs hold it.
-    targets = filled["targets"]["value"]  # an update of the checkboxes: the model's choices and the preset's value
-    sized = client.predict(filled["model"], filled["quant"], filled["r"], filled["dropout"], targets,
-                           filled["batch"], filled["max_len"], api_name="/estimate")
+    assert "course lite (Llama 3.2 3B)" in note
+    # The live estimate of that preset, over the API by field name: the adapter, the peak GPU memory, which GPUs.
+    targets = filled["target_modules"]["value"]  # an update of the checkboxes: the model's choices and the value
+    sized = client.predict(**{name: filled[name] for name in ("model", "quant", "lora_r", "lora_dropout",
+                                                                "batch_size", "max_length")},
+                           target_modules=targets, api_name="/estimate")
     assert "M trainable parameters" in sized and re.search(r"peak GPU memory ≈ [\d.]+ GiB \(base weights", sized), sized
     assert "fits the " in sized or "fits every GPU listed" in sized, sized
     bad = tmp_path / "bad.yaml"
@@ -343,7 +345,7 @@ def test_upload_then_start_in_one_session_trains_on_the_uploaded_file(launched_a
     before = set(launched_app.runs.iterdir()) if launched_app.runs.exists() else set()
 
     # Refusals name the field or the model, leave no run folder, and reach the page as a message.
-    cleared = client.predict(**{**FORM, "batch": None}, api_name="/start")
+    cleared = client.predict(**{**FORM, "batch_size": None}, api_name="/start")
     assert "batch_size: is empty: enter a number" in cleared, cleared
     typo = client.predict(**{**FORM, "model": "no-such-owner/no-such-model-xyz"}, api_name="/start")
     assert "Cannot start" in typo and "no-such-owner/no-such-model-xyz" in typo, typo

@@ -134,13 +134,14 @@ def test_the_demo_model_and_other_models_have_their_own_defaults(tmp_path):
 def test_changing_the_model_in_the_form_switches_untouched_defaults_only():
     from ui.tabs import train
 
-    targets, lr, checkpointing = train.discover_targets("meta-llama/Llama-3.1-8B",
-                                                        list(TrainConfig().target_modules), 1e-3)
+    targets, lr, checkpointing, compiled = train.discover_targets("meta-llama/Llama-3.1-8B",
+                                                                  list(TrainConfig().target_modules), [])
     assert targets.value == ["q_proj", "k_proj", "v_proj", "o_proj"] and lr == 3e-4
-    assert checkpointing is torch.cuda.is_available()  # a larger model checkpoints on a GPU
-    targets, lr, checkpointing = train.discover_targets("demo", ["q_proj", "k_proj", "v_proj", "o_proj"], 3e-4)
+    assert checkpointing is compiled is torch.cuda.is_available()  # a larger model checkpoints on a GPU
+    targets, lr, checkpointing, compiled = train.discover_targets("demo", ["q_proj", "k_proj", "v_proj", "o_proj"], [])
     assert len(targets.value) == 7 and lr == 1e-3 and checkpointing is False
-    # A choice of the user's own survives the switch.
-    targets, lr, checkpointing = train.discover_targets("meta-llama/Llama-3.1-8B", ["v_proj", "down_proj"], 5e-4)
+    # What the user set by hand survives the switch, a learning rate equal to the old model's default too.
+    targets, lr, checkpointing, compiled = train.discover_targets(
+        "meta-llama/Llama-3.1-8B", ["v_proj", "down_proj"], ["target_modules", "learning_rate", "gradient_checkpointing"])
     assert targets.value == ["v_proj", "down_proj"] and not isinstance(lr, float)
-    assert not isinstance(checkpointing, bool)
+    assert not isinstance(checkpointing, bool) and compiled is torch.cuda.is_available()

@@ -161,10 +161,11 @@ def test_the_live_estimate_over_http_warns_for_the_stated_hardware(tmp_path):
     try:
         app.wait_ready()
         client = Client(app.url, verbose=False)
-        shape = ("meta-llama/Llama-3.2-3B", "4bit", 32, 0.1, COURSE, 32, 128)
-        too_big = client.predict(*shape, False, api_name="/estimate")
+        shape = dict(model="meta-llama/Llama-3.2-3B", quant="4bit", lora_r=32, lora_dropout=0.1, target_modules=COURSE,
+                     batch_size=32, max_length=128)
+        too_big = client.predict(**shape, gradient_checkpointing=False, api_name="/estimate")
         assert "**Warning:** Estimated peak memory 15.7 GiB is more than this GPU (t4-small" in too_big, too_big
         assert "turn on gradient checkpointing" in too_big
-        assert "Warning" not in client.predict(*shape, True, api_name="/estimate")
+        assert "Warning" not in client.predict(**shape, gradient_checkpointing=True, api_name="/estimate")
     finally:
         app.close()

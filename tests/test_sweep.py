@@ -78,28 +78,20 @@ def test_a_sweep_from_the_api_shows_its_grid_trains_and_lands_in_the_runs_tab(la
                            for i in range(60)))
     client = Client(launched_app.url, verbose=False)
     assert "60 of 60 rows kept" in client.predict(handle_file(str(own)), api_name="/upload")[0]
-    # The form's fields and the sweep's, by their labels (the endpoint takes the form as the page holds it).
-    labels = {"Model": "demo", "Quantization": "none", "rank r": 4, "alpha": 8, "dropout": 0.05,
-              "target modules": ["q_proj", "v_proj"], "learning rate": 1e-3, "max steps": 2, "epochs": 1,
-              "batch size": 2, "gradient accumulation": 1, "max length": 0, "sample predictions": 0,
-              "validation items priced": 2, "seed": 1, "checkpoint every": 1, "validation rows": 4,
-              "warm-up": 0.03, "weight decay": 0.0, "max gradient norm": 1.0, "Question": "", "Report to": "none",
-              "Gradient checkpointing": False, "cost cap": 0, "training rows the price head": 8,
-              "Hub kernels": False, "time limit": 0,
-              "Field": "lora_r", "Values": "2,4",
-              "Second field": "", "Its values": ""}
-    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/sweep_grid"]["parameters"]
-    values = [next(v for k, v in labels.items() if p["label"].startswith(k)) for p in params]
-    grid_text = client.predict(*values, api_name="/sweep_grid")
+    # The form's fields and the sweep's, by their names (the endpoint takes the form as Start does).
+    values = dict(model="demo", quant="none", lora_r=4, lora_alpha=8, lora_dropout=0.05,
+                  target_modules=["q_proj", "v_proj"], learning_rate=1e-3, max_steps=2, batch_size=2, sample_every=0,
+                  probe_size=2, seed=1, save_steps=1, validation_size=4, head_rows=8,
+                  field_a="lora_r", values_a="2,4", field_b="", values_b="")
+    grid_text = client.predict(**values, api_name="/sweep_grid")
     assert "**2 runs" in grid_text and "| 1 | lora_r=2 | 2 |" in grid_text and "| 2 | lora_r=4 | 2 |" in grid_text
-    bad = list(values)
-    bad[[p["label"] for p in params].index("Values, comma-separated")] = "2,x"
-    assert "Cannot sweep:** --set 'lora_r=2,x': lora_r: must be a number" in client.predict(*bad, api_name="/sweep_grid")
-    started = client.predict(*values, api_name="/start_sweep")
+    bad = {**values, "values_a": "2,x"}
+    assert "Cannot sweep:** --set 'lora_r=2,x': lora_r: must be a number" in client.predict(**bad, api_name="/sweep_grid")
+    started = client.predict(**values, api_name="/start_sweep")
     assert started.startswith("Started sweep **sweep-"), started
     name = started.split("**")[1]
     # One sweep at a time, and a sweep does not start beside a training run: refused before any folder is made.
-    assert "Cannot start the sweep:** Busy" in client.predict(*values, api_name="/start_sweep")
+    assert "Cannot start the sweep:** Busy" in client.predict(**values, api_name="/start_sweep")
     assert [p.name for p in list_sweeps(launched_app.runs)] == [name]
     end = time.time() + 600
     while time.time() < end:

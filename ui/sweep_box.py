@@ -16,14 +16,15 @@ from trainer.sweep import Sweep, grid, pace, parse_set, plan, run_in_background
 from .access import current_user
 from .common import refused, reports_errors
 
-SWEEPABLE = ["lora_r", "lora_alpha", "lora_dropout", "learning_rate", "max_steps", "epochs", "batch_size",
-             "grad_accum", "max_length", "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "quant"]
-"""The fields the section offers (the CLI's --set takes any field but the data and split ones)."""
+def sweepable(form: dict) -> list[str]:
+    """The fields the section offers: the form's numbers and choices (the CLI's --set takes any field but the data
+    and split ones)."""
+    return [name for name, part in form.items() if isinstance(part, (gr.Number, gr.Radio))]
 
 
-def _sweep(values: dict, parts: dict, config_of: Callable) -> Sweep:
-    sets = [parse_set(f"{values[parts[f'field_{k}']]}={values[parts[f'values_{k}']]}") for k in "ab"
-            if values[parts[f"field_{k}"]] and str(values[parts[f"values_{k}"]] or "").strip()]
+def _sweep(values: dict, config_of: Callable) -> Sweep:
+    sets = [parse_set(f"{values[f'field_{k}']}={values[f'values_{k}']}") for k in "ab"
+            if values[f"field_{k}"] and str(values[f"values_{k}"] or "").strip()]
     if not sets:
         raise ConfigError("pick a field and type its values, e.g. lora_r and 8,16,32")
     stamp = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -47,35 +48,36 @@ def _grid_text(sweep: Sweep) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
-def create_sweep_box(inputs: set, config_of: Callable) -> dict:
-    """The section's components, its events wired; `inputs` are the form's components, `config_of(values)` the
-    TrainConfig they describe (values: component → value)."""
+def create_sweep_box(form: dict, config_of: Callable) -> dict:
+    """The section's components, its events wired; `form` holds the form's components by config field name (with
+    "data" and "mapping"), `config_of(values)` the TrainConfig the values by those names describe."""
     c = {}
+    fields = sweepable(form)
     with gr.Accordion("Sweep: train a grid of settings, one run after another", open=False):
         with gr.Row():
-            c["field_a"] = gr.Dropdown(SWEEPABLE, value="lora_r", label="Field")
+            c["field_a"] = gr.Dropdown(fields, value="lora_r", label="Field")
             c["values_a"] = gr.Textbox(label="Values, comma-separated", placeholder="8,16,32")
         with gr.Row():
-            c["field_b"] = gr.Dropdown(["", *SWEEPABLE], value="", label="Second field (optional)")
+            c["field_b"] = gr.Dropdown(["", *fields], value="", label="Second field (optional)")
             c["values_b"] = gr.Textbox(label="Its values", placeholder="3e-4,1e-3")
         with gr.Row():
             c["show"] = gr.Button("Show the grid")
             c["start"] = gr.Button("Start sweep")
         c["message"] = gr.Markdown(elem_id="sweep-message")
-    parts = {k: c[k] for k in ("field_a", "values_a", "field_b", "values_b")}
-    everything = set(inputs) | set(parts.values())
+    # By name: the API takes the form's fields as Start does, then the sweep's own.
+    everything = {**form, **{k: c[k] for k in ("field_a", "values_a", "field_b", "values_b")}}
 
     @reports_errors()
-    def show(values):
+    def show(**values):
         try:
-            return _grid_text(_sweep(values, parts, config_of))
+            return _grid_text(_sweep(values, config_of))
         except ConfigError as exc:
             return refused(f"**Cannot sweep:** {exc}")
 
     @reports_errors()
-    def start(values, request: gr.Request = None):
+    def start(request: gr.Request = None, **values):
         try:
-            sweep = _sweep(values, parts, config_of)
+            sweep = _sweep(values, config_of)
             text = _grid_text(sweep)
             run_in_background(sweep, owner=current_user(request))
         except (ConfigError, Busy) as exc:
@@ -83,7 +85,7 @@ def create_sweep_box(inputs: set, config_of: Callable) -> dict:
         return (f"Started sweep **{sweep.folder.name}**: each run shows in the live view as it trains; Stop ends the "
                 f"sweep; the leaderboard is in the Runs tab.\n\n{text}")
 
-    c["show"].click(show, everything, c["message"], api_name="sweep_grid")
-    c["start"].click(start, everything, c["message"], api_name="start_sweep", concurrency_id="gpu",
-                     concurrency_limit=1)
+    c["show"].click(show, inputs_kwargs=everything, outputs=c["message"], api_name="sweep_grid")
+    c["start"].click(start, inputs_kwargs=everything, outputs=c["message"], api_name="start_sweep",
+                     concurrency_id="gpu", concurrency_limit=1)
     return c

@@ -215,6 +215,6 @@ def create_runs_tab(train: dict) -> dict:
     data, form = train["data"], [train["form"][name] for name in FORM_FIELDS]
     c["load"].click(load_run_config, c["open"], [*form, c["message"], data["path"], data["info"], data["mapping"]],
                     api_name="load_run_config").then(
-        lambda: (gr.Dropdown(visible=False), gr.Dropdown(visible=False)),
-        outputs=[data["text_columns"], data["price_column"]], api_visibility="private")
+        lambda: (gr.Dropdown(visible=False), gr.Dropdown(visible=False), []),
+        outputs=[data["text_columns"], data["price_column"], train["touched"]], api_visibility="private")
     return c
