@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from quality import SHARED, split_files  # noqa: E402
 from trainer.baselines import fit_text_baseline, fit_text_neighbours, neighbours_estimator  # noqa: E402
 from trainer.data import load_products  # noqa: E402
-from trainer.estimates import STACK_ALPHAS  # noqa: E402
-from trainer.evaluate import last_states, price_metrics  # noqa: E402
-from trainer.head import head_estimator  # noqa: E402
+from trainer.pricing.stack import STACK_ALPHAS  # noqa: E402
+from trainer.pricing.hidden_state import last_states  # noqa: E402
+from trainer.metrics import price_metrics  # noqa: E402
+from trainer.pricing.hidden_state import head_estimator  # noqa: E402
 from trainer.inference import Predictor  # noqa: E402
 from trainer.models import inference_precision  # noqa: E402
 

@@ -36,7 +36,7 @@ def main() -> None:
     checks = sorted({args.at, *(round(args.max_steps * q) for q in (0.25, 0.5, 0.75))} - {0})
     with tempfile.TemporaryDirectory() as root:
         began = time.time()
-        job = TrainingJob(config, runs_root=Path(root)).start()
+        job = TrainingJob.new(config, runs_root=Path(root)).start()
         seen: dict[int, tuple[float, float]] = {}  # step -> (when, ETA then)
         while job.thread.is_alive():
             job.thread.join(0.2)

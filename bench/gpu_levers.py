@@ -179,7 +179,7 @@ def run_arm(arm: str, args, base, train) -> dict:
         config.data, config.name, config.test_size, config.head_rows = str(data), f"levers-{arm}", 1, 2
         config.max_steps = args.warmup + args.steps + (3 if profile_after else 0)
         lever = arm_callback(arm, timer, profile_after, report)
-        job = TrainingJob(config, runs_root=folder / "runs", callbacks=(timer, lever)).start()
+        job = TrainingJob.new(config, runs_root=folder / "runs", callbacks=(timer, lever)).start()
         outcome = job.wait()
         job.trainer = None  # its optimizer state must not reach into the next arm's peak
         if outcome != "done":

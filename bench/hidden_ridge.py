@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from quality import SHARED, split_files  # noqa: E402
 from trainer.baselines import fit_text_baseline  # noqa: E402
 from trainer.data import encode_prompt, load_products  # noqa: E402
-from trainer.evaluate import price_metrics  # noqa: E402
+from trainer.metrics import price_metrics  # noqa: E402
 from trainer.models import load_model, load_tokenizer  # noqa: E402
 
 LAYERS = (10, 20, 30)

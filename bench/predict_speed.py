@@ -16,7 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.data import encode_prompt, fit_max_length, load_products, make_sample_products  # noqa: E402
-from trainer.evaluate import parse_price_output, predict_expected, predict_greedy  # noqa: E402
+from trainer.pricing.decoding import parse_price_output, predict_greedy  # noqa: E402
+from trainer.pricing.distribution import predict_expected  # noqa: E402
 from trainer.models import load_model, load_tokenizer  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "appliances_2000.jsonl"

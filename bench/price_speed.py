@@ -22,7 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.catalog import price_catalog  # noqa: E402
 from trainer.data import load_products, make_sample_products  # noqa: E402
-from trainer.tester import evaluate_run, price_choice, range_line  # noqa: E402
+from trainer.inference import predictor_for  # noqa: E402
+from trainer.tester import evaluate_run  # noqa: E402
+from trainer.pricing.choice import price_choice  # noqa: E402
+from trainer.pricing.ranges import range_line  # noqa: E402
 from trainer.runs import RunFolder  # noqa: E402
 
 from quality import SHARED, split_files  # noqa: E402  (bench/ is the script's folder, first on sys.path)
@@ -43,7 +46,7 @@ def main() -> None:
     file = folder / "catalog.jsonl"
     file.write_text("".join(json.dumps({"text": p.text, "price": p.price}) + "\n" for p in products))
     run = RunFolder(args.run)
-    price_choice(run)  # measured once per adapter for both paths; not part of either timing
+    price_choice(run, predictor_for(run.path))  # measured once per adapter for both paths; not part of either timing
     print(f"{len(products)} rows of {args.data.name if args.data.is_file() else 'sample data'}, run {run.name}",
           flush=True)
 

@@ -4,12 +4,14 @@ model and the baselines, the strong TF-IDF ridge and TF-IDF neighbours first: ea
 as a ratio of each of theirs.
 
     .venv/bin/python bench/quality.py [--data ../shared/data/appliances_2000.jsonl] [--minutes 30] [--run runs/NAME]
-                                      [--baselines-only]
+                                      [--baselines-only] [--seeds 3]
 
 The split is the one the quality issue measures on: the file's rows shuffled with random.seed(0), the first 1,800
 for training, the last 200 held out (never trained on, never used to choose anything: the run's own held-out and
 validation rows, where its price method and ensemble regression are chosen, come out of the 1,800). With
---run, an existing run folder is evaluated instead of training a new one. Prints one table; asserts nothing.
+--run, an existing run folder is evaluated instead of training a new one. With --seeds N, the same config is trained
+N times (seeds 0 to N-1; the split stays) and each row is printed as its mean and its range over the runs, so that a
+difference can be told from the noise between runs. Prints one table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from trainer.data import load_products  # noqa: E402
 from trainer.baselines import (TEXT_BASELINE, TEXT_BASELINE_NAME, TEXT_NEIGHBOURS, TEXT_NEIGHBOURS_NAME,  # noqa: E402
                                constant_baselines, fit_text_baseline, fit_text_neighbours, linear_bow, predict_prices)
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.evaluate import price_metrics  # noqa: E402
+from trainer.metrics import price_metrics  # noqa: E402
 from trainer.job import TrainingJob  # noqa: E402
 from trainer.runs import RunFolder  # noqa: E402
-from trainer.tester import ensemble_reason, evaluate_run, method_name, range_line  # noqa: E402
+from trainer.pricing.choice import PriceChoice  # noqa: E402
+from trainer.tester import evaluate_run, method_name  # noqa: E402
+from trainer.pricing.ranges import range_line  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "appliances_2000.jsonl"
 TRAIN_ROWS = 1800
@@ -58,7 +62,7 @@ def train(train_file: Path, minutes: float, runs_root: Path, overrides: dict) ->
                                     "data": str(train_file), "max_minutes": minutes, **overrides}).validate()
     print(f"training with the defaults{f' and {overrides}' if overrides else ''} (budget {minutes:g} min): "
           f"{runs_root / config.name}", flush=True)
-    job = TrainingJob(config, runs_root=runs_root).start()
+    job = TrainingJob.new(config, runs_root=runs_root).start()
     while job.thread.is_alive():
         job.thread.join(60)
         status = job.run.status()
@@ -70,6 +74,39 @@ def train(train_file: Path, minutes: float, runs_root: Path, overrides: dict) ->
     return job.run
 
 
+def fine_tuned_rows(run: RunFolder, test_file: Path) -> dict:
+    """One run's rows on the held-out file: the base model, the run's own text baselines and every method."""
+    status = run.status()
+    minutes = ((status["ended"] - status["training_started"]) / 60 if status.get("training_started")
+               else float("nan"))
+    t0 = time.time()
+    result = evaluate_run(run.path, data=str(test_file))
+    print(f"evaluated {result['count']} held-out items in {time.time() - t0:.0f} s", flush=True)
+    print(range_line(result), flush=True)
+    rows = {"base_model": result["baselines"]["base_model"]}
+    # The run's own text baselines (what its ensemble stacks) are fitted on fewer rows than the file's.
+    rows.update({"run " + k: result["baselines"][k] for k in (TEXT_BASELINE, TEXT_NEIGHBOURS)})
+    for method, metrics in result["methods"].items():
+        rows[method_name(method)] = metrics
+    rows["fine-tuned, the headline (auto)"] = result["metrics"]
+    if result["validation"]:
+        v = result["validation"]
+        print(f"on the run's {v['rows']} validation rows: best method {v['best_method']} "
+              f"(${v['methods'][v['best_method']]['error']:.2f}); ensemble "
+              f"{PriceChoice.load(run).ensemble_reason()} (${v['ensemble']['error']:.2f})", flush=True)
+    print(f"run {run.name}: {status.get('step')} steps, {minutes:.1f} training minutes; headline "
+          f"{result['method']}", flush=True)
+    return rows
+
+
+def spread(values: list[float], digits: int) -> str:
+    """A value, or over several runs their mean and (min–max)."""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED)
@@ -79,7 +116,10 @@ def main() -> None:
     parser.add_argument("--baselines-only", action="store_true", help="no fine-tune: the baselines' rows alone")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="train with a config field changed (YAML value), for tuning; repeatable")
+    parser.add_argument("--seeds", type=int, default=1, help="train this many runs, seeds 0 to N-1 (not with --run)")
     args = parser.parse_args()
+    if args.seeds < 1 or (args.run and args.seeds > 1):
+        parser.error("--seeds takes a count of 1 or more, and not with --run")
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
 
     folder = Path(tempfile.mkdtemp(prefix="pricetune-quality-"))
@@ -105,44 +145,40 @@ def main() -> None:
              TEXT_NEIGHBOURS: "TF-IDF 10 nearest neighbours",
              "run " + TEXT_BASELINE: "TF-IDF ridge, run's training rows only",
              "run " + TEXT_NEIGHBOURS: "TF-IDF neighbours, run's training rows only"}
+    runs = []  # one dict of rows per fine-tuned run
     if not args.baselines_only:
-        run = RunFolder(args.run) if args.run else train(train_file, args.minutes, args.runs, overrides)
-        status = run.status()
-        minutes = ((status["ended"] - status["training_started"]) / 60 if status.get("training_started")
-                   else float("nan"))
-        t0 = time.time()
-        result = evaluate_run(run.path, data=str(test_file))
-        print(f"evaluated {result['count']} held-out items in {time.time() - t0:.0f} s", flush=True)
-        print(range_line(result), flush=True)
-        rows["base_model"] = result["baselines"]["base_model"]
-        # The run's own text baselines (what its ensemble stacks) are fitted on fewer rows than those above.
-        rows.update({"run " + k: result["baselines"][k] for k in (TEXT_BASELINE, TEXT_NEIGHBOURS)})
-        for method, metrics in result["methods"].items():
-            rows[method_name(method) + (" ◀ auto" if method == result["method"] else "")] = metrics
-        if result["validation"]:
-            v = result["validation"]
-            print(f"on the run's {v['rows']} validation rows: best method {v['best_method']} "
-                  f"(${v['methods'][v['best_method']]['error']:.2f}); ensemble {ensemble_reason(run.price_choice())} "
-                  f"(${v['ensemble']['error']:.2f})", flush=True)
-        used = TrainConfig.from_yaml(run.config_file).__dict__
-        changed = {k: v for k, v in used.items()
-                   # Left empty, the question is recorded from the data's prompts: not a change unless --set.
-                   if k not in ("name", "data", "max_minutes") and TrainConfig().__dict__[k] != v
-                   and (k != "question" or k in overrides)}
-        print(f"\nrun {run.name}: {status.get('step')} steps, {minutes:.1f} training minutes; "
-              + (f"NOT the defaults: {json.dumps(changed)}" if changed else "the defaults"))
-    print(f"\non the {len(test_items)} held-out rows")
-    print(f"{'':<64}{'error $':>9}{'RMSLE':>8}{'hits %':>8}{'MSE':>9}{'r²':>7}{'unparsed':>9}")
-    for key, m in rows.items():
-        guess = f"  (${m['guess']:.2f})" if "guess" in m else ""
-        print(f"{names.get(key, key):<64}{m['error']:>9.2f}{m['rmsle']:>8.3f}{100 * m['hits']:>8.1f}"
-              f"{m['mse']:>9,.0f}{m['r2']:>7.3f}{m['unparseable']:>9}{guess}")
-    strong, near = rows[TEXT_BASELINE], rows[TEXT_NEIGHBOURS]
-    for key, m in rows.items():
+        for seed in range(args.seeds):
+            seeded = {**overrides, **({"seed": seed} if args.seeds > 1 else {})}
+            run = RunFolder(args.run) if args.run else train(train_file, args.minutes, args.runs, seeded)
+            runs.append(fine_tuned_rows(run, test_file))
+            used = TrainConfig.from_yaml(run.config_file).__dict__
+            changed = {k: v for k, v in used.items()
+                       # Left empty, the question is recorded from the data's prompts: not a change unless --set.
+                       if k not in ("name", "data", "max_minutes", "seed") and TrainConfig().__dict__[k] != v
+                       and (k != "question" or k in overrides)}
+            seed_note = f", seed {used['seed']}" if args.seeds > 1 else ""
+            print(f"config: {f'NOT the defaults: {json.dumps(changed)}' if changed else 'the defaults'}{seed_note}\n",
+                  flush=True)
+    table = {key: [m] for key, m in rows.items()}
+    for one in runs:
+        for key, m in one.items():
+            table.setdefault(key, []).append(m)
+    print(f"\non the {len(test_items)} held-out rows"
+          + (f"; fine-tuned rows: mean (min–max) over {len(runs)} runs, seeds 0–{len(runs) - 1}" if len(runs) > 1
+             else ""))
+    print(f"{'':<48}{'error $':>24}{'RMSLE':>22}{'hits %':>20}{'r²':>22}")
+    for key, ms in table.items():
+        guess = f"  (${ms[0]['guess']:.2f})" if "guess" in ms[0] else ""
+        print(f"{names.get(key, key):<48}{spread([m['error'] for m in ms], 2):>24}"
+              f"{spread([m['rmsle'] for m in ms], 3):>22}{spread([100 * m['hits'] for m in ms], 1):>20}"
+              f"{spread([m['r2'] for m in ms], 3):>22}{guess}")
+    strong, near = rows[TEXT_BASELINE]["error"], rows[TEXT_NEIGHBOURS]["error"]
+    for key, ms in table.items():
         if key.startswith("fine-tuned"):
-            print(f"{key}: $ error {m['error'] / strong['error']:.2f}× the TF-IDF ridge's "
-                  f"({'beats' if m['error'] < strong['error'] and m['rmsle'] < strong['rmsle'] else 'does NOT beat'}"
-                  f" it on $ error and RMSLE), {m['error'] / near['error']:.2f}× the TF-IDF neighbours'")
+            beats = sum(m["error"] < strong for m in ms)
+            print(f"{key}: $ error {spread([m['error'] / strong for m in ms], 2)}× the TF-IDF ridge's (beats it in "
+                  f"{beats} of {len(ms)} runs), {spread([m['error'] / near for m in ms], 2)}× the TF-IDF neighbours'")
+
 
 if __name__ == "__main__":
     main()

@@ -141,7 +141,7 @@ def run_a(args, train, timer):
     config.fp32_norms = args.arm != "A16"
     config.packing, config.liger_kernel = args.arm == "AP", args.arm == "AL"
     timer.time_bookkeeping()
-    job = TrainingJob(config, runs_root=folder / "runs", callbacks=(timer,)).start()
+    job = TrainingJob.new(config, runs_root=folder / "runs", callbacks=(timer,)).start()
     if job.wait() != "done":
         raise SystemExit(f"arm A failed: {job.run.status().get('error')}")
     losses = [r["loss"] for r in job.run.metrics() if "loss" in r]
@@ -256,7 +256,8 @@ def child(args) -> None:
     began = time.perf_counter()
     import torch
 
-    from trainer.evaluate import predict_by, price_metrics
+    from trainer.pricing import predict_by
+    from trainer.metrics import price_metrics
 
     torch.manual_seed(0)
     train, probe = _products(args)

@@ -66,7 +66,7 @@ def tiny_run(tmp_path_factory):
     config = TrainConfig(name="tiny", data="sample", model="demo", quant="none", lora_r=4, lora_alpha=8, batch_size=4,
                          max_steps=2, sample_every=0, save_steps=0, test_size=6, validation_size=8, probe_size=4,
                          num_samples=2, head_rows=16)
-    job = TrainingJob(config, runs_root=root).start()
+    job = TrainingJob.new(config, runs_root=root).start()
     job.thread.join(timeout=900)
     assert job.run.status()["state"] == "done", job.run.status()
     return job.run

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from e2e_app import ROOT, LaunchedApp  # noqa: E402
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AuthenticationError
-
-from e2e_app import ROOT, LaunchedApp  # noqa: E402
 from test_hostile import alias_bomb  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -62,6 +61,14 @@ def test_login_owner_only_stop_and_resume_on_a_space(tmp_path):
         # Hub kernels run code from the Hub on the server: on a shared app only an admin may turn them on.
         refusal = alice.predict(**{**FORM, "hub_kernels": True}, api_name="/start")
         assert "hub_kernels: on a shared app only an admin" in refusal, refusal
+        # A sweep and Time it start runs too: the handler refuses them alike, whatever the page offers.
+        sweep = {**FORM, "field_a": "lora_r", "values_a": "2,4", "field_b": "", "values_b": ""}
+        for changed, said in (({"hub_kernels": True}, "hub_kernels: on a shared app only an admin"),
+                              ({"model": str(data_root)}, "does not exist or cannot be read. On a shared app")):
+            refusal = alice.predict(**{**sweep, **changed}, api_name="/start_sweep")
+            assert refusal.startswith("**Cannot start the sweep:**") and said in refusal, refusal
+        assert "hub_kernels: on a shared app only an admin" in alice.predict(**{**FORM, "hub_kernels": True},
+                                                                            api_name="/time_it")
         assert not list((data_root / "pricetune-runs").glob("*"))  # refused before any run folder exists
         assert alice.predict(**FORM, api_name="/start").startswith("Started run")
         wait_status(bob, r"step [2-9]\d*/200")  # everyone logged in may watch

@@ -12,9 +12,8 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from ui.tabs.train import FORM_FIELDS
-
 from trainer.runs import RunFolder
+from ui.tabs.train import FORM_FIELDS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -98,7 +97,7 @@ def test_start_poll_busy_stop_download_predict(launched_app, tmp_path):
     # One headline price by the method chosen on the run's validation rows, every other way labelled beside it.
     assert re.search(r"\| \*\*fine-tuned, [\w ]+\*\* ◀ \| \*\*\$[\d,.]+\*\* \|", table), table
     assert re.search(r"by fine-tuned, [\w ]+ — the lowest \$ error on \d+ validation rows", table), table
-    names = ["expected value", "median", "mean in log price", "greedy", "price head on the last hidden state",
+    names = ["expected value", "greedy", "price head on the last hidden state",
              "nearest training rows by the last hidden state"]
     assert all(f"fine-tuned, {name}" in table for name in names) and "| base model, greedy |" in table
     assert "fine-tuned + text baselines (ensemble)" in table
@@ -275,7 +274,6 @@ def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_s
 
     from e2e_app import ROOT
 
-
     # A CLI run killed after its first checkpoint: the Runs tab finds it interrupted and resumes it.
     out = launched_app.runs / "killed"
     proc = subprocess.Popen(
@@ -301,8 +299,8 @@ def test_runs_tab_opens_a_run_reloads_its_config_resumes_it_and_looks_inside_a_s
     assert "Pick a run" in client.predict("../..", api_name="/open_run")[0]
 
     *values, note, data_info = client.predict("killed", api_name="/load_run_config")
-    filled = dict(zip(["model", "quant", "r", "alpha", "dropout", "targets", "lr", "max_steps"], values))
-    assert (filled["r"], filled["alpha"], filled["lr"], filled["max_steps"]) == (4, 8, 0.0007, 4)
+    filled = dict(zip(FORM_FIELDS, values, strict=True))
+    assert (filled["lora_r"], filled["lora_alpha"], filled["learning_rate"], filled["max_steps"]) == (4, 8, 0.0007, 4)
     assert "config and data of killed" in note and "upload" not in note
     # The data comes along: Start trains a variant on the same split at once, without asking for data again.
     assert "The data of run killed" in data_info

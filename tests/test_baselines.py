@@ -5,7 +5,7 @@ import pytest
 from trainer.baselines import constant_guesses, linear_bow
 from trainer.charts import bucket_figure
 from trainer.data import Product, make_sample_products, split_products
-from trainer.evaluate import price_metrics
+from trainer.metrics import price_metrics
 
 
 def test_constant_guesses_are_the_training_mean_and_median():
@@ -31,7 +31,8 @@ def test_bucket_figure_groups_errors_by_true_price():
 
 
 def test_text_baseline_beats_the_constants_and_the_bag_of_words_and_reloads_exactly(tmp_path):
-    from trainer.baselines import RIDGE_ALPHAS, fit_text_baseline, load_text_baseline, predict_prices, save_text_baseline
+    from trainer.baselines import (RIDGE_ALPHAS, fit_text_baseline, load_text_baseline, predict_prices,
+                                   save_text_baseline)
 
     # Prices follow the words (tier, material, category, size): TF-IDF ridge on log price must find them.
     train, test = split_products(make_sample_products(1500, seed=3), test_size=200, seed=1)

@@ -12,8 +12,9 @@ import pytest
 from trainer.__main__ import main
 from trainer.catalog import ADDED_COLUMNS, price_catalog, write_catalog
 from trainer.data import DataError, read_rows
-from trainer.estimates import adjusted, covering, fit_range_adjustment, price_range, range_scores
-from trainer.tester import price_ranges, range_adjustment, training_bounds
+from trainer.pricing.choice import PriceChoice
+from trainer.pricing.ranges import (adjusted, covering, fit_range_adjustment, price_range, price_ranges,
+                                    range_adjustment, range_scores, training_bounds)
 
 LONG = "A very long description of a stainless steel kettle. " * 200  # far over any max length
 
@@ -129,8 +130,12 @@ def test_ranges_and_their_coverage_by_hand():
     assert adjusted((10.0, 20.0), -10.0)[0] == pytest.approx(adjusted((10.0, 20.0), -10.0)[1])  # never past the middle
     assert covering((10.0, 20.0), 25.0) == (10.0, 25.0) and covering(None, 5.0) is None
     # Validation rows without any distribution (a model that never wrote digits): no calibration, raw ranges.
-    assert range_adjustment({"candidates": [[], []], "truths": [1.0, 2.0]}, 0.8) is None
-    assert price_ranges([[(10.0, 1.0)]], [10.0], 0.8, {"candidates": [[]], "truths": [3.0]}) == [(10.0, 10.0)]
+    def chosen(candidates, truths):  # a price choice whose rows gave these candidates
+        return PriceChoice(step=1, rows=len(truths), row_ids=[], methods={}, best_method="expected", ensemble_stack={},
+                           ensemble={}, tfidf_ridge={}, tfidf_neighbours={}, truths=truths, candidates=candidates)
+
+    assert range_adjustment(chosen([[], []], [1.0, 2.0]), 0.8) is None
+    assert price_ranges([[(10.0, 1.0)]], [10.0], 0.8, chosen([[]], [3.0])) == [(10.0, 10.0)]
     # Clipped to the training prices (a beam over digits reaches $0), yet always holding the row's own price.
     wide = [[(0.0, 0.5), (900.0, 0.5)]]
     assert price_ranges(wide, [5.0], 0.8, None, bounds=(2.5, 80.0)) == [(2.5, 80.0)]

@@ -6,7 +6,7 @@ import pytest
 
 from trainer.charts import (COLOURS, ROW_BACKGROUNDS, distribution_figure, ema, error_figure, loss_figure,
                             price_histogram, samples_frame, scatter_figure, token_length_figure)
-from trainer.evaluate import hit_color
+from trainer.metrics import hit_color
 
 
 def _annotations(fig):

@@ -85,7 +85,7 @@ def test_a_refused_config_leaves_no_run_folder(runs_dir):
     from trainer.job import TrainingJob
 
     with pytest.raises(ConfigError, match="batch_size"):
-        TrainingJob(TrainConfig(batch_size=None), runs_root=runs_dir)
+        TrainingJob.new(TrainConfig(batch_size=None), runs_root=runs_dir)
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 

@@ -36,13 +36,13 @@ def test_a_cost_cap_without_a_price_is_refused_before_any_folder(tmp_path, monke
     monkeypatch.delenv(PRICE_ENV, raising=False)
     monkeypatch.delenv(HARDWARE_ENV, raising=False)
     with pytest.raises(ConfigError, match="max_cost: a cost cap needs the hourly price: set PRICETUNE_HOURLY_USD"):
-        TrainingJob(TrainConfig(name="capped", max_cost=1.0, **SMALL), runs_root=tmp_path)
+        TrainingJob.new(TrainConfig(name="capped", max_cost=1.0, **SMALL), runs_root=tmp_path)
     assert not any(tmp_path.iterdir())
     # A flavour the table cannot price refuses a cap, never a run without one (it only has no cost line).
     monkeypatch.setenv(HARDWARE_ENV, "a100-large")
     with pytest.raises(ConfigError, match="'a100-large' has no price here"):
-        TrainingJob(TrainConfig(name="capped", max_cost=1.0, **SMALL), runs_root=tmp_path)
-    assert TrainingJob(TrainConfig(name="uncapped", **SMALL), runs_root=tmp_path).run.status()["hourly_usd"] is None
+        TrainingJob.new(TrainConfig(name="capped", max_cost=1.0, **SMALL), runs_root=tmp_path)
+    assert TrainingJob.new(TrainConfig(name="uncapped", **SMALL), runs_root=tmp_path).run.status()["hourly_usd"] is None
     with pytest.raises(ConfigError, match="max_cost: must be 0–1,000,000 dollars"):
         TrainConfig(max_cost=-1).validate()
 
@@ -53,7 +53,7 @@ def test_the_cost_cap_ends_the_run_with_its_adapter_and_the_live_line_shows_the_
 
     # $900 an hour: a quarter of a dollar a second, so a $0.50 cap ends the run after its first steps.
     monkeypatch.setenv(PRICE_ENV, "900")
-    job = TrainingJob(TrainConfig(name="capped", max_cost=0.5, **SMALL), runs_root=tmp_path).start()
+    job = TrainingJob.new(TrainConfig(name="capped", max_cost=0.5, **SMALL), runs_root=tmp_path).start()
     assert job.wait(600) == "done", job.run.status()
     status = job.run.status()
     assert "cost cap of $0.5 reached at step" in status["message"] and "of 50" in status["message"], status

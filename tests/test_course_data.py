@@ -154,9 +154,9 @@ def test_errors_by_category():
 
 @pytest.mark.slow
 def test_a_run_on_a_course_prompt_file_trains_on_the_summaries_and_evaluates_by_category(tmp_path, runs_dir):
-    from trainer.evaluate import price_metrics
     from trainer.inference import predictor_for
     from trainer.job import TrainingJob
+    from trainer.metrics import price_metrics
     from trainer.tester import evaluate_run
 
     records = [{"prompt": course_prompt(f"{s} in colour {c}", COURSE_2024_QUESTION), "completion": f"{20 + 3 * i}.00"}
@@ -165,7 +165,7 @@ def test_a_run_on_a_course_prompt_file_trains_on_the_summaries_and_evaluates_by_
     config = TrainConfig(name="course", data=str(data), model="demo", quant="none", lora_r=4, lora_alpha=8,
                          batch_size=4, max_steps=2, sample_every=0, save_steps=0, test_size=4, validation_size=4,
                          probe_size=4, num_samples=2, head_rows=8)
-    job = TrainingJob(config, runs_root=runs_dir).start()
+    job = TrainingJob.new(config, runs_root=runs_dir).start()
     job.thread.join(timeout=600)
     run = job.run
     assert run.status()["state"] == "done", run.status()

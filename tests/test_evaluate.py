@@ -3,14 +3,19 @@
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainer.data import encode_prompt
-from trainer.estimates import DISTRIBUTION_METHODS, fit_stack, point_estimate, stacked
-from trainer.evaluate import (Prediction, hit_color, number_tokens, parse_price_output,
-                              predict_estimates, predict_expected, predict_greedy, price_distribution, price_metrics, summary_line)
+from trainer.pricing import DISTRIBUTION_METHODS, METHODS, predict_methods
+from trainer.pricing.decoding import parse_price_output, predict_greedy
+from trainer.pricing.distribution import number_tokens, point_estimate, predict_expected, price_distribution
+from trainer.pricing.hidden_state import fit_head
+from trainer.metrics import hit_color, price_metrics, summary_line
+from trainer.pricing.prompts import Prediction
+from trainer.pricing.stack import fit_stack, stacked
 
 # ---------------------------------------------------------------------------------------------------------
 # parse_price_output
@@ -102,17 +107,12 @@ def test_summary_line():
 def test_point_estimates_of_a_distribution():
     dist = [(30.0, 0.4), (10.0, 0.3), (20.0, 0.3)]  # most likely first, as the beam gives them
     assert point_estimate(dist, "expected") == pytest.approx(10 * .3 + 20 * .3 + 30 * .4)  # 21
-    assert point_estimate(dist, "median") == 20.0
-    assert point_estimate(dist, "log_mean") == pytest.approx(math.expm1(.3 * math.log(11) + .3 * math.log(21)
-                                                                        + .4 * math.log(31)))
     assert point_estimate([(12.0, 0.5), (3.0, 0.5)], "expected") == pytest.approx(7.5)
-    assert point_estimate([(12.0, 0.5), (3.0, 0.5)], "median") == 3.0  # half the mass at or below $3
-    assert point_estimate([(10.0, 0.2), (99.0, 0.8)], "median") == 99.0
     # Unnormalised weights are normalised; no candidates, no price.
     assert point_estimate([(10.0, 2.0), (20.0, 2.0)], "expected") == pytest.approx(15.0)
     assert all(point_estimate([], m) is None for m in DISTRIBUTION_METHODS)
     with pytest.raises(ValueError, match="unknown point estimate"):
-        point_estimate(dist, "mode")
+        point_estimate(dist, "median")  # retired: never better than the expected value
 
 
 def test_the_stacked_ensemble_and_its_fit():
@@ -316,11 +316,33 @@ def test_greedy_batched_equals_one_at_a_time(demo_model, demo_tokenizer):
     assert [p.price for p in batched] == [parse_price_output(s) for s in singles]
 
 
+def test_every_registered_method_prices_through_its_kind(demo_model, demo_tokenizer, tmp_path):
+    from trainer.__main__ import main
+    from trainer.config import ConfigError, TrainConfig
+    from trainer.pricing import CHOICES, METHOD_NAMES, REGISTRY
+
+    assert CHOICES == ("auto", *(m.name for m in REGISTRY)) and all(METHOD_NAMES[m.name] == m.label for m in REGISTRY)
+    states = np.random.default_rng(0).normal(size=(12, demo_model.config.hidden_size))
+    head = fit_head(states, [10.0 + i for i in range(12)])
+    priced = predict_methods(demo_model, demo_tokenizer, TEXTS[:2], METHODS, head=head, max_prompt_tokens=64)
+    assert list(priced) == list(METHODS) and all(len(p) == 2 and p[0].method == m for m, p in priced.items())
+    with pytest.raises(ValueError, match="without a fitted head"):
+        predict_methods(demo_model, demo_tokenizer, TEXTS[:1], ("head",))
+    # A config from before the median and the mean in log price were dropped still loads, as the expected value.
+    old = tmp_path / "config.yaml"
+    old.write_text("probe_method: log_mean\n")
+    assert TrainConfig.from_yaml(old).validate().probe_method == "expected"
+    with pytest.raises(ConfigError, match="probe_method: one of expected, greedy"):
+        TrainConfig(probe_method="head").validate()
+    with pytest.raises(SystemExit):
+        main(["predict", "--method", "median", "--run", str(tmp_path), "x"])
+
+
 @pytest.mark.slow
 def test_expected_batched_equals_one_at_a_time(demo_model, demo_tokenizer):
     batched = predict_expected(demo_model, demo_tokenizer, TEXTS, batch_size=4)
     # Every point estimate comes out of the same beam search as the distribution a single text gets.
-    every = predict_estimates(demo_model, demo_tokenizer, TEXTS, batch_size=3)
+    every = predict_methods(demo_model, demo_tokenizer, TEXTS, DISTRIBUTION_METHODS, batch_size=3)
     for i, text in enumerate(TEXTS):
         dist = price_distribution(demo_model, demo_tokenizer, text)
         assert all(every[m][i].price == pytest.approx(point_estimate(dist, m), rel=1e-3) for m in DISTRIBUTION_METHODS)
@@ -351,8 +373,8 @@ def test_expected_value_through_a_peft_model():
 def test_bf16_pricing_on_the_cpu_keeps_fp32_logits_and_the_same_prices(demo_model, demo_tokenizer):
     from peft import LoraConfig, get_peft_model
 
-    from trainer.evaluate import last_states
     from trainer.models import inference_precision
+    from trainer.pricing.hidden_state import last_states
 
     model = get_peft_model(copy.deepcopy(demo_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                                                  task_type="CAUSAL_LM"))

@@ -10,9 +10,9 @@ import torch
 
 from trainer.__main__ import main
 from trainer.config import TrainConfig
-from trainer.evaluate import predict_greedy
 from trainer.export import ExportError, merge, model_card, push
 from trainer.job import TrainingJob
+from trainer.pricing.decoding import predict_greedy
 from trainer.tester import evaluate_run
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    job = TrainingJob(TrainConfig(name="exp", data="sample", quant="none", lora_r=8, lora_alpha=16, batch_size=4,
+    job = TrainingJob.new(TrainConfig(name="exp", data="sample", quant="none", lora_r=8, lora_alpha=16, batch_size=4,
                                   learning_rate=2e-3, max_steps=3, sample_every=0, save_steps=0, probe_size=4,
                                   # Few validation rows: the Tester prices them all (3 passes a row) to choose a method.
                                   num_samples=4, head_rows=8, test_size=6, validation_size=8),

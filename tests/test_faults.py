@@ -139,7 +139,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(runs_dir, monkeyp
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", full_disk)
-    job = TrainingJob(TrainConfig(name="full", max_steps=6, save_steps=2, **FAST), runs_root=runs_dir).start()
+    job = TrainingJob.new(TrainConfig(name="full", max_steps=6, save_steps=2, **FAST), runs_root=runs_dir).start()
     assert job.wait(300) == "failed"
     assert "Disk full" in job.run.status()["error"]
     last, skipped = job.run.last_complete_checkpoint()
@@ -147,7 +147,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(runs_dir, monkeyp
     assert any("checkpoint-4" in note for note in skipped)
 
     monkeypatch.setattr(torch, "save", real_save)
-    resumed = TrainingJob(resume=job.run.path).start()
+    resumed = TrainingJob.resume(job.run.path).start()
     assert resumed.wait(300) == "done"
     assert loss_steps(job.run) == list(range(1, 7))
 

@@ -57,10 +57,9 @@ def test_the_levers_bench_gives_each_arm_the_model_as_loaded(tmp_path):
         from gpu_levers import restore, state_of
     finally:
         sys.path.pop(0)
+    import trainer.job
     from trainer.config import TrainConfig
     from trainer.job import TrainingJob
-
-    import trainer.job
 
     model = tmp_path / "model"
     subprocess.run([sys.executable, "bench/random_model.py", "--out", str(model), "--tiny"], cwd=ROOT, check=True,
@@ -76,7 +75,7 @@ def test_the_levers_bench_gives_each_arm_the_model_as_loaded(tmp_path):
                                        batch_size=2, max_length=48, sample_every=0, save_steps=0, save_minutes=0,
                                        probe_size=1, num_samples=1, head_rows=2, fp32_norms=True,
                                        gradient_checkpointing=True)
-        job = TrainingJob(config, runs_root=tmp_path / "runs").start()
+        job = TrainingJob.new(config, runs_root=tmp_path / "runs").start()
         assert job.wait(600) == "done", job.run.status()
     finally:
         trainer.job.load_model = original

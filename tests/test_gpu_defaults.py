@@ -106,7 +106,7 @@ def test_compiled_layers_on_a_cpu_are_refused_before_any_folder(tmp_path):
     from trainer.job import TrainingJob
 
     with pytest.raises(ConfigError, match="compile_layers: compiling the layers needs a CUDA GPU"):
-        TrainingJob(TrainConfig(compile_layers=True), runs_root=tmp_path / "runs")
+        TrainingJob.new(TrainConfig(compile_layers=True), runs_root=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
 
 

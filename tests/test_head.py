@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trainer.config import ConfigError, TrainConfig
-from trainer.head import HEAD_FILE, NEIGHBOURS_FILE, fit_head, load_head
+from trainer.pricing.hidden_state import HEAD_FILE, NEIGHBOURS_FILE, fit_head, load_head
 
 
 def test_the_folded_head_is_the_fitted_ridge_and_survives_a_save(tmp_path):
@@ -47,7 +47,7 @@ def test_the_folded_head_is_the_fitted_ridge_and_survives_a_save(tmp_path):
 
 
 def test_last_states_do_not_depend_on_the_batch_or_its_padding(demo_model, demo_tokenizer):
-    from trainer.evaluate import last_states
+    from trainer.pricing.hidden_state import last_states
 
     short, long = "Oak shelf", "Premium stainless steel stand mixer, 6 quart, with a dough hook and a splash guard"
     alone = last_states(demo_model, demo_tokenizer, [short], max_prompt_tokens=64)
@@ -61,7 +61,7 @@ def test_a_middle_layers_states_are_that_layers_output_at_the_prompts_end(demo_m
     import torch
 
     from trainer.data import encode_prompt
-    from trainer.evaluate import last_states
+    from trainer.pricing.hidden_state import last_states
 
     text, middle = "Premium stainless steel stand mixer, 6 quart", demo_model.config.num_hidden_layers // 2
     got = last_states(demo_model, demo_tokenizer, ["Oak shelf", text], max_prompt_tokens=64, layers=(middle, None))
@@ -78,9 +78,9 @@ def test_a_middle_layers_states_are_that_layers_output_at_the_prompts_end(demo_m
 
 
 def test_a_run_prices_by_its_stored_head(tiny_run):
-    from trainer.evaluate import last_states
     from trainer.inference import Predictor
     from trainer.models import inference_precision
+    from trainer.pricing.hidden_state import last_states
 
     head = load_head(tiny_run.adapter_dir)
     assert head.rows == min(TrainConfig.from_yaml(tiny_run.config_file).head_rows, len(tiny_run.split())) == 16
@@ -124,17 +124,18 @@ def test_the_probe_cannot_price_by_the_head():
 
 def test_a_price_by_another_method_does_not_fit_the_head(tiny_run, tmp_path):
     # Even where the validation rows chose the head, pricing by the expected value needs no minutes of fitting.
-    import json
+    import dataclasses
 
     from trainer.inference import predictor_for
+    from trainer.pricing.choice import price_choice
     from trainer.runs import RunFolder
-    from trainer.tester import price_choice, price_texts
+    from trainer.tester import price_texts
 
     run_path = tmp_path / "chose-head"
     shutil.copytree(tiny_run.path, run_path)
     run = RunFolder(run_path)
-    choice = price_choice(run)
-    run.choice_file.write_text(json.dumps({**choice, "best_method": "head"}))
+    choice = price_choice(run, predictor_for(run.path))
+    dataclasses.replace(choice, best_method="head").save(run)
     (run_path / "adapter" / HEAD_FILE).unlink()
     predictor_for(tiny_run.path)  # the copy's predictor, with its head in memory, is dropped
     prices, used, _ = price_texts(run_path, ["A steel shelf bracket"], method="expected")

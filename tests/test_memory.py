@@ -112,7 +112,7 @@ def test_gradient_checkpointing_trains_the_same_steps(tiny_run, tmp_path):
     torch.rand(1000)
     config = TrainConfig.from_yaml(tiny_run.config_file)
     config.name, config.gradient_checkpointing = "checkpointed", True
-    job = TrainingJob(config, runs_root=tmp_path).start()
+    job = TrainingJob.new(config, runs_root=tmp_path).start()
     assert job.wait(900) == "done", job.run.status()
     steps = lambda run, key: [r[key] for r in run.metrics() if "loss" in r]  # noqa: E731
     assert len(steps(job.run, "loss")) == 2
@@ -153,9 +153,8 @@ def test_the_stated_space_hardware_warns_before_start(monkeypatch):
 
 @pytest.mark.e2e
 def test_the_live_estimate_over_http_warns_for_the_stated_hardware(tmp_path):
-    from gradio_client import Client
-
     from e2e_app import LaunchedApp
+    from gradio_client import Client
 
     app = LaunchedApp(tmp_path / "runs", tmp_path / "app.log", {"PRICETUNE_HARDWARE": "t4-small"})
     try:

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-
 from e2e_app import ROOT  # noqa: E402
+
 from trainer.config import ConfigError
 from trainer.sweep import LEADERBOARD_FILE, grid, list_sweeps, parse_set
 

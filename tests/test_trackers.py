@@ -16,7 +16,7 @@ def test_tensorboard_logs_the_loss_and_the_probe_dollars_inside_the_run_folder(r
     pytest.importorskip("tensorboard")  # a test requirement (requirements-dev.txt), never a runtime one
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    job = TrainingJob(TrainConfig(name="tb", max_steps=2, sample_every=1, report_to="tensorboard", **SMALL),
+    job = TrainingJob.new(TrainConfig(name="tb", max_steps=2, sample_every=1, report_to="tensorboard", **SMALL),
                       runs_root=runs_dir).start()
     job.thread.join(timeout=600)
     assert job.run.status()["state"] == "done", job.run.status()
@@ -35,7 +35,7 @@ def test_a_tracker_that_is_not_installed_is_refused_before_any_folder(runs_dir):
     absent = [t for t in trackers.TRACKERS if trackers.missing(t)]
     assert absent, "every tracker is installed here: nothing to refuse"
     with pytest.raises(ConfigError, match=f"report_to: {absent[0]} is not installed here; add it with `pip install"):
-        TrainingJob(TrainConfig(name="nope", report_to=absent[0], **SMALL), runs_root=runs_dir)
+        TrainingJob.new(TrainConfig(name="nope", report_to=absent[0], **SMALL), runs_root=runs_dir)
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
     assert trackers.label(absent[0]).endswith(f"(not installed: pip install {trackers.PACKAGES[absent[0]]})")
 

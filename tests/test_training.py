@@ -7,14 +7,16 @@ import time
 import pytest
 import torch
 
-from trainer.config import TrainConfig
 from trainer.__main__ import main
+from trainer.config import TrainConfig
 from trainer.data import make_sample_products
-from trainer.estimates import METHODS, stacked
-from trainer.evaluate import last_states, price_metrics
-from trainer.head import load_head
 from trainer.job import Busy, JobManager, TrainingJob
 from trainer.models import inference_precision, load_model
+from trainer.pricing import METHODS
+from trainer.pricing.choice import PriceChoice
+from trainer.pricing.hidden_state import last_states, load_head
+from trainer.metrics import price_metrics
+from trainer.pricing.stack import stacked
 from trainer.runs import phase_line
 
 pytestmark = pytest.mark.slow
@@ -50,7 +52,7 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     config = TrainConfig(name="learn", max_steps=0, epochs=4, sample_every=8, test_size=4, validation_size=4,
                          **{**SMALL, "data": small_file(tmp_path), "batch_size": 5, "learning_rate": 1e-3,
                             "head_rows": 100})
-    job = TrainingJob(config, runs_root=runs_dir).start()
+    job = TrainingJob.new(config, runs_root=runs_dir).start()
     assert job.wait(600) == "done", job.run.status()
     run = job.run
 
@@ -116,10 +118,10 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
 
     # Every method was priced and scored on the validation rows alone (their ids recorded); the headline is the
     # one with the lowest $ error there, and the ensemble was fitted there.
-    choice = run.price_choice()
-    assert choice["row_ids"] == [p.id for p in validation] and not set(choice["row_ids"]) & {p.id for p in held_out}
-    assert choice["best_method"] == min(METHODS, key=lambda m: (choice["methods"][m]["error"], METHODS.index(m)))
-    assert result["method"] == choice["best_method"] and "validation rows" in result["method_reason"]
+    choice = PriceChoice.load(run)
+    assert choice.row_ids == [p.id for p in validation] and not set(choice.row_ids) & {p.id for p in held_out}
+    assert choice.best_method == min(METHODS, key=lambda m: (choice.methods[m]["error"], METHODS.index(m)))
+    assert result["method"] == choice.best_method and "validation rows" in result["method_reason"]
     assert len(items) == 4 and all(i["method"] == result["method"] for i in items)
     assert result["metrics"] == measured("guess") == result["methods"][result["method"]]
     assert set(result["methods"]) == {*METHODS, "ensemble"}
@@ -130,9 +132,9 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     assert {"mse", "r2"} <= set(result["metrics"]) and {"mse", "r2"} <= set(result["baselines"]["tfidf_ridge"])
     assert result["baselines"]["tfidf_neighbours"] == measured("tfidf_neighbours")
     # The ensemble stacks the head, its neighbours, the chosen method and both text baselines, fitted there too.
-    stack = choice["ensemble_stack"]
-    assert result["ensemble"] == {"method": choice["best_method"], **stack}
-    assert set(stack["members"]) == {"head", "neighbours", choice["best_method"], "tfidf_ridge", "tfidf_neighbours"}
+    stack = choice.ensemble_stack
+    assert result["ensemble"] == {"method": choice.best_method, **stack}
+    assert set(stack["members"]) == {"head", "neighbours", choice.best_method, "tfidf_ridge", "tfidf_neighbours"}
     assert all(i["ensemble"] == pytest.approx(stacked({m: i[m] for m in stack["members"]}, stack, "tfidf_ridge"))
                for i in items)
     assert "Error=$" in capsys.readouterr().out
@@ -147,8 +149,8 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     assert head.prices(states) == pytest.approx([i["head"] for i in items], rel=1e-4)
     # A method asked for is the headline; the choice is not measured again for the same adapter.
     before = run.choice_file.stat().st_mtime_ns
-    assert main(["eval", "--run", str(run.path), "--limit", "4", "--method", "median"]) == 0
-    assert json.loads(run.eval_file.read_text())["method"] == "median" and run.choice_file.stat().st_mtime_ns == before
+    assert main(["eval", "--run", str(run.path), "--limit", "4", "--method", "greedy"]) == 0
+    assert json.loads(run.eval_file.read_text())["method"] == "greedy" and run.choice_file.stat().st_mtime_ns == before
     capsys.readouterr()
     assert main(["predict", "--run", str(run.path), "--method", "ensemble", "Premium 6-quart stand mixer"]) == 0
     out = capsys.readouterr()
@@ -198,7 +200,7 @@ def test_nan_loss_stops_the_run_and_saves_nothing(runs_dir):
     # On attention only: LoRA on the MLP too saturates the model to a finite, flat loss instead of overflowing.
     config = TrainConfig(name="nan", max_steps=40, sample_every=0, **{**SMALL, "learning_rate": 1.0, "save_steps": 1,
                                                                       "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})
-    job = TrainingJob(config, runs_root=runs_dir)
+    job = TrainingJob.new(config, runs_root=runs_dir)
     job.config.learning_rate = 1e6  # past validation on purpose: validation would refuse it
     job.start()
     assert job.wait(300) == "failed"
@@ -210,7 +212,7 @@ def test_nan_loss_stops_the_run_and_saves_nothing(runs_dir):
 
 
 def test_four_bit_training_runs_on_the_cpu(runs_dir):
-    job = TrainingJob(TrainConfig(name="q4", max_steps=3, sample_every=0, **{**SMALL, "quant": "4bit"}),
+    job = TrainingJob.new(TrainConfig(name="q4", max_steps=3, sample_every=0, **{**SMALL, "quant": "4bit"}),
                       runs_root=runs_dir).start()
     assert job.wait(600) == "done", job.run.status()
     assert len([row for row in job.run.metrics() if "loss" in row]) == 3
@@ -219,7 +221,7 @@ def test_four_bit_training_runs_on_the_cpu(runs_dir):
 
 def test_time_limit_ends_the_run_as_done_with_its_adapter(runs_dir):
     # A limit shorter than one step: training stops after the first step, saves, and says why.
-    job = TrainingJob(TrainConfig(name="timed", max_steps=50, sample_every=1, max_minutes=0.001, **SMALL),
+    job = TrainingJob.new(TrainConfig(name="timed", max_steps=50, sample_every=1, max_minutes=0.001, **SMALL),
                       runs_root=runs_dir).start()
     assert job.wait(300) == "done", job.run.status()
     status = job.run.status()
@@ -232,7 +234,7 @@ def test_time_limit_ends_the_run_as_done_with_its_adapter(runs_dir):
 def test_bf16_precision_trains_with_the_price_only_loss(runs_dir):
     # Two small steps: on a CPU without AVX512-BF16 or AMX, bf16 is emulated at about 15 s per example.
     small = {**SMALL, "batch_size": 1, "probe_size": 1, "num_samples": 1}
-    job = TrainingJob(TrainConfig(name="bf16", max_steps=2, sample_every=0, precision="bf16", **small),
+    job = TrainingJob.new(TrainConfig(name="bf16", max_steps=2, sample_every=0, precision="bf16", **small),
                       runs_root=runs_dir).start()
     assert job.wait(300) == "done", job.run.status()
     losses = [row["loss"] for row in job.run.metrics() if "loss" in row]
@@ -240,8 +242,8 @@ def test_bf16_precision_trains_with_the_price_only_loss(runs_dir):
 
 
 def test_a_taken_run_name_is_suffixed_and_the_config_names_the_real_folder(runs_dir):
-    first = TrainingJob(TrainConfig(name="same", **SMALL), runs_root=runs_dir)
-    second = TrainingJob(TrainConfig(name="same", **SMALL), runs_root=runs_dir)
+    first = TrainingJob.new(TrainConfig(name="same", **SMALL), runs_root=runs_dir)
+    second = TrainingJob.new(TrainConfig(name="same", **SMALL), runs_root=runs_dir)
     assert (first.run.name, second.run.name) == ("same", "same-1")
     # The config in the folder is the one a resume or an export reads: it must name that folder.
     assert TrainConfig.from_yaml(second.run.config_file).name == "same-1"
@@ -253,5 +255,5 @@ def test_liger_kernel_without_a_gpu_is_refused_before_any_folder(runs_dir):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the refusal is for machines without one")
     with pytest.raises(ConfigError, match="liger_kernel: Liger's kernels need a CUDA GPU"):
-        TrainingJob(TrainConfig(name="liger", liger_kernel=True, max_steps=1, **SMALL), runs_root=runs_dir)
+        TrainingJob.new(TrainConfig(name="liger", liger_kernel=True, max_steps=1, **SMALL), runs_root=runs_dir)
     assert not (runs_dir / "liger").exists()

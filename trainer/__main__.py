@@ -10,8 +10,9 @@ import typing
 from pathlib import Path
 
 from .config import PRESET_NAMES, PRESETS, QUANTIZATIONS, ConfigError, TrainConfig, field_docs, names_list, preset
-from .estimates import AUTO, CHOICES
+from .pricing import AUTO, AUTO_HELP, CHOICES, REGISTRY
 
+# Each subcommand imports what it runs when it runs: --help and the light subcommands never load the training stack.
 
 # CLI spellings the generated flags keep as aliases.
 ALIASES = {"learning_rate": ["--lr"]}
@@ -71,7 +72,7 @@ def _train(args) -> int:
     from .memory import gpu_warning
 
     if args.resume:
-        job = TrainingJob(resume=args.resume)
+        job = TrainingJob.resume(args.resume)
         print(job.resume_note, flush=True)
         return _follow(job.start())
     config = _config_of(args)
@@ -84,7 +85,7 @@ def _train(args) -> int:
     warning = gpu_warning(config)
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
-    return _follow(TrainingJob(config, runs_root=root).start())
+    return _follow(TrainingJob.new(config, runs_root=root).start())
 
 
 def _sweep_parser(sub):
@@ -113,7 +114,7 @@ def _sweep(args) -> int:
         raise SystemExit("sweep: give at least one --set FIELD=V1,V2")
 
     def start(config=None, runs_root=None, resume=None):
-        job = TrainingJob(config, runs_root=runs_root, resume=resume).start()
+        job = (TrainingJob.resume(resume) if resume is not None else TrainingJob.new(config, runs_root)).start()
         _follow(job)
         return job.outcome
 
@@ -185,7 +186,8 @@ def _predict(args) -> int:
 
 
 def _eval(args) -> int:
-    from .tester import evaluate_run, one_line, range_line, summary_table, verdict
+    from .pricing.ranges import range_line
+    from .tester import evaluate_run, one_line, summary_table, verdict
 
     def progress(done, total, what):
         print(f"\r{done}/{total} {what}    ", end="", file=sys.stderr, flush=True)
@@ -365,11 +367,7 @@ def _export(args) -> int:
 
 def _method_argument(p) -> None:
     p.add_argument("--method", choices=CHOICES, default=AUTO,
-                   help="auto: the point estimate with the lowest $ error on the run's validation rows (measured "
-                        "once); expected value, median or mean in log price of the beam over digits; greedy "
-                        "decoding; head: the price head on the last hidden state; neighbours: the nearest training "
-                        "rows by that state; ensemble: those two, the best method and the text baselines stacked "
-                        "by a linear regression fitted on the validation rows")
+                   help="; ".join([f"{AUTO}: {AUTO_HELP}", *(f"{m.name}: {m.help}" for m in REGISTRY)]))
 
 
 def main(argv: list[str] | None = None) -> int:

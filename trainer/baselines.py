@@ -17,10 +17,11 @@ import joblib
 import numpy as np
 from joblib import Memory
 
-# scikit-learn's estimators and the Tester's metrics (which import torch) are imported where they are used, so that
-# importing this module for its names and constants stays instant.
+# scikit-learn's estimators are imported where they are used, so that importing this module for its names and
+# constants stays instant.
 from .data import Product
-from .runs import write_atomic
+from .metrics import price_metrics
+from .runs import RunFolder, write_atomic
 
 
 def constant_guesses(train: list[Product]) -> dict[str, float]:
@@ -30,8 +31,6 @@ def constant_guesses(train: list[Product]) -> dict[str, float]:
 
 def constant_baselines(train: list[Product], items: list[Product]) -> dict:
     """The Tester's metrics on `items` of always guessing the training mean, and the training median."""
-    from .evaluate import price_metrics
-
     truths = [p.price for p in items]
     return {name: {"guess": value, **price_metrics([value] * len(truths), truths)}
             for name, value in constant_guesses(train).items()}
@@ -61,17 +60,23 @@ CV_ROWS = 5_000  # the alpha is chosen on at most this many training rows
 FIT_ROWS = 100_000  # and the model fitted on at most this many: seconds on a small set, bounded on a huge one
 
 
-_FITTED: dict[str, object] = {}  # by training split: a run restarted on the same data reuses its baseline
+_FITTED: dict[tuple, object] = {}
+"""The text baselines fitted in this process, by what they were fitted on: a run restarted on the same data, and every
+evaluation and catalog of a run, reuse them."""
+
+
+def _cached(key: tuple, fit):
+    if key not in _FITTED:
+        if len(_FITTED) >= 8:
+            _FITTED.pop(next(iter(_FITTED)))
+        _FITTED[key] = fit()
+    return _FITTED[key]
 
 
 def fit_text_baseline(train: list[Product], seed: int = 0):
     """The fitted text baseline of a training split, fitted once per split and process (a few seconds)."""
     key = hashlib.sha256(json.dumps([[p.text, p.price] for p in train] + [seed]).encode()).hexdigest()
-    if key not in _FITTED:
-        if len(_FITTED) >= 4:
-            _FITTED.pop(next(iter(_FITTED)))
-        _FITTED[key] = _fit_text_baseline(train, seed)
-    return _FITTED[key]
+    return _cached(("ridge", key), lambda: _fit_text_baseline(train, seed))
 
 
 def _fit_text_baseline(train: list[Product], seed: int):
@@ -117,7 +122,7 @@ NEIGHBOURS = 10
 
 def neighbours_estimator():
     """The unfitted nearest-neighbours regression (on log(1+price)): the NEIGHBOURS nearest training rows by cosine,
-    weighted by inverse distance. Text vectors and the tuned model's states (head.py) are both read this way."""
+    weighted by inverse distance. Text vectors and the tuned model's states (pricing/hidden_state.py) are both read this way."""
     from sklearn.neighbors import KNeighborsRegressor
 
     return KNeighborsRegressor(NEIGHBOURS, weights="distance", metric="cosine")
@@ -144,3 +149,20 @@ def save_text_baseline(model, path: Path) -> None:
 def load_text_baseline(path: Path):
     """The run's own fitted baseline (written by PriceTune's job into its run folder, never uploaded), or None."""
     return joblib.load(path) if path.is_file() else None
+
+
+def text_models(run: RunFolder) -> dict:
+    """The run's text baselines by key: its stored TF-IDF ridge (for a run from before it was stored: fitted now, on
+    the same training split) and the nearest neighbours on that ridge's TF-IDF vectors of the training split."""
+    stored = run.text_baseline_file
+
+    def fit():
+        ridge = load_text_baseline(stored) or fit_text_baseline(run.split())
+        return {TEXT_BASELINE: ridge, TEXT_NEIGHBOURS: fit_text_neighbours(ridge, run.split())}
+
+    return _cached(("run", str(run.path), stored.stat().st_mtime_ns if stored.is_file() else None), fit)
+
+
+def text_prices(run: RunFolder, texts: list[str]) -> dict[str, list[float]]:
+    """Each text baseline's prices of `texts`, by key."""
+    return {key: predict_prices(model, texts) for key, model in text_models(run).items()}

@@ -13,11 +13,12 @@ from typing import Callable
 import pandas as pd
 
 from .data import FILE_FORMATS, OUTPUT_SUFFIXES, DataError, read_rows
-from .estimates import AUTO, ENSEMBLE, METHOD_NAMES, METHODS, range_scores
-from .evaluate import price_metrics
+from .inference import predictor_for
+from .pricing import AUTO, ENSEMBLE, METHOD_NAMES, METHODS
+from .pricing.choice import BATCH, Cancelled, Progress, method_choice, resolve_method
+from .metrics import price_metrics
+from .pricing.ranges import bounds_note, price_ranges, range_scores, training_bounds
 from .runs import RunFolder
-from .tester import (BATCH, Cancelled, Progress, ensemble_methods, ensemble_prices, ensemble_reason, method_choice,
-                     price_ranges, resolve_method, training_bounds, bounds_note)
 
 ADDED_COLUMNS = ("predicted_price", "price_low", "price_high", "method", "note")
 DEFAULT_LEVEL = 0.8
@@ -67,7 +68,6 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
                   cancel: threading.Event | None = None) -> Catalog:
     """Every row of the file at `path` priced with the run's adapter by `method`, in batches on the evaluation path
     (one beam per batch gives every point estimate and the range). Cancel keeps the rows already priced."""
-    from .inference import predictor_for
 
     if not 0 < level < 1:
         raise DataError(f"level: the range's level must be between 0 and 1 (got {level})")
@@ -76,10 +76,10 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
     rows = read_rows(path, text_column=text_column or None, price_column=price_column or None)
     predictor = predictor_for(run.path, progress)
     choice = method_choice(run, predictor, method, progress)
-    used, why = resolve_method(run, method, choice)
+    used, why = resolve_method(method, choice, predictor.config.probe_method)
     if used == ENSEMBLE:
-        why = ensemble_reason(choice)
-    model_methods = ensemble_methods(choice) if used == ENSEMBLE else (used,)
+        why = choice.ensemble_reason()
+    model_methods = choice.ensemble_methods() if used == ENSEMBLE else (used,)
     unique = list(dict.fromkeys(t for t in rows.texts if t))  # a repeated text is priced once
     steps = Progress(len(unique), progress, cancel)
     priced: dict[str, tuple[dict, list]] = {}
@@ -101,7 +101,7 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
         steps.add(len(batch), f"pricing: {done:,} of {len(unique):,} texts, about {_duration(left)} left")
     texts = [t for t in unique if t in priced]
     if used == ENSEMBLE and texts:
-        prices = ensemble_prices(run, choice, {m: [priced[t][0][m] for t in texts] for m in model_methods}, texts)
+        prices = choice.ensemble_prices(run, {m: [priced[t][0][m] for t in texts] for m in model_methods}, texts)
     else:
         prices = [priced[t][0][used] for t in texts]
     bounds = training_bounds(run)

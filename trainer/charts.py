@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .evaluate import hit_color, price_metrics, summary_line
+from .metrics import hit_color, price_metrics, summary_line
 
 COLOURS = {"green": "#2ca02c", "orange": "#ff7f0e", "red": "#d62728"}
 ROW_BACKGROUNDS = {"green": "#e3f4e3", "orange": "#fdebd3", "red": "#f9dcdc", "none": "#e8e8e8"}
@@ -246,7 +246,6 @@ PRICE_BUCKETS = (0, 10, 25, 50, 100, 250, 500, 1000, float("inf"))
 
 def bucket_figure(truths: list[float], guesses: list[float | None]) -> go.Figure:
     """Mean $ error by true-price bucket: where the model prices well and where it does not."""
-    from .evaluate import price_metrics
 
     bars = []
     for low, high in zip(PRICE_BUCKETS, PRICE_BUCKETS[1:]):

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+
 from .runs import RunFolder, list_runs
 
 # A short run's probes and price head are cut to the work its steps do, so a smoke test does not spend minutes
@@ -130,7 +132,6 @@ def forecast(plan: Plan, rates: Rates) -> float | None:
 
 def machine() -> str:
     """This machine's compute, as runs record it: the GPU's name, else the CPU's model and core count."""
-    import torch
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} × {torch.cuda.device_count()}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import importlib.util
+import inspect
 import math
 import typing
 from dataclasses import dataclass, field
@@ -13,8 +16,10 @@ import torch
 import yaml
 
 from .data.prompt import COURSE_2024_QUESTION, COURSE_QUESTION
-from .estimates import PROBE_METHODS
+from .pricing import PROBE_METHODS, RETIRED
 from .trackers import Tracker
+
+# peft is imported only where a LoRA config is built: the CLI's --help and the form's checks need none of it.
 
 COURSE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 ALL_LINEAR = COURSE_TARGETS + ["gate_proj", "up_proj", "down_proj"]
@@ -30,7 +35,6 @@ Precision = Literal["auto", "bf16", "fp32"]
 class ConfigError(ValueError):
     """One or more fields out of range; the message names each field."""
 
-
 def on_gpu() -> bool:
     """Whether training here runs on a CUDA GPU: the GPU defaults below (bench/README.md, the GPU check) apply."""
     return torch.cuda.is_available()
@@ -38,7 +42,6 @@ def on_gpu() -> bool:
 
 def liger_usable() -> bool:
     """Whether Liger's kernels can run here: a CUDA GPU and the liger-kernel package."""
-    import importlib.util
 
     return on_gpu() and importlib.util.find_spec("liger_kernel") is not None
 
@@ -154,7 +157,7 @@ class TrainConfig:
     probe_size: int = 50
     """Validation items priced at each sample point to measure $ error; the first num_samples are shown."""
     probe_method: str = "expected"
-    """How the probe prices items: expected, median or log_mean of a small beam over digits, or greedy."""
+    """How the probe prices items: expected (the mean of a small beam over digits) or greedy."""
     num_samples: int = 8
     """How many of the probe items the sample-predictions table shows."""
     # Held-out $ error of the default run's head by rows fitted on: 400 → 32.53, 800 → 31.90, 1,447 → 31.17; a row
@@ -262,6 +265,10 @@ class TrainConfig:
     def use_bf16(self) -> bool:
         return self.precision == "bf16" or (self.precision == "auto" and native_bf16())
 
+    def checkpointing(self) -> bool:
+        """Whether the run saves checkpoints (by steps or minutes), so that Stop and a crash can be resumed."""
+        return bool(self.save_steps or self.save_minutes)
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
 
@@ -277,6 +284,8 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown field(s): {', '.join(map(str, unknown))}")
+        if values.get("probe_method") in RETIRED:  # a run from before the method was dropped still loads
+            values = {**values, "probe_method": RETIRED[values["probe_method"]]}
         types, converted, problems = typing.get_type_hints(cls), {}, []
         for name, value in values.items():
             try:
@@ -312,7 +321,6 @@ MAX_TEXT = 1_000
 MAX_MODULES = 64
 """The most target modules a config may name (an 8B Llama has seven linear kinds)."""
 
-
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """The parser's complaint in plain words, where it is: its own text quotes the parser's internals."""
     if isinstance(exc, yaml.reader.ReaderError):
@@ -336,8 +344,6 @@ class _PlainLoader(yaml.SafeLoader):
 
 def field_docs() -> dict[str, str]:
     """Each TrainConfig field's one-line docstring, read from this file's source (the CLI's help texts)."""
-    import ast
-    import inspect
 
     body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
     return {target.target.id: doc.value.value for target, doc in zip(body, body[1:])

@@ -7,14 +7,21 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from peft import PeftModel
+from transformers import AutoTokenizer
+
 from .config import TrainConfig
-from .models import first_line, hub_id
+from .models import first_line, hub_id, load_model
+from .pricing.hidden_state import NEIGHBOURS_FILE
+from .metrics import hit_color, summary_line
 from .runs import RunFolder, folder_files, write_atomic, zip_files
+from .tester import one_line, summary_table, verdict
+
+# matplotlib and huggingface_hub are imported where a card's chart or a push needs them: seconds, for one button.
 
 
 class ExportError(ValueError):
     """An export that cannot be done, with what to do instead."""
-
 
 QUANTIZED_MERGE = (
     "Run {name} trained its adapter on a {quant} base model. Merging into 4/8-bit weights would round the merged "
@@ -34,10 +41,6 @@ def _run(run_path) -> tuple[RunFolder, TrainConfig]:
 
 def merge(run_path, out: str | Path | None = None) -> Path:
     """Fold the run's LoRA adapter into its base model; a plain safetensors folder for from_pretrained."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    from .models import load_model
 
     run, config = _run(run_path)
     if config.quant != "none":
@@ -65,7 +68,6 @@ MAX_MERGED_DOWNLOAD = 4 * 2**30
 """The largest merged model offered as a browser download: the demo's is 0.5 GB; a 3B model's (12 GB in fp32) is read
 from the server's disk instead."""
 
-
 def zip_merged(folder: Path, target: Path) -> Path:
     """The merged model folder as one zip at `target` (stored, not deflated: safetensors barely compress), refused
     over MAX_MERGED_DOWNLOAD."""
@@ -83,7 +85,6 @@ def scatter_png(items: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")  # no display on a server
     import matplotlib.pyplot as plt
 
-    from .evaluate import hit_color
 
     truths = [i["truth"] for i in items]
     guesses = [i["guess"] or 0.0 for i in items]
@@ -99,8 +100,6 @@ def scatter_png(items: list[dict], path: Path, title: str) -> None:
 
 def model_card(run_path) -> Path:
     """Write README.md (and scatter.png when the run was evaluated) into the run's adapter folder."""
-    from .evaluate import summary_line
-    from .tester import one_line, summary_table, verdict
 
     run, config = _run(run_path)
     status = run.status()
@@ -141,7 +140,6 @@ def push(run_path, repo_id: str, token: str | None, private: bool = True) -> str
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    from .head import NEIGHBOURS_FILE
 
     run, _ = _run(run_path)
     if not repo_id or repo_id.count("/") != 1:

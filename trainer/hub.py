@@ -13,6 +13,8 @@ import importlib.util
 import logging
 import sys
 
+# bitsandbytes and kernels are imported only when a run asks for them: neither is needed, and either may be absent.
+
 
 class HubKernelsOff(RuntimeError):
     """A library asked for a hub kernel while hub kernels are off."""

@@ -6,11 +6,15 @@ import contextlib
 import threading
 from pathlib import Path
 
+from peft import PeftModel
+from transformers import AutoTokenizer
+
 from . import clock
 from .config import TrainConfig
-from .estimates import STATE_METHODS
-from .head import PriceHead, fit_for, load_head
 from .models import ModelError, inference_precision, load_model
+from .pricing import STATE_METHODS, predict_methods
+from .pricing.distribution import price_distribution
+from .pricing.hidden_state import PriceHead, fit_for, load_head
 from .runs import RunFolder
 
 
@@ -18,9 +22,6 @@ class Predictor:
     """A run's base model + adapter, kept loaded between calls; the base model is the same weights with the adapter off."""
 
     def __init__(self, run_path: str | Path):
-        from peft import PeftModel
-        from transformers import AutoTokenizer
-
         self.run = RunFolder(Path(run_path))
         if not self.run.has_adapter():
             raise ModelError(f"Run {self.run.name} has no saved adapter yet.")
@@ -61,13 +62,11 @@ class Predictor:
             return self.head
 
     def predict(self, texts: list[str], *, base: bool = False, method: str = "greedy"):
-        """Predictions of one of estimates.METHODS."""
+        """Predictions of one of pricing.METHODS."""
         return self.predict_methods(texts, (method,), base=base)[method]
 
     def predict_methods(self, texts: list[str], methods, *, base: bool = False) -> dict:
-        """method → predictions for each of `methods` (estimates.METHODS); the point estimates share one beam."""
-        from .evaluate import predict_methods
-
+        """method → predictions for each of `methods` (pricing.METHODS); each kind of method shares one pass."""
         head = None
         if set(STATE_METHODS) & set(methods):
             if base:
@@ -79,8 +78,6 @@ class Predictor:
                                    max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
 
     def distribution(self, text: str, *, base: bool = False):
-        from .evaluate import price_distribution
-
         with self.lock, self._adapter(base), inference_precision(self.model, self.bf16):
             return price_distribution(self.model, self.tokenizer, text, max_prompt_tokens=self.max_prompt_tokens,
                                       question=self.config.asked())

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from peft import PeftModel, get_peft_model
 
-from .data import Product, fit_max_length, tokenize_example
 from .config import TrainConfig
+from .data import Product, fit_max_length, tokenize_example
 from .loss import IGNORE_INDEX, PriceCollator, price_loss
 from .models import load_model, load_tokenizer
 from .runs import RunFolder, checkpoint_problem
@@ -80,7 +81,6 @@ def _current_lr(run: RunFolder, config: TrainConfig) -> float:
 
 def look_inside(run_path: str | Path, text: str, price: float, *, top_k: int = 10) -> StepInside:
     """Do one training step on (`text`, `price`) with a copy of the run's model and report each of its four parts."""
-    from peft import PeftModel, get_peft_model
 
     run = RunFolder(Path(run_path))
     config = TrainConfig.from_yaml(run.config_file)

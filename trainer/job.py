@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import gc
+import hashlib
 import math
 import os
 import threading
@@ -17,33 +17,27 @@ from pathlib import Path
 import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from . import clock, cost, dist, trackers
+from .config import RUN_DATA, ConfigError, TrainConfig, liger_usable
 from .data import (COURSE_QUESTION, DataError, Product, as_size, fit_max_length, load_products, make_sample_products,
                    split_description, split_products, split_run, tokenize_example)
-from . import clock, cost, dist, trackers
-from .baselines import (TEXT_BASELINE, TEXT_NEIGHBOURS, constant_baselines, fit_text_baseline, fit_text_neighbours,
-                        load_text_baseline, predict_prices, save_text_baseline)
-from .evaluate import price_metrics
-from .config import RUN_DATA, ConfigError, TrainConfig, liger_usable
-from .dropout import use_fast_dropout
 from .loss import PackedPriceCollator, PriceCollator, price_loss
-from .models import compile_layers, eager, first_line, inference_precision, load_model, load_tokenizer
+from .models import add_lora, eager, first_line, inference_precision, load_model, load_tokenizer
 from .paths import runs_dir
+from .pricing.hidden_state import fit_for
+from .probe import Probe
 from .runs import RunFolder, finished_at
 
-
-PROBE_BATCH = 16
-"""Probe items priced together: one batch of the pricing code, and how often a probe checks for Stop."""
-
+PAUSES = ("probe", "checkpoint saves", "adapter saves")
+"""The phases the training loop pauses for: a step's own time leaves them out."""
 
 class Busy(RuntimeError):
     """A job is already running in this process (one GPU, one job)."""
 
-
 class StopRequested(Exception):
     """Raised between loading phases when the user pressed Stop before training began."""
-
 
 def load_config_data(config: TrainConfig) -> tuple[list[Product], list[Product], list[Product], str, str]:
     """The train, validation and held-out products of a config, a one-line data summary, and the question the data's
@@ -93,20 +87,23 @@ class RunCallback(TrainerCallback):
         self.last_time = None
         self.last_tokens = 0
 
+    def lap(self) -> float:
+        """Seconds since the last lap, less the probes and saves in between (their own phases): the loop's own."""
+        now, paused = time.perf_counter(), self.job.paused()
+        spent = now - self.mark - (paused - self.paused_at)
+        self.mark, self.paused_at = now, paused
+        return spent
+
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.job.run.update_status(
             state="training", step=state.global_step, total_steps=state.max_steps, world_size=args.world_size,
             examples_per_step=args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size)
-        if state.global_step == 0 and dist.is_writer():  # not on resume: step 0 is already on the chart
-            self.job.run.update_status(message="pricing the probe set with the base model")
-            # LoRA's B matrices start at zero, so this is the base model's score: the line to beat.
-            self.job.evaluate_probe(model, 0)
         self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
         self.last_save = self.began = time.time()
         if state.max_steps != self.job.plan.total_steps:  # the Trainer's count of an epochs-run is the one it keeps
             self.job.plan.total_steps = state.max_steps
             self.job.run.update_status(plan=dataclasses.asdict(self.job.plan))
-        self.mark = time.perf_counter()
+        self.mark, self.paused_at = time.perf_counter(), self.job.paused()
         self.job.run.update_status(training_started=self.last_time, training_started_step=state.global_step,
                                    message=self.job.data_message)
 
@@ -121,7 +118,7 @@ class RunCallback(TrainerCallback):
                "tokens_per_s": (tokens - self.last_tokens) / max(now - self.last_time, 1e-9), "time": now}
         self.last_time, self.last_tokens = now, tokens
         self.job.run.append(self.job.run.metrics_file, row)
-        self.mark = time.perf_counter()
+        self.lap()
         bad = [k for k in ("loss", "grad_norm") if row[k] is not None and not math.isfinite(row[k])]
         if bad:
             self.job.nonfinite = f"{' and '.join(bad)} became {row[bad[0]]} at step {state.global_step}"
@@ -131,15 +128,15 @@ class RunCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         self.last_save = time.time()
         # The Trainer saves right after on_step_end and on_log: the time since is the checkpoint's.
-        spent = time.perf_counter() - self.mark
+        spent = self.lap()
         self.job.add_phase("checkpoint saves", spent)
         self.job.tick("saves", 1, spent)
-        self.mark = time.perf_counter()
+        self.paused_at = self.job.paused()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         job = self.job
-        # Since the last callback's own work (a probe, a save) ended: the step alone, as the ETA counts it.
-        job.tick("steps", 1, time.perf_counter() - self.mark, step=state.global_step, total_steps=state.max_steps)
+        # Since the last lap, less the probe and saves: the step alone, as the ETA counts it.
+        job.tick("steps", 1, self.lap(), step=state.global_step, total_steps=state.max_steps)
         now, minutes, limit = time.time(), job.config.save_minutes, job.config.max_minutes
         save_due = bool(minutes) and now - self.last_save >= 60 * minutes
         time_up = bool(limit) and now - self.began >= 60 * limit and state.global_step < state.max_steps
@@ -159,64 +156,87 @@ class RunCallback(TrainerCallback):
             job.stop_event.set()  # Stop pressed on another rank: this one ends as stopped too
             control.should_training_stop = True
             # A checkpoint at the stop point lets Resume continue exactly here.
-            control.should_save = job.checkpointing
-            return
-        every = job.config.sample_every
-        if every and state.global_step % every == 0 and state.global_step < state.max_steps and dist.is_writer():
-            job.evaluate_probe(model, state.global_step)
-            if job.stop_event.is_set() and args.world_size == 1:  # Stop ended the probe: end here, not a step on
-                control.should_training_stop = True
-                control.should_save = job.checkpointing
-        self.mark = time.perf_counter()
+            control.should_save = job.config.checkpointing()
+
+
+def _machine_check(config: TrainConfig) -> tuple[float, str] | None:
+    """What `config` needs of the machine and its packages, refused before any folder is touched; then the stated
+    hourly price (USD, its source), checked against a cost cap."""
+    if trackers.missing(config.report_to):
+        raise ConfigError(trackers.missing(config.report_to))
+    if config.compile_layers and not torch.cuda.is_available():
+        raise ConfigError("compile_layers: compiling the layers needs a CUDA GPU (on a CPU it costs more minutes "
+                          "than it saves: bench/README.md)")
+    if config.liger_kernel and not liger_usable():
+        raise ConfigError("liger_kernel: Liger's kernels need a CUDA GPU and the liger-kernel package "
+                          "(pip install liger-kernel)")
+    try:
+        price = cost.hourly_price()
+    except cost.PriceError as exc:
+        if config.max_cost:  # without a cap, an unpriced flavour only means no cost line
+            raise ConfigError(str(exc)) from None
+        return None
+    if config.max_cost and price is None:
+        raise ConfigError(f"max_cost: a cost cap needs the hourly price: set {cost.PRICE_ENV} (dollars an hour) "
+                          f"or {cost.HARDWARE_ENV} (a Spaces flavour)")
+    return price
+
+
+def training_args(cfg: TrainConfig, run: RunFolder) -> TrainingArguments:
+    """The Trainer's arguments for a run of `cfg` into `run`'s checkpoints folder."""
+    return TrainingArguments(
+        output_dir=str(run.checkpoints_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        # transformers 5 has no warmup_ratio: it reads a warmup_steps below 1 as that share of the steps.
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        logging_steps=1,
+        # Without this, a NaN loss is logged as the previous value and training goes on silently.
+        logging_nan_inf_filter=False,
+        # With save_steps 0 the callback still asks for time-based and stop-time checkpoints.
+        save_strategy="steps" if cfg.checkpointing() else "no",
+        save_steps=cfg.save_steps or 10**9,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        report_to=cfg.report_to,
+        run_name=run.name,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        # A packed row has no padding and no attention mask to count it by.
+        include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
+        use_liger_kernel=cfg.liger_kernel,
+        optim="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch",
+        bf16=cfg.use_bf16(),
+        # Non-reentrant: the frozen base's inputs need no gradient for the LoRA layers inside to get theirs.
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        # Without a GPU the Trainer refuses bf16, and accelerate sets up several processes (gloo), only when told
+        # the CPU is meant; otherwise it keeps picking MPS where there is one.
+        use_cpu=not torch.cuda.is_available() and (cfg.use_bf16() or dist.world_size() > 1),
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
 
 
 class TrainingJob:
-    """One training run in a background thread, writing runs/<name>/ as it goes."""
+    """One training run in a background thread, writing runs/<name>/ as it goes: TrainingJob.new(config) or
+    TrainingJob.resume(folder), then start()."""
 
-    def __init__(self, config: TrainConfig | None = None, runs_root: Path | None = None,
-                 resume: str | Path | None = None, owner: str | None = None, callbacks: tuple = ()):
-        """A new run from `config`, or with `resume`, the run folder to continue from its last complete checkpoint.
-
-        `callbacks` are extra Trainer callbacks (the speed benchmark times steps with one)."""
+    def __init__(self, run: RunFolder, config: TrainConfig, price: tuple[float, str] | None, *,
+                 checkpoint: Path | None = None, resume_note: str = "", owner: str | None = None,
+                 callbacks: tuple = ()):
+        """A job on a run folder that new() or resume() has made ready; `callbacks` are extra Trainer callbacks (the
+        speed benchmark times steps with one)."""
+        self.run, self.config, self.price, self.checkpoint = run, config, price, checkpoint
+        self.resume_note = resume_note
+        """Where a resumed run continues from, and what it skipped ("" for a new run)."""
         self.extra_callbacks = list(callbacks)
-        self.checkpoint: Path | None = None
-        self.resume_note = ""
-        if resume is not None:
-            self.run = RunFolder(Path(resume), writer=dist.is_writer())
-            if not self.run.config_file.is_file():
-                raise ValueError(f"{resume} is not a run folder (no config.yaml)")
-            # Only rank 0 checks: the other ranks could already see its own "queued".
-            if self.run.writer and self.run.state() in ("queued", "loading", "training", "stopping"):
-                raise ValueError(f"run {self.run.name} is still {self.run.state()} in another process")
-            self.config = TrainConfig.from_yaml(self.run.config_file).validate()
-            self._check_machine()
-            self.price = self._price()
-            self.checkpoint, skipped = self.run.last_complete_checkpoint()
-            if self.checkpoint is None:
-                raise ValueError(f"run {self.run.name} has no complete checkpoint to resume from"
-                                 + (f" ({'; '.join(skipped)})" if skipped else ""))
-            resumed_at = int(self.checkpoint.name.split("-")[-1])
-            self.run.truncate_after(resumed_at)
-            self.resume_note = f"resuming from {self.checkpoint.name}" + (f" ({'; '.join(skipped)})" if skipped else "")
-            resumes = self.run.status().get("resumes", []) + [
-                {"from": self.checkpoint.name, "skipped": skipped, "time": time.time()}]
-            self.run.update_status(state="queued", step=resumed_at, error=None, ended=None,
-                                   message=self.resume_note, resumes=resumes)
-        else:
-            # Checked (types too) before any folder exists: a refused config leaves nothing behind.
-            self.config = config.validate()
-            self._check_machine()
-            self.price = self._price()
-            name = self.config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(self.config.model).name}-r{self.config.lora_r}"
-            if dist.is_writer():
-                self.run = RunFolder.create(name, runs_root)
-                self.config.name = self.run.name  # the folder's real name, suffixed if the name was taken
-                self.run.write_config(self.config.recorded())
-            # Every rank trains into the one folder rank 0 made (its name may have a suffix or another second).
-            path = dist.from_writer(str(self.run.path) if dist.is_writer() else None)
-            self.run = RunFolder(Path(path), writer=dist.is_writer())
-            self.config.name = self.run.name
-            self.run.update_status(state="queued", step=0, total_steps=None, created=time.time(), error=None)
         self.run.update_status(pid=os.getpid(), owner=owner, hourly_usd=self.price and self.price[0],
                                price_source=self.price and self.price[1])
         self.stop_event = threading.Event()
@@ -225,8 +245,7 @@ class TrainingJob:
         self.nonfinite: str | None = None
         self.time_up: str | None = None
         self.tokenizer = None
-        self.probe_items: list[Product] = []
-        self.best_error = self.run.status().get("best_error") or math.inf
+        self.probe = Probe(self)
         self.data_message = self.data_note = ""
         self.outcome: str | None = None  # this process's final state; on ranks > 0 the status file is rank 0's
         # Where the wall time went, in seconds by phase; a resumed run adds its own to the earlier ones.
@@ -234,29 +253,45 @@ class TrainingJob:
         self.clock: dict[str, float] = dict(self.run.status().get("clock") or {})
         self.plan: clock.Plan | None = clock.run_plan(self.run.status())
 
-    def _check_machine(self) -> None:
-        """What this config needs of the machine and its packages, refused before any folder is touched."""
-        if trackers.missing(self.config.report_to):
-            raise ConfigError(trackers.missing(self.config.report_to))
-        if self.config.compile_layers and not torch.cuda.is_available():
-            raise ConfigError("compile_layers: compiling the layers needs a CUDA GPU (on a CPU it costs more minutes "
-                              "than it saves: bench/README.md)")
-        if self.config.liger_kernel and not liger_usable():
-            raise ConfigError("liger_kernel: Liger's kernels need a CUDA GPU and the liger-kernel package "
-                              "(pip install liger-kernel)")
+    @classmethod
+    def new(cls, config: TrainConfig, runs_root: Path | None = None, owner: str | None = None,
+            callbacks: tuple = ()) -> "TrainingJob":
+        """A new run of `config` in a new folder under `runs_root` (the app's runs folder by default)."""
+        # Checked (types too) before any folder exists: a refused config leaves nothing behind.
+        config = config.validate()
+        price = _machine_check(config)
+        name = config.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(config.model).name}-r{config.lora_r}"
+        if dist.is_writer():
+            made = RunFolder.create(name, runs_root)
+            config.name = made.name  # the folder's real name, suffixed if the name was taken
+            made.write_config(config.recorded())
+        # Every rank trains into the one folder rank 0 made (its name may have a suffix or another second).
+        run = RunFolder(Path(dist.from_writer(str(made.path) if dist.is_writer() else None)), writer=dist.is_writer())
+        config.name = run.name
+        run.update_status(state="queued", step=0, total_steps=None, created=time.time(), error=None)
+        return cls(run, config, price, owner=owner, callbacks=callbacks)
 
-    def _price(self) -> tuple[float, str] | None:
-        """The stated hourly price (USD, its source), checked against a cost cap before any folder is touched."""
-        try:
-            price = cost.hourly_price()
-        except cost.PriceError as exc:
-            if self.config.max_cost:  # without a cap, an unpriced flavour only means no cost line
-                raise ConfigError(str(exc)) from None
-            return None
-        if self.config.max_cost and price is None:
-            raise ConfigError(f"max_cost: a cost cap needs the hourly price: set {cost.PRICE_ENV} (dollars an hour) "
-                              f"or {cost.HARDWARE_ENV} (a Spaces flavour)")
-        return price
+    @classmethod
+    def resume(cls, folder: str | Path, owner: str | None = None, callbacks: tuple = ()) -> "TrainingJob":
+        """The run in `folder`, to continue from its last complete checkpoint (later ones incomplete are skipped)."""
+        run = RunFolder(Path(folder), writer=dist.is_writer())
+        if not run.config_file.is_file():
+            raise ValueError(f"{folder} is not a run folder (no config.yaml)")
+        # Only rank 0 checks: the other ranks could already see its own "queued".
+        if run.writer and run.state() in ("queued", "loading", "training", "stopping"):
+            raise ValueError(f"run {run.name} is still {run.state()} in another process")
+        config = TrainConfig.from_yaml(run.config_file).validate()
+        price = _machine_check(config)
+        checkpoint, skipped = run.last_complete_checkpoint()
+        if checkpoint is None:
+            raise ValueError(f"run {run.name} has no complete checkpoint to resume from"
+                             + (f" ({'; '.join(skipped)})" if skipped else ""))
+        resumed_at = int(checkpoint.name.split("-")[-1])
+        run.truncate_after(resumed_at)
+        note = f"resuming from {checkpoint.name}" + (f" ({'; '.join(skipped)})" if skipped else "")
+        resumes = run.status().get("resumes", []) + [{"from": checkpoint.name, "skipped": skipped, "time": time.time()}]
+        run.update_status(state="queued", step=resumed_at, error=None, ended=None, message=note, resumes=resumes)
+        return cls(run, config, price, checkpoint=checkpoint, resume_note=note, owner=owner, callbacks=callbacks)
 
     def tick(self, kind: str, count: int, seconds: float, **fields) -> None:
         """Counts `count` units of `kind` (steps, probe_items, saves, head_rows) done in `seconds`: the run's rates,
@@ -279,10 +314,6 @@ class TrainingJob:
             self.add_phase(phase, time.perf_counter() - began)
 
     @property
-    def checkpointing(self) -> bool:
-        return bool(self.config.save_steps or self.config.save_minutes)
-
-    @property
     def state(self) -> str:
         return self.run.status().get("state", "queued")
 
@@ -303,46 +334,9 @@ class TrainingJob:
         if self.stop_event.is_set():
             raise StopRequested()
 
-    def evaluate_probe(self, model, step: int) -> None:
-        """Price the probe set: $ metrics into metrics.jsonl, the first items into samples.jsonl, best adapter kept."""
-        from .evaluate import predict_by, price_metrics
-
-        texts = [p.text for p in self.probe_items]
-        truths = [p.price for p in self.probe_items]
-        # The live view shows this and holds its ETA: no step ends while the probe is priced.
-        self.run.update_status(pricing_probe=step, clock_at=time.time())
-        preds, began = [], time.perf_counter()
-        # Greedy decoding of a digit-by-digit tokenizer collapses to round numbers ("10.00", "100.00": the likeliest
-        # first digit is 1), so the best adapter is chosen by the expected value unless the config says otherwise.
-        with self.timed("probe"), inference_precision(model, self.config.use_bf16()), eager():
-            # In batches, so Stop ends a probe within one batch's seconds (an abandoned probe records nothing).
-            for start in range(0, len(texts), PROBE_BATCH):
-                if self.stop_event.is_set():
-                    self.run.update_status(pricing_probe=None)
-                    return
-                preds += predict_by(model, self.tokenizer, texts[start:start + PROBE_BATCH],
-                                    self.config.probe_method, batch_size=PROBE_BATCH,
-                                    max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
-        self.tick("probe_items", len(texts), time.perf_counter() - began)
-        metrics = price_metrics([p.price for p in preds], truths)
-        scalars = {"probe/error_usd": metrics["error"], "probe/rmsle": metrics["rmsle"], "probe/hits": metrics["hits"]}
-        if step == 0:  # the lines to beat, once
-            scalars.update({f"baseline/{name}_error_usd": m["error"]
-                            for name, m in self.run.status().get("baselines", {}).items()})
-        trackers.log_metrics(self.trainer, scalars)
-        self.run.append(self.run.metrics_file, {
-            "step": step, "probe_error": metrics["error"], "probe_rmsle": metrics["rmsle"],
-            "probe_hits": metrics["hits"], "probe_unparseable": metrics["unparseable"], "time": time.time()})
-        rows = [{"text": item.text[:300], "truth": item.price, "guess": pred.price,
-                 "error": None if pred.price is None else abs(pred.price - item.price), "output": pred.text}
-                for item, pred in zip(self.probe_items[: self.config.num_samples], preds)]
-        self.run.append(self.run.samples_file, {"step": step, "items": rows})
-        self.run.update_status(pricing_probe=None)
-        if step > 0 and metrics["error"] < self.best_error:
-            self.best_error = metrics["error"]
-            with self.timed("adapter saves"):
-                self.run.save_adapter(model, self.tokenizer, self.run.best_adapter_dir)
-            self.run.update_status(best_step=step, best_error=metrics["error"])
+    def paused(self) -> float:
+        """Seconds the training loop has paused for so far (PAUSES)."""
+        return sum(self.phases.get(name, 0.0) for name in PAUSES)
 
     def _run(self) -> None:
         model = None
@@ -394,25 +388,11 @@ class TrainingJob:
         if self.plan is None:
             self.plan = clock.plan_for(cfg, len(train), clock.planned_steps(cfg, len(train), dist.world_size()))
         # The probe measures training on rows kept out of it; the held-out rows are only for the final Tester.
-        self.probe_items = (validation or test)[: self.plan.probe_items]
-        self.probe_name = "validation" if validation else "held-out"
+        self.probe.choose(validation, test, self.plan.probe_items)
         self.data_note = (f"{len(train)} training / {len(validation)} validation / {len(test)} held-out products "
                           f"({note})") + (f"; {clock.plan_note(self.plan, cfg)}" if not self.plan.full else "")
-        baselines = constant_baselines(train, self.probe_items)
         self.add_phase("data", time.perf_counter() - began)
-        with self.timed("text baseline"):
-            ridge = load_text_baseline(self.run.text_baseline_file) if self.checkpoint is not None else None
-            if ridge is None:
-                self.run.update_status(message="fitting the text baseline (TF-IDF ridge)")
-                # Every rank fits its own (the fit is deterministic); only the writer's lands in the folder.
-                ridge = fit_text_baseline(train)
-                if self.run.writer:
-                    save_text_baseline(ridge, self.run.text_baseline_file)
-            # The strong baselines' $ error on the probe: the live chart's lines to beat, from step 0.
-            texts, truths = [p.text for p in self.probe_items], [p.price for p in self.probe_items]
-            for key, model in ((TEXT_BASELINE, ridge), (TEXT_NEIGHBOURS, fit_text_neighbours(ridge, train))):
-                baselines[key] = price_metrics(predict_prices(model, texts), truths)
-        self.run.update_status(baselines=baselines)
+        self.probe.fit_baselines(train, resumed=self.checkpoint is not None)
         return train
 
     def _load_model(self, train: list[Product]):
@@ -428,10 +408,10 @@ class TrainingJob:
         with self.timed("model load"):
             model = load_model(cfg.model, cfg.quant, cfg.hub_kernels)
             self._check_stop()
-            model = self._add_lora(model)
+            model = add_lora(model, cfg)
         self._check_stop()
         self.data_message = (f"{self.data_note}; max length {max_length} tokens; $ error on "
-                             f"{len(self.probe_items)} {self.probe_name} items")
+                             f"{len(self.probe.items)} {self.probe.name} items")
         shape = {"model": cfg.model, "quant": cfg.quant, "precision": "bf16" if cfg.use_bf16() else "fp32",
                  "batch_size": cfg.batch_size * cfg.grad_accum, "max_length": max_length}
         # The newest run of this shape on this machine: its rates stand in for any this run has not measured yet.
@@ -450,19 +430,18 @@ class TrainingJob:
             # would still run one step past max_steps before checking it. Finish from the checkpoint's weights.
             set_peft_model_state_dict(model, load_file(str(self.checkpoint / "adapter_model.safetensors")))
             return step
-        trainer = Trainer(model=model, args=self._training_args(), train_dataset=examples,
+        trainer = Trainer(model=model, args=training_args(self.config, self.run), train_dataset=examples,
                           data_collator=PackedPriceCollator() if self.config.packing
                           else PriceCollator(self.tokenizer, padding=True), compute_loss_func=price_loss,
-                          callbacks=[RunCallback(self), *self.extra_callbacks])
+                          callbacks=[RunCallback(self), self.probe, *self.extra_callbacks])
         trainer.remove_callback(PrinterCallback)  # progress goes to the run folder, not stdout
         trackers.set_up(trainer, self.run.path, lambda warning: self.run.update_status(tracker_warning=warning))
         self.trainer = trainer
-        inside = ("probe", "checkpoint saves", "adapter saves")
-        before, began = sum(self.phases.get(name, 0.0) for name in inside), time.perf_counter()
+        before, began = self.paused(), time.perf_counter()
         with trackers.logs_in(self.run.path, self.config.report_to):
             trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
         # The steps themselves: the training loop's time less the probes and saves it paused for.
-        self.add_phase("steps", time.perf_counter() - began - sum(self.phases.get(n, 0.0) for n in inside) + before)
+        self.add_phase("steps", time.perf_counter() - began - self.paused() + before)
         if self.nonfinite:
             raise FloatingPointError(f"Training stopped: {self.nonfinite}. Nothing was saved from the broken "
                                      "weights; lower the learning rate or use a higher-precision dtype.")
@@ -471,9 +450,8 @@ class TrainingJob:
     def _finish_run(self, model, step: int, train: list[Product]) -> None:
         # The last step is never priced in on_step_end, except when the time limit ended the run there; a resumed
         # finished run may have priced it before it was stopped.
-        if not self.stop_event.is_set() and dist.is_writer() and not any(
-                r.get("step") == step and "probe_error" in r for r in self.run.metrics()):
-            self.evaluate_probe(model, step)
+        if not self.stop_event.is_set() and dist.is_writer() and not self.probe.priced(step):
+            self.probe.price(model, step)
         with self.timed("adapter saves"):
             self.run.save_adapter(model, self.tokenizer, self.run.adapter_dir)
         saved = f"the adapter of step {step}"
@@ -481,7 +459,8 @@ class TrainingJob:
             saved += " with its price head"
         best = self.run.status().get("best_step")
         if best is not None:
-            saved += f" and, kept beside it, the one with the best probe $ error (step {best}, ${self.best_error:.2f})"
+            saved += (f" and, kept beside it, the one with the best probe $ error (step {best}, "
+                      f"${self.probe.best_error:.2f})")
         if self.stop_event.is_set():
             self._finish("stopped", step=step, message=f"stopped at step {step}; saved {saved}")
         else:
@@ -491,7 +470,6 @@ class TrainingJob:
     def _fit_head(self, model, train: list[Product]) -> bool:
         """The price head fitted on the first head_rows training rows and stored beside the adapter; False when
         Stop was pressed meanwhile (the head is then fitted when first asked for)."""
-        from .head import fit_for
 
         began = time.time()
 
@@ -519,66 +497,6 @@ class TrainingJob:
         self.outcome = state
         self.run.update_status(state=state, ended=time.time(), **fields)
 
-    def _add_lora(self, model):
-        from peft import get_peft_model, prepare_model_for_kbit_training
-
-        cfg = self.config
-        if cfg.quant != "none" and cfg.fp32_norms:
-            # Casts norms and embeddings to fp32; no gradient checkpointing on short prompts.
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        # The LoRA A matrices start from the generator: seeded here, the run's seed alone decides them, not what
-        # the process drew before (the Trainer seeds only once it is built, after them).
-        set_seed(cfg.seed)
-        try:
-            model = get_peft_model(model, cfg.lora_config())
-        except ValueError as exc:
-            raise ValueError(f"target_modules: {first_line(exc)}") from exc
-        use_fast_dropout(model)
-        if cfg.compile_layers:
-            compile_layers(model)
-        return model
-
-    def _training_args(self) -> TrainingArguments:
-        cfg = self.config
-        return TrainingArguments(
-            output_dir=str(self.run.checkpoints_dir),
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
-            learning_rate=cfg.learning_rate,
-            lr_scheduler_type=cfg.lr_scheduler,
-            # transformers 5 has no warmup_ratio: it reads a warmup_steps below 1 as that share of the steps.
-            warmup_steps=cfg.warmup_ratio,
-            weight_decay=cfg.weight_decay,
-            max_grad_norm=cfg.max_grad_norm,
-            num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps or -1,
-            logging_steps=1,
-            # Without this, a NaN loss is logged as the previous value and training goes on silently.
-            logging_nan_inf_filter=False,
-            # With save_steps 0 the callback still asks for time-based and stop-time checkpoints.
-            save_strategy="steps" if self.checkpointing else "no",
-            save_steps=cfg.save_steps or 10**9,
-            save_total_limit=cfg.save_total_limit,
-            seed=cfg.seed,
-            report_to=cfg.report_to,
-            run_name=self.run.name,
-            disable_tqdm=True,
-            remove_unused_columns=False,
-            # A packed row has no padding and no attention mask to count it by.
-            include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
-            use_liger_kernel=cfg.liger_kernel,
-            optim="paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch",
-            bf16=cfg.use_bf16(),
-            # Non-reentrant: the frozen base's inputs need no gradient for the LoRA layers inside to get theirs.
-            activation_checkpointing=cfg.gradient_checkpointing,
-            activation_checkpointing_kwargs={"use_reentrant": False},
-            # Without a GPU the Trainer refuses bf16, and accelerate sets up several processes (gloo), only when told
-            # the CPU is meant; otherwise it keeps picking MPS where there is one.
-            use_cpu=not torch.cuda.is_available() and (cfg.use_bf16() or dist.world_size() > 1),
-            train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-            dataloader_pin_memory=torch.cuda.is_available(),
-        )
-
 
 class JobManager:
     """Holds the process's one training job; a second start is refused with the running job's progress."""
@@ -595,7 +513,8 @@ class JobManager:
                 total = status.get("total_steps") or "?"
                 raise Busy(f"Busy: run {self.job.run.name} is {status.get('state', 'running')} "
                            f"(step {status.get('step', 0)}/{total}). Stop it or wait for it to finish.")
-            self.job = TrainingJob(config, runs_root, resume=resume, owner=owner).start()
+            self.job = (TrainingJob.resume(resume, owner=owner) if resume is not None
+                        else TrainingJob.new(config, runs_root, owner=owner)).start()
             return self.job
 
     def stop(self) -> str:

@@ -26,8 +26,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import torch
+
 from .cost import HARDWARE_ENV
-from .models import meta_model
+from .models import ModelError, estimate_adapter, meta_model, model_config
 
 GiB = 2**30
 ESTIMATE_LENGTH = 256
@@ -105,7 +107,6 @@ def estimate_memory(config, quant: str, lora_params: int, target_modules: list[s
                     liger: bool = False) -> MemoryEstimate:
     """The formula of this module for one model config (a transformers config) and training shape; the defaults are
     PriceTune's on a GPU but checkpointing, which depends on the model (config.model_defaults)."""
-    import torch
 
     if quant not in BYTES_PER_WEIGHT:
         raise ValueError(f"quant: must be one of {', '.join(BYTES_PER_WEIGHT)} (got {quant!r})")
@@ -141,7 +142,6 @@ def estimate_memory(config, quant: str, lora_params: int, target_modules: list[s
 def config_memory(config, roots=None) -> MemoryEstimate:
     """estimate_memory for a TrainConfig: its model (with `roots`, local folders only under them), LoRA, shape and
     GPU settings."""
-    from .models import estimate_adapter, model_config
 
     architecture = model_config(config.model, roots)
     lora = estimate_adapter(architecture, config.lora_r, config.target_modules).trainable_params
@@ -165,11 +165,9 @@ SPACE_GPUS: dict[str, float] = {"t4-small": 14.6, "t4-medium": 14.6, "l4x1": 22.
                                 "a10g-large": 22.0, "l40sx1": 44.4, "l40sx4": 44.4}
 """GiB of one GPU of a Spaces hardware flavour (one training process uses one GPU)."""
 
-
 def detected_gpu() -> tuple[str, float] | None:
     """(name, GiB) of the GPU training would use: the one torch sees, else the Spaces flavour PRICETUNE_HARDWARE
     states (planning a Space's runs from elsewhere); None without either."""
-    import torch
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -182,7 +180,6 @@ def detected_gpu() -> tuple[str, float] | None:
 
 def gpu_warning(config, roots=None) -> str:
     """fit_warning for a TrainConfig on the GPU detected here ("" without a GPU or an inspectable model)."""
-    from .models import ModelError
 
     gpu = detected_gpu()
     if gpu is None:

@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GgufConfig, LlamaConfig,
+                          set_seed)
 
-from .config import DEMO, QUANTIZATIONS
+from .config import DEMO, QUANTIZATIONS, TrainConfig
+from .dropout import use_fast_dropout
 from .paths import cache_dir
 
 DEMO_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -41,7 +44,6 @@ KNOWN_ARCHITECTURES["meta-llama/Llama-3.2-3B-Instruct"] = KNOWN_ARCHITECTURES["m
 class ModelError(ValueError):
     """A model that cannot be resolved or loaded, with a message a person can act on."""
 
-
 _convert_lock = threading.Lock()
 
 
@@ -65,7 +67,6 @@ def demo_model_dir() -> Path | None:
     with _convert_lock:
         if (target / "model.safetensors").is_file():
             return target
-        from transformers import GgufConfig
 
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=DEMO_GGUF, use_kernels=False,
                                                      quantization_config=GgufConfig(dequantize=True))
@@ -83,7 +84,6 @@ MODEL_DIRS = "PRICETUNE_MODEL_DIRS"
 ARCHITECTURE_LIMITS = {"num_hidden_layers": 512, "hidden_size": 65_536, "intermediate_size": 262_144,
                        "num_attention_heads": 1_024, "vocab_size": 1_048_576}
 """The largest architecture numbers inspected: a 400B model fits; a forged config.json costs no minutes of CPU."""
-
 
 def model_roots() -> list[Path]:
     """Where a shared app accepts local model folders: PRICETUNE_MODEL_DIRS, by default PriceTune's model cache."""
@@ -191,7 +191,6 @@ class AdapterEstimate:
 
 
 def estimate_adapter(config, r: int, target_modules: list[str]) -> AdapterEstimate:
-    from peft import LoraConfig, get_peft_model
 
     peft_model = get_peft_model(meta_model(config),
                                 LoraConfig(r=r, lora_alpha=r, target_modules=list(target_modules), task_type="CAUSAL_LM"))
@@ -292,4 +291,23 @@ def load_model(name: str, quant: str = "none", hub_kernels: bool = False):
     model.config.use_cache = False
     for p in model.parameters():
         p.requires_grad_(False)
+    return model
+
+
+def add_lora(model, cfg: TrainConfig):
+    """The frozen base with LoRA adapters as the run's TrainConfig `cfg` asks (prepared for k-bit training when
+    quantized; its layers compiled when asked)."""
+    if cfg.quant != "none" and cfg.fp32_norms:
+        # Casts norms and embeddings to fp32; no gradient checkpointing on short prompts.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # The LoRA A matrices start from the generator: seeded here, the run's seed alone decides them, not what
+    # the process drew before (the Trainer seeds only once it is built, after them).
+    set_seed(cfg.seed)
+    try:
+        model = get_peft_model(model, cfg.lora_config())
+    except ValueError as exc:
+        raise ValueError(f"target_modules: {first_line(exc)}") from exc
+    use_fast_dropout(model)
+    if cfg.compile_layers:
+        compile_layers(model)
     return model

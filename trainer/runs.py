@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
+import yaml
+from safetensors import safe_open
+
 from .data import Product
 from .paths import runs_dir
 
@@ -48,6 +51,26 @@ class Status(TypedDict, total=False):
     fitting_head: dict | None  # rows done and total, and since when, while the price head is fitted after training
     resumes: list  # one entry per resume: from which checkpoint, what was skipped, when
     phases: dict  # seconds of wall time by phase (data, text baseline, tokenize, model load, steps, probe, saves)
+
+
+class Evaluation(TypedDict, total=False):
+    """eval.json: the Tester's result (tester.evaluate_run), every key named once here; its rows' metrics are
+    metrics.price_metrics dicts (error, rmsle, hits, mse, r2, unparseable, count)."""
+
+    run: str
+    data: str  # "held-out split", or the file evaluated on
+    count: int  # rows priced
+    method: str  # the headline method (pricing.CHOICES less auto), chosen before these rows were priced
+    method_reason: str  # why: asked for, or the lowest $ error on the validation rows
+    metrics: dict  # the headline's metrics
+    methods: dict  # each fine-tuned method's metrics (the ensemble too, when the run has validation rows)
+    baselines: dict  # base_model, the constants, linear_bow and both text baselines: their metrics
+    ensemble: dict | None  # the ensemble's fit: the best method, its members' weights and intercept
+    validation: dict | None  # rows, methods, best_method and ensemble on the validation rows
+    items: list  # per row: text (cut), truth, guess (the headline), category, and every method's and baseline's price
+    categories: dict  # per category: count and the headline's and the text baseline's metrics
+    verdict: str  # one sentence: the best method against the strongest simple baseline and a constant
+    ranges: dict  # per level: the raw and calibrated ranges' coverage and median width, and the adjustment
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -163,7 +186,7 @@ class RunFolder:
     def samples(self) -> list[dict]:
         return read_jsonl(self.samples_file)
 
-    def evaluation(self) -> dict | None:
+    def evaluation(self) -> Evaluation | None:
         """eval.json (the Tester's last result), or None when the run was not evaluated; ValueError if unreadable."""
         try:
             return json.loads(self.eval_file.read_text())
@@ -194,14 +217,6 @@ class RunFolder:
         for path, items in ((self.train_file, train), (self.validation_file, validation), (self.test_file, test)):
             write_atomic(path, "".join(json.dumps({"text": p.text, "price": p.price, **_category(p)}) + "\n"
                                        for p in items))
-
-    def price_choice(self) -> dict | None:
-        """price_choice.json: every price method scored on the validation rows, the one chosen, the ensemble
-        weight; None when not measured yet."""
-        try:
-            return json.loads(self.choice_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
 
     def state(self) -> str:
         """The status's state, or "interrupted" when the process that was running it is gone (a crash, a kill)."""
@@ -300,8 +315,6 @@ def checkpoint_problem(folder: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return "trainer_state.json missing or unreadable (the save was cut short)"
     try:
-        from safetensors import safe_open
-
         with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
             for key in f.keys():
                 f.get_tensor(key)
@@ -344,7 +357,6 @@ def barely_trained(run: RunFolder) -> str:
 
 def run_summary(run: RunFolder) -> dict:
     """One row of the run history: what a user compares runs by."""
-    import yaml
 
     status, metrics = run.status(), run.metrics()
     try:

@@ -19,8 +19,11 @@ from typing import Callable
 
 import yaml
 
+from .baselines import TEXT_BASELINE, TEXT_NEIGHBOURS
 from .config import ConfigError, TrainConfig
-from .runs import RunFolder, safe_name, write_atomic
+from .job import JOBS, Busy
+from .runs import RunFolder, list_runs, safe_name, write_atomic
+from .tester import evaluate_run
 
 SWEEP_FILE = "sweep.json"
 LEADERBOARD_FILE = "leaderboard.json"
@@ -28,7 +31,6 @@ MAX_POINTS = 64
 """Grid points a sweep may have: each is a whole training run."""
 FIXED = ("name", "data", "data_name", "text_column", "price_column", "test_size", "validation_size", "split_seed")
 """Fields a sweep cannot vary: every run must train and be measured on the same rows."""
-
 
 def parse_set(text: str) -> tuple[str, list]:
     """`lora_r=8,16,32` as ("lora_r", [8, 16, 32]); list fields join names with '+' (`target_modules=q_proj+v_proj`)."""
@@ -107,7 +109,6 @@ def run_sweep(sweep: Sweep, start: Callable, progress: Callable[[str], None] = p
     `start(config=…, runs_root=…)` or `start(resume=…)` trains one run to its end and returns how it ended ("done",
     "stopped", "failed" or why it could not start); anything but "done" ends the sweep there, to be continued by
     running it again (a failed run is then tried again from the start)."""
-    from .tester import evaluate_run
 
     for i, config in enumerate(sweep.configs()):
         run = sweep.run_folder(i)
@@ -136,7 +137,6 @@ def run_sweep(sweep: Sweep, start: Callable, progress: Callable[[str], None] = p
 
 def write_leaderboard(sweep: Sweep) -> list[dict]:
     """The evaluated runs ranked by held-out $ error, with the text baselines of the same rows as rows."""
-    from .baselines import TEXT_BASELINE, TEXT_NEIGHBOURS
 
     rows, baselines = [], {}
     for i, name in enumerate(sweep.runs):
@@ -181,7 +181,6 @@ def read_leaderboard(folder: Path) -> list[dict]:
 
 def pace(model: str, root: Path) -> tuple[float, str] | None:
     """(seconds per trained example, run name) of the newest finished run of `model` in `root`, or None."""
-    from .runs import list_runs
 
     for run in list_runs(root):
         s = run.status()
@@ -216,7 +215,6 @@ def run_in_background(sweep: Sweep, owner: str | None = None) -> threading.Threa
     """The app's sweep, recorded in its folder, then run_sweep in a thread, each run through the process's one-job
     queue (Stop stops the run and the sweep; a job started by someone else between two runs ends it too), its lines
     in the sweep folder's progress.txt. One sweep at a time per process, never beside a run: else Busy."""
-    from .job import JOBS, Busy
 
     if not _background.acquire(blocking=False):
         raise Busy("Busy: a sweep is already running. Stop its current run to end it.")

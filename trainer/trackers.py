@@ -13,6 +13,8 @@ from typing import Literal
 
 from transformers import TrainerCallback
 
+# The trackers' integrations are imported when a run logs to one: none of them is a requirement.
+
 Tracker = Literal["none", "tensorboard", "trackio", "wandb", "mlflow"]
 TRACKERS = typing.get_args(Tracker)
 PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb", "mlflow": "mlflow"}

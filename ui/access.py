@@ -6,12 +6,12 @@ import os
 
 import gradio as gr
 
+from trainer.models import model_roots
 from trainer.runs import RunFolder
 
 
 class AuthError(ValueError):
     """PRICETUNE_AUTH that would let someone in without a password, or that names nobody."""
-
 
 def auth_users() -> list[tuple[str, str]]:
     """PRICETUNE_AUTH="user:password,user2:password2" turns login on; an entry without a password is refused."""
@@ -30,7 +30,6 @@ def auth_users() -> list[tuple[str, str]]:
 def model_folders() -> list | None:
     """Where this app accepts local model folders: anywhere on a person's own machine (no login), only under the
     configured roots on a shared one (login on); Gradio's upload folder is never among them by default."""
-    from trainer.models import model_roots
 
     return model_roots() if auth_users() else None
 

@@ -13,7 +13,7 @@ from trainer import charts
 from trainer.config import TrainConfig
 from trainer.data import (UPLOAD_SUFFIXES, DataError, example_lengths, fit_max_length, load_products,
                           make_sample_products, read_columns, split_run)
-from trainer.models import DEMO, ModelError
+from trainer.models import DEMO, ModelError, load_tokenizer
 
 from .common import refused, reports_errors
 
@@ -91,14 +91,12 @@ def describe_products(products, header):
 
 @functools.lru_cache(maxsize=1)
 def demo_tokenizer():
-    from trainer.models import load_tokenizer
 
     return load_tokenizer(DEMO)
 
 
 CHART_ROWS = 4_000
 """Rows tokenized for the token-length chart: enough for a histogram and its cut-off, seconds on any upload."""
-
 
 def token_lengths(products):
     """Tokens per example with the demo tokenizer on a seeded sample of the rows, and the max length training would

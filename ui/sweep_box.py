@@ -10,11 +10,13 @@ import gradio as gr
 
 from trainer.config import ConfigError
 from trainer.job import Busy
+from trainer.models import ModelError
 from trainer.paths import runs_dir
 from trainer.sweep import Sweep, grid, pace, parse_set, plan, run_in_background
 
 from .access import current_user
 from .common import refused, reports_errors
+
 
 def sweepable(form: dict) -> list[str]:
     """The fields the section offers: the form's numbers and choices (the CLI's --set takes any field but the data
@@ -22,7 +24,7 @@ def sweepable(form: dict) -> list[str]:
     return [name for name, part in form.items() if isinstance(part, (gr.Number, gr.Radio))]
 
 
-def _sweep(values: dict, config_of: Callable) -> Sweep:
+def _sweep(values: dict, config_of: Callable, request: gr.Request | None) -> Sweep:
     sets = [parse_set(f"{values[f'field_{k}']}={values[f'values_{k}']}") for k in "ab"
             if values[f"field_{k}"] and str(values[f"values_{k}"] or "").strip()]
     if not sets:
@@ -30,7 +32,7 @@ def _sweep(values: dict, config_of: Callable) -> Sweep:
     stamp = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     folder = next(runs_dir() / name for name in (stamp, *(f"{stamp}-{i}" for i in range(1, 100)))
                   if not (runs_dir() / name).exists())
-    return Sweep(folder, config_of(values), grid(sets))
+    return Sweep(folder, config_of(values, request), grid(sets))
 
 
 def _grid_text(sweep: Sweep) -> str:
@@ -50,7 +52,8 @@ def _grid_text(sweep: Sweep) -> str:
 
 def create_sweep_box(form: dict, config_of: Callable) -> dict:
     """The section's components, its events wired; `form` holds the form's components by config field name (with
-    "data" and "mapping"), `config_of(values)` the TrainConfig the values by those names describe."""
+    "data" and "mapping"), `config_of(values, request)` the TrainConfig the values by those names describe, refused
+    where that caller may not run it (as Start refuses it)."""
     c = {}
     fields = sweepable(form)
     with gr.Accordion("Sweep: train a grid of settings, one run after another", open=False):
@@ -68,19 +71,19 @@ def create_sweep_box(form: dict, config_of: Callable) -> dict:
     everything = {**form, **{k: c[k] for k in ("field_a", "values_a", "field_b", "values_b")}}
 
     @reports_errors()
-    def show(**values):
+    def show(request: gr.Request = None, **values):
         try:
-            return _grid_text(_sweep(values, config_of))
-        except ConfigError as exc:
+            return _grid_text(_sweep(values, config_of, request))
+        except (ConfigError, ModelError) as exc:
             return refused(f"**Cannot sweep:** {exc}")
 
     @reports_errors()
     def start(request: gr.Request = None, **values):
         try:
-            sweep = _sweep(values, config_of)
+            sweep = _sweep(values, config_of, request)
             text = _grid_text(sweep)
             run_in_background(sweep, owner=current_user(request))
-        except (ConfigError, Busy) as exc:
+        except (ConfigError, ModelError, Busy) as exc:
             return refused(f"**Cannot start the sweep:** {exc}")
         return (f"Started sweep **{sweep.folder.name}**: each run shows in the live view as it trains; Stop ends the "
                 f"sweep; the leaderboard is in the Runs tab.\n\n{text}")

@@ -16,6 +16,8 @@ import pandas as pd
 
 from .core import DataError
 
+# datasets and huggingface_hub are imported only for a datasets folder or a Hub id: seconds, for one kind of data.
+
 MAX_FILE_BYTES = 200_000_000  # the same default as the app's Gradio max_file_size ("200mb")
 MAX_BAD_FIELD_SHARE = 0.05  # CSV rows with the wrong number of fields: a few are dropped, more mean a bad parse
 MAX_JSON_DEPTH = 8  # the Amazon metadata nests 3 deep; deeper means this is not a table of products

@@ -9,12 +9,14 @@ import pandas as pd
 
 from trainer import charts
 from trainer.data import UPLOAD_SUFFIXES
-from trainer.estimates import AUTO, CHOICES, METHOD_NAMES
+from trainer.pricing import AUTO, CHOICES, METHOD_NAMES
+from trainer.pricing.choice import Cancelled
+from trainer.pricing.ranges import range_line
+from trainer.tester import CATEGORY_COLUMNS, category_table, evaluate_run, one_line, summary_table, verdict
 
 from ..access import may_control
 from ..common import (COLOUR_KEY, EVAL_COLUMNS, PICK_FINISHED, busy_refusal, caller_event, named_run, refused,
                       reports_errors, run_choices, run_picker)
-
 
 
 def cancel_event(request: gr.Request | None) -> threading.Event:
@@ -24,8 +26,6 @@ def cancel_event(request: gr.Request | None) -> threading.Event:
 
 @reports_errors(6, at=0)
 def run_evaluation(run_name, file, limit, method=AUTO, request: gr.Request = None, progress=gr.Progress()):
-    from trainer.tester import (CATEGORY_COLUMNS, Cancelled, category_table, evaluate_run, one_line, range_line,
-                                summary_table, verdict)
 
     run = named_run(run_name, with_adapter=True)
     if run is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from trainer.export import ExportError, merge, model_card, push, zip_merged
 from trainer.models import ModelError
 from trainer.runs import RunFolder
 
@@ -14,7 +15,6 @@ from ..common import (PICK_FINISHED, adapter_zip, named_run, refused, reports_er
 
 @reports_errors(3, at=0)
 def export_card(run_name, request: gr.Request = None):
-    from trainer.export import model_card
 
     run, refusal = controllable_run(run_name, request, "write the model card of")
     if run is None:
@@ -56,7 +56,6 @@ def export_download(run_name):
 
 
 def export_merge(run_name, request: gr.Request = None):
-    from trainer.export import ExportError, merge, zip_merged
 
     run, refusal = controllable_run(run_name, request, "merge")
     if run is None:
@@ -77,7 +76,6 @@ def export_merge(run_name, request: gr.Request = None):
 
 
 def export_push(run_name, repo_id, token, private, request: gr.Request = None):
-    from trainer.export import ExportError, push
 
     run, refusal = controllable_run(run_name, request, "push")
     if run is None:

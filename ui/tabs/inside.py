@@ -6,14 +6,15 @@ import gradio as gr
 import pandas as pd
 
 from trainer.data import DataError, parse_price
+from trainer.inside import look_inside
 from trainer.models import ModelError
 
 from ..common import busy_refusal, named_run, refused, reports_errors, run_choices, run_picker
 
+
 @reports_errors(4, at=0)
 def inside_step(run_name, text, price, progress=gr.Progress()):
     """The four-step panel: one training step on one example, on a copy of the run's model."""
-    from trainer.inside import look_inside
 
     run = named_run(run_name)
     if run is None:

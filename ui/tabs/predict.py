@@ -11,9 +11,13 @@ from pathlib import Path
 import gradio as gr
 
 from trainer import charts
-from trainer.data import OUTPUT_SUFFIXES, UPLOAD_SUFFIXES
-from trainer.estimates import AUTO, CHOICES, METHOD_NAMES
+from trainer.catalog import price_catalog, write_catalog
+from trainer.data import OUTPUT_SUFFIXES, UPLOAD_SUFFIXES, DataError
 from trainer.models import ModelError
+from trainer.pricing import AUTO, AUTO_HELP, CHOICES, METHOD_NAMES, REGISTRY
+from trainer.pricing.ranges import bounds_note
+from trainer.runs import barely_trained
+from trainer.tester import explain_price, method_name
 
 from ..access import current_user
 from ..common import (PICK_FINISHED, busy_refusal, caller_event, named_run, refused, reports_errors, run_choices,
@@ -22,25 +26,11 @@ from ..common import (PICK_FINISHED, busy_refusal, caller_event, named_run, refu
 PREVIEW_ROWS = 50
 
 
-METHOD_HELP = (
-    "**auto** takes the point estimate with the lowest $ error on the run's validation rows (rows of the training "
-    "split it was not trained on, priced once per adapter in three passes: minutes on a CPU, counted by the progress "
-    "bar); the held-out rows never choose. In theory the **expected "
-    "value** minimises squared error, the **median** absolute error and the **mean in log price** RMSLE, but a beam of "
-    "8 digit paths is a truncated distribution, so it is measured, not assumed. **Greedy** reads the likeliest digits, "
-    "which a digit-by-digit tokenizer collapses to round prices. The **price head** reads no digits: a ridge "
-    "regression of log price on the fine-tuned model's last hidden state at the prompt's end, fitted on training rows "
-    "once training ends (a run without one gets it fitted when first asked, minutes on a CPU). The **nearest "
-    "training rows** read the same states another way: the prices of the 10 training rows whose states are closest, "
-    "which finds a product the catalogue already lists. The **ensemble** stacks those two, the best method above, "
-    "and the text baselines (TF-IDF ridge and TF-IDF nearest neighbours) with a linear regression in log price "
-    "fitted on the validation rows, as the course's week-8 ensemble does.")
+METHOD_HELP = "\n".join([f"- **{AUTO}**: {AUTO_HELP}.", *(f"- **{m.label}**: {m.help}." for m in REGISTRY)])
 
 
 @reports_errors(2, at=0)
 def predict(run_name, text, method=AUTO, progress=gr.Progress()):
-    from trainer.runs import barely_trained
-    from trainer.tester import bounds_note, explain_price, method_name
 
     run = named_run(run_name, with_adapter=True)
     if run is None:
@@ -117,8 +107,6 @@ def create_predict_tab() -> dict:
 def price_file(run_name, file, text_column="", level=0.8, method=AUTO, request: gr.Request = None,
                progress=gr.Progress()):
     """Price every row of an uploaded catalog with a run's adapter; the priced file as a download."""
-    from trainer.catalog import price_catalog, write_catalog
-    from trainer.data import DataError
 
     hidden = gr.update(visible=False)
     run = named_run(run_name, with_adapter=True)

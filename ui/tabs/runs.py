@@ -10,6 +10,7 @@ from trainer.config import RUN_DATA, ConfigError, TrainConfig
 from trainer.job import Busy
 from trainer.paths import runs_dir
 from trainer.runs import ACTIVE_STATES, list_runs, phase_line, run_summary
+from trainer.tester import summary_table
 
 from ..access import current_user, may_control
 from ..common import (EVAL_COLUMNS, RESUMABLE, SAMPLE_WIDTHS, named_run, refused, reports_errors, resume_run,
@@ -84,8 +85,6 @@ def open_run(run_name):
         lines.append(f"Not evaluated yet: the Evaluate tab, or `python -m trainer eval --run {run.name}`, keeps "
                      "the Tester's result with the run.")
     else:
-        from trainer.tester import summary_table
-
         evaluation = pd.DataFrame(summary_table(result), columns=EVAL_COLUMNS)
         lines.append(f"Evaluated on {result['count']} items ({result['data']}).")
     try:

@@ -10,15 +10,16 @@ import typing
 from pathlib import Path
 
 import gradio as gr
+import torch
 
+from trainer import cost, timing, trackers
 from trainer.config import (COURSE_TARGETS, PRESET_NAMES, RUN_DATA, ConfigError, TrainConfig, field_docs,
                             gpu_defaults_line, preset)
-from trainer import cost, timing, trackers
 from trainer.data import COURSE_2024_QUESTION, COURSE_QUESTION
-from trainer.estimates import PROBE_METHODS
 from trainer.job import JOBS, Busy
 from trainer.memory import ESTIMATE_LENGTH, detected_gpu, estimate_memory, fit_warning, gpu_warning
 from trainer.models import DEMO, ModelError, estimate_adapter, linear_module_names, model_config
+from trainer.pricing import PROBE_METHODS
 
 from .. import data_box, live, sweep_box
 from ..access import current_user, may_control, may_run_hub_code, model_folders
@@ -61,7 +62,6 @@ CHOICES = {"question": QUESTION_CHOICES, "report_to": [(trackers.label(t), t) fo
            "probe_method": list(PROBE_METHODS)}
 """Fields offered as a list (by value, or (label, value)) that their type does not already list (a Literal)."""
 
-
 def field_component(name: str):
     """The form component of config field `name`, by its type: a number (never a slider: a slider clamps a typed
     100000 to its maximum and starts a run nobody asked for; the config refuses it by name instead), a checkbox, a
@@ -101,7 +101,6 @@ ESTIMATED = ("model", "quant", "lora_r", "lora_dropout", "target_modules", "batc
              "gradient_checkpointing")
 """The form fields the live memory estimate depends on."""
 
-
 def estimate(model="demo", quant=DEFAULTS.quant, lora_r=DEFAULTS.lora_r, lora_dropout=DEFAULTS.lora_dropout,
              target_modules=DEFAULTS.target_modules, batch_size=DEFAULTS.batch_size, max_length=DEFAULTS.max_length,
              gradient_checkpointing=DEFAULTS.gradient_checkpointing):
@@ -132,7 +131,6 @@ TIMED = ("model", "quant", "batch_size", "grad_accum", "max_length", "max_steps"
          "head_rows", "max_minutes")
 """The form fields the time estimate depends on."""
 
-
 def time_estimate(**values):
     """The run's expected wall time on this machine, by phase, from the newest run of its model here."""
     model = str(values.get("model") or "").strip() or DEMO
@@ -149,10 +147,7 @@ def time_it(request: gr.Request = None, **form):
     """Times two steps of the form's config here with the real job (on the sample data until a file is chosen),
     then estimates the whole run from them."""
     try:
-        config = form_config({**form, "data": form.get("data") or "sample"})
-        if config.hub_kernels and not may_run_hub_code(request):
-            raise ConfigError("hub_kernels: on a shared app only an admin may let a model load run code from the Hub")
-        model_config(config.model, model_folders())
+        config = runnable_config({**form, "data": form.get("data") or "sample"}, request)
         timing.measure(config, JOBS)
     except (ConfigError, ModelError, Busy, RuntimeError) as exc:
         return refused(f"**Cannot time it:** {exc}")
@@ -185,11 +180,21 @@ def form_config(form: dict) -> TrainConfig:
                                   "price_column": mapping.get("price") or "", **values}).validate()
 
 
-def chosen_data_config(form: dict) -> TrainConfig:
-    """form_config, refused until data is chosen (Start says the same)."""
+def runnable_config(form: dict, request: gr.Request | None) -> TrainConfig:
+    """form_config, refused where this caller may not run it: hub kernels only for an admin of a shared app, and a
+    model that does not resolve (a mistyped id now, not after the data is read; a folder only where allowed)."""
+    config = form_config(form)
+    if config.hub_kernels and not may_run_hub_code(request):
+        raise ConfigError("hub_kernels: on a shared app only an admin may let a model load run code from the Hub")
+    model_config(config.model, model_folders())
+    return config
+
+
+def chosen_data_config(form: dict, request: gr.Request | None = None) -> TrainConfig:
+    """runnable_config, refused until data is chosen (Start says the same): the sweep's base config."""
     if not form.get("data"):
         raise ConfigError("choose data first: Use sample data or upload a file")
-    return form_config(form)
+    return runnable_config(form, request)
 
 
 @reports_errors()
@@ -198,11 +203,7 @@ def start(request: gr.Request = None, **form):
     if not form.get("data"):
         return refused("Choose data first: **Use sample data** or upload a file.")
     try:
-        config = form_config(form)
-        if config.hub_kernels and not may_run_hub_code(request):
-            raise ConfigError("hub_kernels: on a shared app only an admin may let a model load run code from the Hub")
-        # A mistyped id is refused now, not after the data is read and tokenized; a folder only where allowed.
-        model_config(config.model, model_folders())
+        config = runnable_config(form, request)
         warning = gpu_warning(config, model_folders())  # told, not refused: the estimate is an estimate
         job = JOBS.start(config, owner=current_user(request))
     except (ConfigError, ModelError, Busy) as exc:
@@ -225,7 +226,6 @@ def export_config(**form):
 
 def commands_text(config: TrainConfig, file: str = "pricetune-config.yaml") -> str:
     """The headless commands of a config: one process, and every GPU of a machine (the Trainer's data parallelism)."""
-    import torch
 
     # An upload lives in Gradio's temp folder under its own file name: point the command at that name.
     data = "" if config.data == "sample" else f" --data {shlex.quote(Path(config.data).name)}"

@@ -1,4 +1,5 @@
-"""The price head: a ridge regression of log(1+price) on the tuned model's last hidden state at the prompt's end.
+"""The hidden-state methods. The price head: a ridge regression of log(1+price) on the tuned model's last hidden
+state at the prompt's end.
 
 H2O LLM Studio's "causal regression" reads a price out of the last hidden state; here the read-out is fitted in
 closed form after training (scikit-learn's RidgeCV on standardized states, its penalty by leave-one-out), so it costs
@@ -20,12 +21,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from ..baselines import NEIGHBOURS as NEIGHBOUR_COUNT
+from ..baselines import neighbours_estimator
+from ..data import COURSE_QUESTION, encode_prompt
+from . import HEAD, NEIGHBOURS
+from .prompts import EvalMode, Prediction, device_of, left_padded, pad_id
+
+# scikit-learn is imported where the head and its neighbours are fitted: a second on import, paid only by a fit.
 
 HEAD_FILE = "price_head.safetensors"
+
 NEIGHBOURS_FILE = "price_neighbours.safetensors"
+
 ALPHAS = np.logspace(-1, 5, 25)
 """Ridge penalties tried on the standardized states (leave-one-out picks one)."""
-
 
 @dataclass
 class PriceHead:
@@ -55,17 +68,14 @@ class PriceHead:
             from sklearn.pipeline import make_pipeline
             from sklearn.preprocessing import StandardScaler
 
-            from .baselines import NEIGHBOURS, neighbours_estimator
 
-            knn = neighbours_estimator().set_params(n_neighbors=min(NEIGHBOURS, len(self.states)))
+            knn = neighbours_estimator().set_params(n_neighbors=min(NEIGHBOUR_COUNT, len(self.states)))
             self._neighbours = make_pipeline(StandardScaler(), knn).fit(self.states.astype(np.float32),
                                                                          self.log_prices)
         logs = self._neighbours.predict(np.asarray(states, dtype=np.float32))
         return [max(math.expm1(float(v)), 0.0) for v in logs]
 
     def save(self, folder: Path) -> Path:
-        from safetensors.numpy import save_file
-
         path = Path(folder) / HEAD_FILE
         for name, tensors, meta in (
                 (NEIGHBOURS_FILE, {"states": self.states,
@@ -109,7 +119,6 @@ def _compact(states: np.ndarray) -> np.ndarray:
 def load_head(folder: Path) -> PriceHead | None:
     """The head stored in an adapter folder; None when it has none, or none of its rows' states (a head saved
     before the neighbours read-out is fitted again when asked for)."""
-    from safetensors import safe_open
 
     path, beside = Path(folder) / HEAD_FILE, Path(folder) / NEIGHBOURS_FILE
     if not path.is_file() or not beside.is_file():
@@ -125,7 +134,51 @@ def load_head(folder: Path) -> PriceHead | None:
 def fit_for(model, tokenizer, products, *, report=None, **prompt_args) -> PriceHead:
     """The head of this model fitted on `products` (their prompts' last states); `report(done, total)` after each
     batch of forward passes."""
-    from .evaluate import last_states
-
     states = last_states(model, tokenizer, [p.text for p in products], report=report, **prompt_args)
     return fit_head(states, [p.price for p in products])
+
+
+def last_states(model, tokenizer, texts: list[str], *, batch_size: int = 16, max_prompt_tokens: int = 256,
+                question: str = COURSE_QUESTION, report=None, layers: tuple[int | None, ...] | None = None):
+    """Each text's last-layer hidden state (after the final norm) at its prompt's last token, "$": a float32 array
+    of (texts, hidden size). With `layers`, those decoder layers' outputs there from the same pass, (texts,
+    len(layers), hidden size): 1 is the first layer's, None the last after the norm. `report(done, total)` after
+    each batch."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    wanted = (None,) if layers is None else tuple(layers)
+    for layer in wanted:
+        if layer is not None and not 1 <= layer <= base.config.num_hidden_layers:
+            raise ValueError(f"layer {layer}: the model has layers 1 to {base.config.num_hidden_layers}")
+    device, pad = device_of(model), pad_id(tokenizer)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad least
+    states = np.zeros((len(texts), len(wanted), base.config.hidden_size), dtype=np.float32)
+    with EvalMode(model), torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            rows = order[start:start + batch_size]
+            ids, mask = left_padded([encode_prompt(tokenizer, texts[i], max_prompt_tokens, question) for i in rows],
+                                     pad, device)
+            # Positions from each prompt's first real token, as in training (left padding would shift them).
+            out = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                          use_cache=False, output_hidden_states=wanted != (None,))
+            for j, layer in enumerate(wanted):
+                hidden = out.last_hidden_state if layer is None else out.hidden_states[layer]
+                states[rows, j] = hidden[:, -1, :].float().cpu().numpy()
+            if report:
+                report(min(start + batch_size, len(texts)), len(texts))
+    return states[:, 0] if layers is None else states
+
+
+def predict(model, tokenizer, texts: list[str], methods, *, head=None, **prompt) -> dict[str, list[Prediction]]:
+    """The price head's and its neighbours' predictions (of `methods`), from one pass for the prompts' last states."""
+    if head is None:
+        raise ValueError("the price head or its neighbours were asked for without a fitted head")
+    states = last_states(model, tokenizer, texts, **prompt)
+    out = {}
+    if HEAD in methods:
+        out[HEAD] = [Prediction(price, HEAD, f"price head on {head.rows} training rows")
+                     for price in head.prices(states)]
+    if NEIGHBOURS in methods:
+        out[NEIGHBOURS] = [Prediction(price, NEIGHBOURS, f"nearest of {head.rows} training rows by tuned states")
+                           for price in head.neighbour_prices(states)]
+    return out
