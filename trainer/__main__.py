@@ -12,7 +12,7 @@ from pathlib import Path
 from .config import PRESET_NAMES, PRESETS, QUANTIZATIONS, ConfigError, TrainConfig, field_docs, names_list, preset
 from .pricing import AUTO, AUTO_HELP, CHOICES, REGISTRY
 
-# Each subcommand imports what it runs when it runs: --help and the light subcommands never load the training stack.
+# Each subcommand imports what it runs when it runs: --help and check-data load no job, Tester, catalog or sweep.
 
 # CLI spellings the generated flags keep as aliases.
 ALIASES = {"learning_rate": ["--lr"]}

@@ -14,12 +14,11 @@ from typing import Literal
 
 import torch
 import yaml
+from peft import LoraConfig
 
 from .data.prompt import COURSE_2024_QUESTION, COURSE_QUESTION
 from .pricing import PROBE_METHODS, RETIRED
 from .trackers import Tracker
-
-# peft is imported only where a LoRA config is built: the CLI's --help and the form's checks need none of it.
 
 COURSE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 ALL_LINEAR = COURSE_TARGETS + ["gate_proj", "up_proj", "down_proj"]
@@ -257,7 +256,6 @@ class TrainConfig:
 
     def lora_config(self):
         """PEFT's LoraConfig of this run: r, alpha, dropout and target modules on a causal LM, no bias."""
-        from peft import LoraConfig
 
         return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
                           target_modules=list(self.target_modules), bias="none", task_type="CAUSAL_LM")

@@ -4,6 +4,7 @@ config import and export, the live estimates of memory and time; below them the 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import shlex
 import tempfile
 import typing
@@ -97,10 +98,6 @@ def discover_targets(model_name, current, touched):
             *(gr.skip() if name in touched else getattr(wanted, name) for name in MODEL_DEPENDENT[1:]))
 
 
-ESTIMATED = ("model", "quant", "lora_r", "lora_dropout", "target_modules", "batch_size", "max_length",
-             "gradient_checkpointing")
-"""The form fields the live memory estimate depends on."""
-
 def estimate(model="demo", quant=DEFAULTS.quant, lora_r=DEFAULTS.lora_r, lora_dropout=DEFAULTS.lora_dropout,
              target_modules=DEFAULTS.target_modules, batch_size=DEFAULTS.batch_size, max_length=DEFAULTS.max_length,
              gradient_checkpointing=DEFAULTS.gradient_checkpointing):
@@ -125,6 +122,10 @@ def estimate(model="demo", quant=DEFAULTS.quant, lora_r=DEFAULTS.lora_r, lora_dr
     length = "" if max_length else f" (max length auto: estimated at {ESTIMATE_LENGTH} tokens)"
     return (f"{adapter.describe()}\n\nOn a GPU (bf16 compute): {memory.describe()}{length}\n\n"
             f"{gpu_defaults_line(model.strip() or DEMO)}" + (f"\n\n**Warning:** {warning}" if warning else ""))
+
+
+ESTIMATED = tuple(inspect.signature(estimate).parameters)
+"""The form fields the live memory estimate depends on: its parameters."""
 
 
 TIMED = ("model", "quant", "batch_size", "grad_accum", "max_length", "max_steps", "sample_every", "probe_size",
