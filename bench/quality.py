@@ -166,12 +166,13 @@ def main() -> None:
     print(f"\non the {len(test_items)} held-out rows"
           + (f"; fine-tuned rows: mean (min–max) over {len(runs)} runs, seeds 0–{len(runs) - 1}" if len(runs) > 1
              else ""))
-    print(f"{'':<48}{'error $':>24}{'RMSLE':>22}{'hits %':>20}{'r²':>22}")
+    width = max(len(names.get(key, key)) for key in table) + 2
+    print(f"{'':<{width}}{'error $':>24}{'RMSLE':>22}{'hits %':>20}{'r²':>25}")
     for key, ms in table.items():
         guess = f"  (${ms[0]['guess']:.2f})" if "guess" in ms[0] else ""
-        print(f"{names.get(key, key):<48}{spread([m['error'] for m in ms], 2):>24}"
+        print(f"{names.get(key, key):<{width}}{spread([m['error'] for m in ms], 2):>24}"
               f"{spread([m['rmsle'] for m in ms], 3):>22}{spread([100 * m['hits'] for m in ms], 1):>20}"
-              f"{spread([m['r2'] for m in ms], 3):>22}{guess}")
+              f"{spread([m['r2'] for m in ms], 3):>25}{guess}")
     strong, near = rows[TEXT_BASELINE]["error"], rows[TEXT_NEIGHBOURS]["error"]
     for key, ms in table.items():
         if key.startswith("fine-tuned"):
