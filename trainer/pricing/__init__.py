@@ -55,17 +55,18 @@ REGISTRY = (
            "the same states read another way: the prices of the 10 training rows whose states are closest, which "
            "finds a product the catalogue already lists", after_training=True),
     Method("ensemble", "ensemble with the text baselines", STACK,
-           "stacks the two above, the best method on the validation rows and the text baselines (TF-IDF ridge and "
-           "TF-IDF nearest neighbours) by a linear regression in log price fitted on the validation rows, as the "
-           "course's week-8 ensemble does", after_training=True),
+           "stacks the price head, the nearest training rows, the best method on the validation rows and the text "
+           "baselines (TF-IDF ridge and TF-IDF nearest neighbours) by a linear regression in log price fitted on the "
+           "validation rows, as the course's week-8 ensemble does", after_training=True),
 )
 BY_NAME = {m.name: m for m in REGISTRY}
 HEAD, NEIGHBOURS, ENSEMBLE = "head", "neighbours", "ensemble"
 """The names other modules read a method by (each a REGISTRY entry)."""
 AUTO = "auto"
-"""Not a method: the one with the lowest $ error on the run's validation rows (choice.py)."""
-AUTO_HELP = ("the method with the lowest $ error on the run's validation rows (rows of the training split it was not "
-             "trained on, priced once per adapter: minutes on a CPU); the held-out rows never choose")
+"""Not a method: the one of METHODS with the lowest $ error on the run's validation rows (choice.py)."""
+AUTO_HELP = ("the fine-tuned model's single method with the lowest $ error on the run's validation rows (rows of the "
+             "training split it was not trained on, priced once per adapter: minutes on a CPU; the ensemble, fitted "
+             "on those rows, is not a candidate); the held-out rows never choose")
 RETIRED = {"median": "expected", "log_mean": "expected"}
 """Methods dropped (never better than the expected value in a measured run): an old config or price choice naming
 one reads as its replacement."""
