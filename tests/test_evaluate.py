@@ -316,7 +316,7 @@ def test_greedy_batched_equals_one_at_a_time(demo_model, demo_tokenizer):
     assert [p.price for p in batched] == [parse_price_output(s) for s in singles]
 
 
-def test_every_registered_method_prices_through_its_kind(demo_model, demo_tokenizer, tmp_path):
+def test_every_registered_method_prices_through_its_kind(demo_model, demo_tokenizer, tmp_path, capsys):
     from trainer.__main__ import main
     from trainer.config import ConfigError, TrainConfig
     from trainer.pricing import CHOICES, METHOD_NAMES, REGISTRY
@@ -336,6 +336,7 @@ def test_every_registered_method_prices_through_its_kind(demo_model, demo_tokeni
         TrainConfig(probe_method="head").validate()
     with pytest.raises(SystemExit):
         main(["predict", "--method", "median", "--run", str(tmp_path), "x"])
+    assert "invalid choice: 'median'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .data import FILE_FORMATS, OUTPUT_SUFFIXES, DataError, read_rows
 from .inference import predictor_for
-from .pricing import AUTO, ENSEMBLE, METHOD_NAMES, METHODS
+from .pricing import AUTO, DISTRIBUTION_METHODS, ENSEMBLE, METHOD_NAMES
 from .pricing.choice import BATCH, Cancelled, Progress, method_choice, resolve_method
 from .metrics import price_metrics
 from .pricing.ranges import bounds_note, price_ranges, range_scores, training_bounds
@@ -85,7 +85,7 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
     priced: dict[str, tuple[dict, list]] = {}
     pricing_started = time.time()
     cancelled = False
-    wanted = tuple(dict.fromkeys((METHODS[0], *model_methods)))  # the first gives the distribution for the range
+    wanted = tuple(dict.fromkeys((DISTRIBUTION_METHODS[0], *model_methods)))  # its candidates give the range
     for start in range(0, len(unique), BATCH):
         try:
             steps.check()
@@ -95,7 +95,8 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
         batch = unique[start:start + BATCH]
         out = predictor.predict_methods(batch, wanted)
         for i, text in enumerate(batch):
-            priced[text] = ({m: out[m][i].price for m in model_methods}, list(out[METHODS[0]][i].candidates))
+            beam = out[DISTRIBUTION_METHODS[0]][i].candidates
+            priced[text] = ({m: out[m][i].price for m in model_methods}, list(beam))
         done = min(start + BATCH, len(unique))
         left = (time.time() - pricing_started) / done * (len(unique) - done)
         steps.add(len(batch), f"pricing: {done:,} of {len(unique):,} texts, about {_duration(left)} left")

@@ -256,7 +256,6 @@ class TrainConfig:
 
     def lora_config(self):
         """PEFT's LoraConfig of this run: r, alpha, dropout and target modules on a causal LM, no bias."""
-
         return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
                           target_modules=list(self.target_modules), bias="none", task_type="CAUSAL_LM")
 
