@@ -81,21 +81,21 @@ def fine_tuned_rows(run: RunFolder, test_file: Path) -> dict:
                else float("nan"))
     t0 = time.time()
     result = evaluate_run(run.path, data=str(test_file))
-    print(f"evaluated {result['count']} held-out items in {time.time() - t0:.0f} s", flush=True)
+    print(f"evaluated {result.count} held-out items in {time.time() - t0:.0f} s", flush=True)
     print(range_line(result), flush=True)
-    rows = {"base_model": result["baselines"]["base_model"]}
+    rows = {"base_model": result.baselines["base_model"]}
     # The run's own text baselines (what its ensemble stacks) are fitted on fewer rows than the file's.
-    rows.update({"run " + k: result["baselines"][k] for k in (TEXT_BASELINE, TEXT_NEIGHBOURS)})
-    for method, metrics in result["methods"].items():
+    rows.update({"run " + k: result.baselines[k] for k in (TEXT_BASELINE, TEXT_NEIGHBOURS)})
+    for method, metrics in result.methods.items():
         rows[method_name(method)] = metrics
-    rows["fine-tuned, the headline (auto)"] = result["metrics"]
-    if result["validation"]:
-        v = result["validation"]
+    rows["fine-tuned, the headline (auto)"] = result.metrics
+    if result.validation:
+        v = result.validation
         print(f"on the run's {v['rows']} validation rows: best method {v['best_method']} "
               f"(${v['methods'][v['best_method']]['error']:.2f}); ensemble "
               f"{PriceChoice.load(run).ensemble_reason()} (${v['ensemble']['error']:.2f})", flush=True)
     print(f"run {run.name}: {status.get('step')} steps, {minutes:.1f} training minutes; headline "
-          f"{result['method']}", flush=True)
+          f"{result.method}", flush=True)
     return rows
 
 

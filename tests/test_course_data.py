@@ -148,7 +148,7 @@ def test_errors_by_category():
     categories = by_category(items)
     assert list(categories) == ["A", "B"] and categories["A"]["count"] == 2
     assert categories["A"]["model"]["error"] == 3.0 and categories["A"]["tfidf_ridge"]["error"] == 5.0
-    assert category_table({"categories": categories})[1][:4] == ["B", 1, 50.0, 10.0]
+    assert category_table(categories)[1][:4] == ["B", 1, 50.0, 10.0]
     assert by_category([{"truth": 1.0, "guess": 1.0, "tfidf_ridge": 1.0}]) == {}
 
 
@@ -178,7 +178,7 @@ def test_a_run_on_a_course_prompt_file_trains_on_the_summaries_and_evaluates_by_
 
     items = write_jsonl(tmp_path / "items.jsonl", [item(i) for i in range(12)])
     result = evaluate_run(run.path, data=str(items), limit=6, save=False)
-    kitchen = [i for i in result["items"] if i["category"] == "Kitchen"]
-    assert result["categories"]["Kitchen"]["count"] == len(kitchen) == 3
-    assert result["categories"]["Kitchen"]["model"] == price_metrics([i["guess"] for i in kitchen],
+    kitchen = [i for i in result.items if i["category"] == "Kitchen"]
+    assert result.categories["Kitchen"]["count"] == len(kitchen) == 3
+    assert result.categories["Kitchen"]["model"] == price_metrics([i["guess"] for i in kitchen],
                                                                      [i["truth"] for i in kitchen])

@@ -1,6 +1,7 @@
 """Price parsing, Tester metrics, greedy and expected-value prediction."""
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from trainer.pricing.hidden_state import fit_head
 from trainer.metrics import hit_color, price_metrics, summary_line
 from trainer.pricing.prompts import Prediction
 from trainer.pricing.stack import fit_stack, stacked
+from trainer.runs import Evaluation, RunFolder
 
 # ---------------------------------------------------------------------------------------------------------
 # parse_price_output
@@ -414,10 +416,10 @@ def _metrics(error):
     return {"error": error, "rmsle": 0.5, "hits": 0.5, "mse": error ** 2, "r2": 0.1, "unparseable": 0}
 
 
-def _result(methods: dict, baselines: dict, headline: str) -> dict:
-    return {"count": 200, "method": headline, "metrics": _metrics(methods[headline]),
-            "methods": {k: _metrics(v) for k, v in methods.items()},
-            "baselines": {k: _metrics(v) for k, v in baselines.items()}}
+def _result(methods: dict, baselines: dict, headline: str) -> Evaluation:
+    return Evaluation(run="r", data="held-out split", count=200, method=headline, metrics=_metrics(methods[headline]),
+                      methods={k: _metrics(v) for k, v in methods.items()},
+                      baselines={k: _metrics(v) for k, v in baselines.items()}, items=[])
 
 
 BASELINES = {"base_model": 61.5, "constant_mean": 56.8, "constant_median": 44.9, "linear_bow": 64.3,
@@ -450,3 +452,26 @@ def test_the_verdict_says_when_the_fine_tune_wins():
                                "(ensemble), is off by $30.49: it beats the strongest baseline, TF-IDF nearest "
                                "neighbours (log price) ($32.60; 0.94× its error), and beats a constant (training "
                                "median) (0.68×).")
+
+
+def test_eval_json_reads_back_and_older_files_still_read(tmp_path):
+    from trainer.tester import summary_table, verdict
+
+    run = RunFolder(tmp_path / "r")
+    assert run.evaluation() is None  # not evaluated
+    result = _result({"ensemble": 30.49, "head": 32.14, "expected": 33.66}, BASELINES, "ensemble")
+    result.verdict = verdict(result)
+    run.write_evaluation(result)
+    assert run.evaluation() == result
+    # A file from before every method had its own entry: greedy was the headline, the expected value a baseline.
+    old = {"run": "r", "data": "held-out split", "count": 200, "metrics": _metrics(40.0), "items": [],
+           "baselines": {"expected_value": _metrics(35.0), **{k: _metrics(v) for k, v in BASELINES.items()}}}
+    run.eval_file.write_text(json.dumps(old))
+    older = run.evaluation()
+    assert older.method == "greedy" and older.methods == {"greedy": _metrics(40.0), "expected": _metrics(35.0)}
+    assert "expected_value" not in older.baselines and older.categories == {} and older.ranges == {}
+    assert [row[0] for row in summary_table(older)][2:4] == ["fine-tuned, expected value", "fine-tuned, greedy ◀ headline"]
+    for broken in ("[1, 2]", "{\"run\": \"r\"}", "{not json"):
+        run.eval_file.write_text(broken)
+        with pytest.raises(ValueError, match="eval.json of run r is unreadable"):
+            run.evaluation()

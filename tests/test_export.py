@@ -38,7 +38,7 @@ def test_model_card_has_the_config_the_tester_metrics_and_the_scatter(trained_ru
             "(`What does this cost to the nearest dollar?` … `Price is $`)") in card, card[:800]
     result = evaluate_run(trained_run.path, limit=6)
     card = model_card(trained_run.path).read_text()
-    assert f"{result['metrics']['error']:.2f}" in card and "| lora_r | 8 |" in card
+    assert f"{result.metrics['error']:.2f}" in card and "| lora_r | 8 |" in card
     assert "training / " in card and "synthetic sample products" in card  # the data summary the job recorded
     image = trained_run.adapter_dir / "scatter.png"
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 5000

@@ -110,8 +110,8 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
 
     # The Tester CLI on the finished run: eval.json's metrics are those of its own items.
     assert main(["eval", "--run", str(run.path), "--limit", "4"]) == 0
-    result = json.loads(run.eval_file.read_text())
-    items = result["items"]
+    result = run.evaluation()
+    items = result.items
 
     def measured(key):
         return price_metrics([i[key] for i in items], [i["truth"] for i in items])
@@ -121,19 +121,19 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     choice = PriceChoice.load(run)
     assert choice.row_ids == [p.id for p in validation] and not set(choice.row_ids) & {p.id for p in held_out}
     assert choice.best_method == min(METHODS, key=lambda m: (choice.methods[m]["error"], METHODS.index(m)))
-    assert result["method"] == choice.best_method and "validation rows" in result["method_reason"]
-    assert len(items) == 4 and all(i["method"] == result["method"] for i in items)
-    assert result["metrics"] == measured("guess") == result["methods"][result["method"]]
-    assert set(result["methods"]) == {*METHODS, "ensemble"}
-    assert all(result["methods"][m] == measured(m) for m in result["methods"])
-    assert result["baselines"]["base_model"] == measured("base")
-    assert result["baselines"]["tfidf_ridge"] == measured("tfidf_ridge")
-    assert {"constant_mean", "constant_median", "linear_bow", "tfidf_ridge"} <= set(result["baselines"])
-    assert {"mse", "r2"} <= set(result["metrics"]) and {"mse", "r2"} <= set(result["baselines"]["tfidf_ridge"])
-    assert result["baselines"]["tfidf_neighbours"] == measured("tfidf_neighbours")
+    assert result.method == choice.best_method and "validation rows" in result.method_reason
+    assert len(items) == 4 and all(i["method"] == result.method for i in items)
+    assert result.metrics == measured("guess") == result.methods[result.method]
+    assert set(result.methods) == {*METHODS, "ensemble"}
+    assert all(result.methods[m] == measured(m) for m in result.methods)
+    assert result.baselines["base_model"] == measured("base")
+    assert result.baselines["tfidf_ridge"] == measured("tfidf_ridge")
+    assert {"constant_mean", "constant_median", "linear_bow", "tfidf_ridge"} <= set(result.baselines)
+    assert {"mse", "r2"} <= set(result.metrics) and {"mse", "r2"} <= set(result.baselines["tfidf_ridge"])
+    assert result.baselines["tfidf_neighbours"] == measured("tfidf_neighbours")
     # The ensemble stacks the head, its neighbours, the chosen method and both text baselines, fitted there too.
     stack = choice.ensemble_stack
-    assert result["ensemble"] == {"method": choice.best_method, **stack}
+    assert result.ensemble == {"method": choice.best_method, **stack}
     assert set(stack["members"]) == {"head", "neighbours", choice.best_method, "tfidf_ridge", "tfidf_neighbours"}
     assert all(i["ensemble"] == pytest.approx(stacked({m: i[m] for m in stack["members"]}, stack, "tfidf_ridge"))
                for i in items)
@@ -150,7 +150,7 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     # A method asked for is the headline; the choice is not measured again for the same adapter.
     before = run.choice_file.stat().st_mtime_ns
     assert main(["eval", "--run", str(run.path), "--limit", "4", "--method", "greedy"]) == 0
-    assert json.loads(run.eval_file.read_text())["method"] == "greedy" and run.choice_file.stat().st_mtime_ns == before
+    assert run.evaluation().method == "greedy" and run.choice_file.stat().st_mtime_ns == before
     capsys.readouterr()
     assert main(["predict", "--run", str(run.path), "--method", "ensemble", "Premium 6-quart stand mixer"]) == 0
     out = capsys.readouterr()

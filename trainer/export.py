@@ -124,7 +124,7 @@ def model_card(run_path) -> Path:
         scatter = run.adapter_dir / "scatter.png"
         # Redrawn only for a newer evaluation: an unchanged card leaves the adapter folder (and its zip) as it was.
         if not scatter.is_file() or scatter.stat().st_mtime < run.eval_file.stat().st_mtime:
-            scatter_png(evaluation["items"], scatter, summary_line(evaluation["metrics"]))
+            scatter_png(evaluation.items, scatter, summary_line(evaluation.metrics))
         lines += ["", "![truth vs estimate](scatter.png)"]
     else:
         lines.append(f"Not evaluated yet: `python -m trainer eval --run {run.path}` and export again.")

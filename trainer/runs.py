@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TypedDict
 
@@ -53,24 +53,59 @@ class Status(TypedDict, total=False):
     phases: dict  # seconds of wall time by phase (data, text baseline, tokenize, model load, steps, probe, saves)
 
 
-class Evaluation(TypedDict, total=False):
-    """eval.json: the Tester's result (tester.evaluate_run), every key named once here; its rows' metrics are
-    metrics.price_metrics dicts (error, rmsle, hits, mse, r2, unparseable, count)."""
+@dataclass
+class Evaluation:
+    """eval.json: the Tester's result (tester.evaluate_run). Its metrics are metrics.price_metrics dicts (error,
+    rmsle, hits, mse, r2, unparseable, count)."""
 
     run: str
-    data: str  # "held-out split", or the file evaluated on
-    count: int  # rows priced
-    method: str  # the headline method (pricing.CHOICES less auto), chosen before these rows were priced
-    method_reason: str  # why: asked for, or the lowest $ error on the validation rows
-    metrics: dict  # the headline's metrics
-    methods: dict  # each fine-tuned method's metrics (the ensemble too, when the run has validation rows)
-    baselines: dict  # base_model, the constants, linear_bow and both text baselines: their metrics
-    ensemble: dict | None  # the ensemble's fit: the best method, its members' weights and intercept
-    validation: dict | None  # rows, methods, best_method and ensemble on the validation rows
-    items: list  # per row: text (cut), truth, guess (the headline), category, and every method's and baseline's price
-    categories: dict  # per category: count and the headline's and the text baseline's metrics
-    verdict: str  # one sentence: the best method against the strongest simple baseline and a constant
-    ranges: dict  # per level: the raw and calibrated ranges' coverage and median width, and the adjustment
+    """The run evaluated."""
+    data: str
+    """"held-out split", or the file evaluated on."""
+    count: int
+    """Rows priced."""
+    method: str
+    """The headline method (pricing.CHOICES less auto), chosen before these rows were priced."""
+    metrics: dict
+    """The headline's metrics."""
+    methods: dict[str, dict]
+    """Each fine-tuned method's metrics (the ensemble too, when the run has validation rows)."""
+    baselines: dict[str, dict]
+    """base_model, the constants, linear_bow and both text baselines: their metrics."""
+    items: list[dict]
+    """Per row: text (cut), truth, guess (the headline), category, and every method's and baseline's price."""
+    method_reason: str = ""
+    """Why the headline: asked for, or how it was chosen on the validation rows."""
+    ensemble: dict | None = None
+    """The ensemble's fit: the best method, its members' weights and intercept."""
+    validation: dict | None = None
+    """Rows, methods, best_method and ensemble on the validation rows."""
+    categories: dict[str, dict] = field(default_factory=dict)
+    """Per category: count and the headline's and the text baseline's metrics."""
+    verdict: str = ""
+    """One sentence: the best method against the strongest simple baseline and a constant."""
+    ranges: dict = field(default_factory=dict)
+    """Per level: the raw and calibrated ranges' coverage and median width, and the adjustment."""
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Evaluation":
+        """An Evaluation from eval.json's text, older files included; ValueError when a field is missing."""
+        if not isinstance(values, dict):
+            raise ValueError("not a PriceTune evaluation: not a JSON object")
+        values = dict(values)
+        values.setdefault("method", "greedy")  # before the headline could be chosen, it was greedy decoding
+        if "methods" not in values:
+            # Before every method had an entry, the other method was kept among the baselines.
+            baselines = dict(values.get("baselines") or {})
+            older = {m: baselines.pop(k) for k, m in (("expected_value", "expected"), ("greedy", "greedy"))
+                     if k in baselines}
+            values.update(baselines=baselines, methods={values["method"]: values.get("metrics"), **older})
+        names = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in values.items() if k in names})
+        except TypeError as exc:
+            raise ValueError(f"not a PriceTune evaluation: {exc}") from None
+
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -189,15 +224,20 @@ class RunFolder:
     def evaluation(self) -> Evaluation | None:
         """eval.json (the Tester's last result), or None when the run was not evaluated; ValueError if unreadable."""
         try:
-            return json.loads(self.eval_file.read_text())
+            return Evaluation.from_dict(json.loads(self.eval_file.read_text()))
         except FileNotFoundError:
             return None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ValueError(f"eval.json of run {self.name} is unreadable: {exc}") from None
 
     def delete(self) -> None:
         """Remove the run folder and everything in it."""
         shutil.rmtree(self.path)
+
+    def write_evaluation(self, evaluation: Evaluation) -> None:
+        """eval.json: the Tester's result, replacing the last."""
+        if self.writer:
+            write_atomic(self.eval_file, json.dumps(asdict(evaluation)))
 
     def write_config(self, config) -> None:
         """config.yaml: the run's TrainConfig as recorded (TrainConfig.recorded)."""

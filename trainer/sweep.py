@@ -116,7 +116,7 @@ def run_sweep(sweep: Sweep, start: Callable, progress: Callable[[str], None] = p
         state = run.state() if run.config_file.is_file() else None
         if state is None and run.path.exists():  # killed before its config was written: nothing to keep
             shutil.rmtree(run.path)
-        if state == "done" and (run.path / "eval.json").is_file():
+        if state == "done" and run.eval_file.is_file():
             progress(f"{label}: done before, {run.name}")
             continue
         if state != "done":
@@ -140,14 +140,13 @@ def write_leaderboard(sweep: Sweep) -> list[dict]:
 
     rows, baselines = [], {}
     for i, name in enumerate(sweep.runs):
-        path = sweep.run_folder(i).path / "eval.json"
-        if not path.is_file():
+        result = sweep.run_folder(i).evaluation()
+        if result is None:
             continue
-        result = json.loads(path.read_text())
-        m = result["metrics"]
-        rows.append({"run": name, "point": sweep.points[i], "method": result.get("method"), "error": m["error"],
-                     "rmsle": m["rmsle"], "hits": m["hits"], "count": result["count"]})
-        baselines = baselines or result["baselines"]
+        m = result.metrics
+        rows.append({"run": name, "point": sweep.points[i], "method": result.method, "error": m["error"],
+                     "rmsle": m["rmsle"], "hits": m["hits"], "count": result.count})
+        baselines = baselines or result.baselines
     for key, label in ((TEXT_BASELINE, "TF-IDF ridge"), (TEXT_NEIGHBOURS, "TF-IDF neighbours")):
         if key in baselines:  # an eval.json from before the neighbours baseline has only the ridge
             b = baselines[key]

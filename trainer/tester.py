@@ -4,7 +4,6 @@ and the baselines on a test set, in one table and one verdict; writes eval.json.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Callable
@@ -18,7 +17,7 @@ from .pricing.choice import Progress, method_choice, price_all, price_choice, re
 from .pricing.distribution import point_estimate
 from .metrics import price_metrics, summary_line
 from .pricing.ranges import price_ranges, range_adjustment, range_report, training_bounds
-from .runs import Evaluation, RunFolder, write_atomic
+from .runs import Evaluation, RunFolder
 
 
 def test_set(run: RunFolder, data: str | None = None) -> list[Product]:
@@ -111,22 +110,21 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
         baselines.update(constant_baselines(train, items))
         baselines["linear_bow"] = price_metrics(linear_bow(train)(texts), truths)
     baselines.update({k: price_metrics(guesses[k], truths) for k in (TEXT_BASELINE, TEXT_NEIGHBOURS)})
-    result: Evaluation = {
-        "run": run.name, "data": data or "held-out split", "count": len(items), "method": headline,
-        "method_reason": why, "metrics": methods[headline], "methods": methods, "baselines": baselines,
-        "ensemble": {"method": choice.best_method, **choice.ensemble_stack} if choice else None,
-        "validation": None if choice is None else {k: getattr(choice, k) for k in ("rows", "methods", "best_method",
-                                                                                      "ensemble")},
-        "items": [{"text": t[:200], "truth": y, "guess": guesses[headline][i], "method": headline,
-                   **({"category": items[i].category} if items[i].category else {}),
-                   **{k: guesses[k][i] for k in (*methods, "base", TEXT_BASELINE, TEXT_NEIGHBOURS)}}
-                  for i, (t, y) in enumerate(zip(texts, truths))],
-    }
-    result["categories"] = by_category(result["items"])
-    result["verdict"] = verdict(result)
-    result["ranges"] = range_report(guesses["candidates"], guesses[headline], truths, choice, training_bounds(run))
+    rows = [{"text": t[:200], "truth": y, "guess": guesses[headline][i], "method": headline,
+             **({"category": items[i].category} if items[i].category else {}),
+             **{k: guesses[k][i] for k in (*methods, "base", TEXT_BASELINE, TEXT_NEIGHBOURS)}}
+            for i, (t, y) in enumerate(zip(texts, truths))]
+    result = Evaluation(
+        run=run.name, data=data or "held-out split", count=len(items), method=headline, method_reason=why,
+        metrics=methods[headline], methods=methods, baselines=baselines, items=rows,
+        ensemble={"method": choice.best_method, **choice.ensemble_stack} if choice else None,
+        validation=None if choice is None else {k: getattr(choice, k) for k in ("rows", "methods", "best_method",
+                                                                               "ensemble")},
+        categories=by_category(rows),
+        ranges=range_report(guesses["candidates"], guesses[headline], truths, choice, training_bounds(run)))
+    result.verdict = verdict(result)
     if save:
-        write_atomic(run.eval_file, json.dumps(result))
+        run.write_evaluation(result)
     return result
 
 
@@ -149,10 +147,10 @@ CATEGORY_COLUMNS = ["category", "items", "fine-tuned error $", "text baseline er
 
 
 
-def category_table(result: Evaluation) -> list[list]:
-    """Rows of CATEGORY_COLUMNS: the headline's and the text baseline's $ error in each category."""
+def category_table(categories: dict) -> list[list]:
+    """Rows of CATEGORY_COLUMNS from an Evaluation's categories: the headline's and the text baseline's $ error in each."""
     return [[name, c["count"], round(c["model"]["error"], 2), round(c[TEXT_BASELINE]["error"], 2),
-             round(100 * c["model"]["hits"], 1)] for name, c in (result.get("categories") or {}).items()]
+             round(100 * c["model"]["hits"], 1)] for name, c in categories.items()]
 
 
 
@@ -174,16 +172,6 @@ CONSTANTS = ("constant_mean", "constant_median")
 SIMPLE_BASELINES = (TEXT_BASELINE, TEXT_NEIGHBOURS, "linear_bow", *CONSTANTS)
 """The baselines a fine-tune must beat to be worth it (the base model is not one: it is the starting point)."""
 
-def _rows(result: dict) -> tuple[dict, dict]:
-    """The fine-tuned model's methods (the ensemble included) and the baselines, each key → metrics."""
-    headline = result.get("method", "greedy")
-    baselines = dict(result["baselines"])
-    # eval.json from before every method had its entry kept the other method among the baselines.
-    older = {m: baselines.pop(k) for k, m in (("expected_value", "expected"), ("greedy", "greedy")) if k in baselines}
-    return result.get("methods") or {headline: result["metrics"], **older}, baselines
-
-
-
 def _best(rows: dict, keys) -> tuple[str, dict] | None:
     found = [(k, rows[k]) for k in keys if k in rows]
     return min(found, key=lambda kv: kv[1]["error"]) if found else None
@@ -193,10 +181,10 @@ def _best(rows: dict, keys) -> tuple[str, dict] | None:
 def verdict(result: Evaluation) -> str:
     """One plain sentence: which method of the fine-tune priced best on these rows, and how it stands against the
     strongest simple baseline and a constant (ratios of $ error)."""
-    methods, baselines = _rows(result)
+    methods, baselines = result.methods, result.baselines
     best, metrics = _best(methods, methods)
     short = lambda method: method_name(method).removeprefix("fine-tuned, ")  # noqa: E731
-    line = (f"On these {result['count']} rows the fine-tune's best method, {short(best)}, is off by "
+    line = (f"On these {result.count} rows the fine-tune's best method, {short(best)}, is off by "
             f"${metrics['error']:.2f}")
     strongest, constant = _best(baselines, SIMPLE_BASELINES), _best(baselines, CONSTANTS)
     if strongest:
@@ -208,10 +196,9 @@ def verdict(result: Evaluation) -> str:
     if constant and constant[0] != (strongest or ("",))[0]:
         ratio = metrics["error"] / constant[1]["error"] if constant[1]["error"] else float("inf")
         line += f", and {'beats' if ratio < 1 else 'does not beat'} a {ROW_NAMES[constant[0]]} ({ratio:.2f}×)"
-    headline = result.get("method", "greedy")
-    if headline != best:
-        line += (f". The headline, {short(headline)}, was chosen before these rows were priced "
-                 f"(${result['metrics']['error']:.2f} here)")
+    if result.method != best:
+        line += (f". The headline, {short(result.method)}, was chosen before these rows were priced "
+                 f"(${result.metrics['error']:.2f} here)")
     return line + "."
 
 
@@ -219,12 +206,10 @@ def verdict(result: Evaluation) -> str:
 def summary_table(result: Evaluation) -> list[list]:
     """Rows of (model, error, RMSLE, hits %, MSE, r², unparseable), by $ error: every method of the fine-tuned model
     (the headline and the best marked), the ensemble, the base model and the baselines (the strongest marked)."""
-    headline = result.get("method", "greedy")
-    methods, baselines = _rows(result)
-    strongest = (_best(baselines, SIMPLE_BASELINES) or ("",))[0]
-    rows = [(method_name(k) + (" ◀ headline" if k == headline else ""), v) for k, v in methods.items()]
+    strongest = (_best(result.baselines, SIMPLE_BASELINES) or ("",))[0]
+    rows = [(method_name(k) + (" ◀ headline" if k == result.method else ""), v) for k, v in result.methods.items()]
     rows += [(ROW_NAMES.get(k, k) + (" ◀ strongest baseline" if k == strongest else ""), v)
-             for k, v in baselines.items()]
+             for k, v in result.baselines.items()]
     rows.sort(key=lambda row: row[1]["error"])
     return [[name, round(m["error"], 2), round(m["rmsle"], 3), round(100 * m["hits"], 1),
              None if m.get("mse") is None else round(m["mse"], 1), None if m.get("r2") is None else round(m["r2"], 3),
@@ -233,6 +218,6 @@ def summary_table(result: Evaluation) -> list[list]:
 
 
 def one_line(result: Evaluation) -> str:
-    why = f" ({result['method_reason']})" if result.get("method_reason") else ""
-    return (f"{result['run']} on {result['count']} items ({result['data']}), "
-            f"{method_name(result.get('method', 'greedy'))}{why}: {summary_line(result['metrics'])}")
+    why = f" ({result.method_reason})" if result.method_reason else ""
+    return (f"{result.run} on {result.count} items ({result.data}), {method_name(result.method)}{why}: "
+            f"{summary_line(result.metrics)}")

@@ -119,10 +119,10 @@ def range_report(candidates: list, prices: list, truths: list, choice: PriceChoi
     return report
 
 
-def range_line(result: dict) -> str:
-    """The ranges' coverage in words: nominal level, raw and calibrated coverage and median width."""
+def range_line(result) -> str:
+    """An Evaluation's ranges' coverage in words: nominal level, raw and calibrated coverage and median width."""
     parts = []
-    for level, r in (result.get("ranges") or {}).items():
+    for level, r in result.ranges.items():
         if r["raw"]["coverage"] is None:
             continue
         part = (f"{100 * float(level):.0f}% range covers {100 * r['raw']['coverage']:.0f}% raw "

@@ -47,16 +47,16 @@ def run_evaluation(run_name, file, limit, method=AUTO, request: gr.Request = Non
         return "Evaluation cancelled; nothing was written.", None, None, None, None, None
     except ValueError as exc:  # DataError, ModelError: bad test file or unloadable run
         return refused(f"**Cannot evaluate:** {exc}"), None, None, None, None, None
-    truths = [item["truth"] for item in result["items"]]
-    guesses = [item["guess"] for item in result["items"]]
+    truths = [item["truth"] for item in result.items]
+    guesses = [item["guess"] for item in result.items]
     table = pd.DataFrame(summary_table(result), columns=EVAL_COLUMNS)
     saved = ("Saved with run {run_name}: its model card and adapter zip include it." if save else
              f"Not saved: only the user who started run {run_name} (or an admin) writes its evaluation.")
-    categories = result["categories"]
+    categories = result.categories
     ranges = f"{range_line(result)}  \n" if range_line(result) else ""
     return (f"**{verdict(result)}**  \n{one_line(result)}  \n{ranges}{saved.format(run_name=run_name)}", table,
             charts.scatter_figure(truths, guesses), charts.bucket_figure(truths, guesses),
-            gr.update(value=pd.DataFrame(category_table(result), columns=CATEGORY_COLUMNS), visible=bool(categories)),
+            gr.update(value=pd.DataFrame(category_table(categories), columns=CATEGORY_COLUMNS), visible=bool(categories)),
             gr.update(value=charts.category_figure(categories), visible=bool(categories)))
 
 

@@ -86,7 +86,7 @@ def open_run(run_name):
                      "the Tester's result with the run.")
     else:
         evaluation = pd.DataFrame(summary_table(result), columns=EVAL_COLUMNS)
-        lines.append(f"Evaluated on {result['count']} items ({result['data']}).")
+        lines.append(f"Evaluated on {result.count} items ({result.data}).")
     try:
         config_text = run.config_file.read_text()
     except OSError:
