@@ -93,7 +93,8 @@ def fine_tuned_rows(run: RunFolder, test_file: Path) -> dict:
         v = result.validation
         print(f"on the run's {v['rows']} validation rows: best method {v['best_method']} "
               f"(${v['methods'][v['best_method']]['error']:.2f}); ensemble "
-              f"{PriceChoice.load(run).ensemble_reason()} (${v['ensemble']['error']:.2f})", flush=True)
+              f"{PriceChoice.load(run).ensemble_reason()} (${v['ensemble']['error']:.2f} in sample, "
+              f"${(v.get('ensemble_out_of_fold') or {}).get('error', float('nan')):.2f} out of fold)", flush=True)
     print(f"run {run.name}: {status.get('step')} steps, {minutes:.1f} training minutes; headline "
           f"{result.method}", flush=True)
     return rows

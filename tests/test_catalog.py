@@ -132,7 +132,8 @@ def test_ranges_and_their_coverage_by_hand():
     # Validation rows without any distribution (a model that never wrote digits): no calibration, raw ranges.
     def chosen(candidates, truths):  # a price choice whose rows gave these candidates
         return PriceChoice(step=1, rows=len(truths), row_ids=[], methods={}, best_method="expected", ensemble_stack={},
-                           ensemble={}, tfidf_ridge={}, tfidf_neighbours={}, truths=truths, candidates=candidates)
+                           ensemble={}, ensemble_out_of_fold=None, headline="expected", tfidf_ridge={},
+                           tfidf_neighbours={}, truths=truths, candidates=candidates)
 
     assert range_adjustment(chosen([[], []], [1.0, 2.0]), 0.8) is None
     assert price_ranges([[(10.0, 1.0)]], [10.0], 0.8, chosen([[]], [3.0])) == [(10.0, 10.0)]

@@ -16,7 +16,7 @@ from trainer.pricing.distribution import number_tokens, point_estimate, predict_
 from trainer.pricing.hidden_state import fit_head
 from trainer.metrics import hit_color, price_metrics, summary_line
 from trainer.pricing.prompts import Prediction
-from trainer.pricing.stack import fit_stack, stacked
+from trainer.pricing.stack import fit_stack, out_of_fold, stacked
 from trainer.runs import Evaluation, RunFolder
 
 # ---------------------------------------------------------------------------------------------------------
@@ -143,6 +143,24 @@ def test_the_stacked_ensemble_and_its_fit():
     assert fit_stack({"model": [None, *truths], "text": [1.0, *noisy]}, [1.0, *truths])["members"]["model"] > 0.9
     with pytest.raises(ValueError, match="at least 2"):
         fit_stack({"model": [None, 5.0], "text": [1.0, 2.0]}, [1.0, 2.0])
+
+
+def test_the_ensembles_out_of_fold_prices_come_from_fits_without_their_row():
+    truths = [10.0, 100.0, 50.0, 20.0, 300.0, 5.0, 70.0, 35.0, 12.0, 150.0]
+    noise = [t * f for t, f in zip(truths, (3, 0.2, 2, 0.5, 1.5, 4, 0.3, 1, 2, 0.6))]
+    members = {"model": [2 * t + 1 for t in truths], "tfidf_ridge": noise}
+    folded = out_of_fold(members, truths)
+    # A member twice the truth is learnt from the other folds, so every row's price is close to its truth.
+    assert folded == pytest.approx(truths, rel=0.1)
+    # Noisy members: priced by fits without their rows, the ensemble's error is larger than its own fit's on the
+    # same rows (which flatters it), and that is the error auto compares with the single methods'.
+    other = [t * f for t, f in zip(truths, (0.4, 2, 0.6, 3, 0.3, 1, 2.5, 0.5, 1.8, 0.7))]
+    noisy = {"tfidf_ridge": noise, "other": other}
+    fitted = fit_stack(noisy, truths)
+    in_sample = [stacked({m: v[i] for m, v in noisy.items()}, fitted, "tfidf_ridge") for i in range(len(truths))]
+    assert price_metrics(out_of_fold(noisy, truths), truths)["error"] > price_metrics(in_sample, truths)["error"]
+    # Too few rows to fold: no out-of-fold price, so the ensemble is no candidate.
+    assert out_of_fold({"model": [1.0, 2.0], "tfidf_ridge": [1.0, 2.0]}, [1.0, 2.0]) is None
 
 
 # ---------------------------------------------------------------------------------------------------------

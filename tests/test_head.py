@@ -135,7 +135,7 @@ def test_a_price_by_another_method_does_not_fit_the_head(tiny_run, tmp_path):
     shutil.copytree(tiny_run.path, run_path)
     run = RunFolder(run_path)
     choice = price_choice(run, predictor_for(run.path))
-    dataclasses.replace(choice, best_method="head").save(run)
+    dataclasses.replace(choice, best_method="head", headline="head").save(run)
     (run_path / "adapter" / HEAD_FILE).unlink()
     predictor_for(tiny_run.path)  # the copy's predictor, with its head in memory, is dropped
     prices, used, _ = price_texts(run_path, ["A steel shelf bracket"], method="expected")

@@ -77,8 +77,6 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
     predictor = predictor_for(run.path, progress)
     choice = method_choice(run, predictor, method, progress)
     used, why = resolve_method(method, choice, predictor.config.probe_method)
-    if used == ENSEMBLE:
-        why = choice.ensemble_reason()
     model_methods = choice.ensemble_methods() if used == ENSEMBLE else (used,)
     unique = list(dict.fromkeys(t for t in rows.texts if t))  # a repeated text is priced once
     steps = Progress(len(unique), progress, cancel)

@@ -41,7 +41,7 @@ def price_texts(run_path: str | Path, texts: list[str], method: str = AUTO,
         return [p.price for p in predictor.predict(texts, method=used)], used, why
     priced = predictor.predict_methods(texts, choice.ensemble_methods())
     prices = {m: [p.price for p in preds] for m, preds in priced.items()}
-    return choice.ensemble_prices(run, prices, texts), used, choice.ensemble_reason()
+    return choice.ensemble_prices(run, prices, texts), used, why
 
 
 
@@ -62,8 +62,6 @@ def explain_price(run_path: str | Path, text: str, method: str = AUTO,
     prices.update({m: p[0].price for m, p in predictor.predict_methods([text], others).items()})
     if choice:
         prices[ENSEMBLE] = choice.ensemble_prices(run, {m: [prices[m]] for m in METHODS}, [text])[0]
-        if used == ENSEMBLE:
-            why = choice.ensemble_reason()
     bounds = training_bounds(run)
     span = price_ranges([candidates], [prices[used]], level, choice, bounds)[0]
     return {"method": used, "reason": why, "price": prices[used], "prices": prices, "range": span, "level": level,
@@ -94,10 +92,6 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
     steps = Progress(PASSES * to_choose + (PASSES + 1) * len(texts) + predictor.head_rows_to_fit(), progress, cancel)
     choice = price_choice(run, predictor, steps)
     headline, why = resolve_method(method, choice, predictor.config.probe_method)
-    if headline == ENSEMBLE:
-        if choice is None:
-            raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
-        why = choice.ensemble_reason()
 
     guesses = price_all(predictor, texts, steps, f"pricing {len(texts)} test rows")
     guesses.update(text_prices(run, texts))
@@ -119,7 +113,8 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
         metrics=methods[headline], methods=methods, baselines=baselines, items=rows,
         ensemble={"method": choice.best_method, **choice.ensemble_stack} if choice else None,
         validation=None if choice is None else {k: getattr(choice, k) for k in ("rows", "methods", "best_method",
-                                                                               "ensemble")},
+                                                                               "ensemble", "ensemble_out_of_fold",
+                                                                               "headline")},
         categories=by_category(rows),
         ranges=range_report(guesses["candidates"], guesses[headline], truths, choice, training_bounds(run)))
     result.verdict = verdict(result)

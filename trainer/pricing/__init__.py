@@ -63,10 +63,12 @@ BY_NAME = {m.name: m for m in REGISTRY}
 HEAD, NEIGHBOURS, ENSEMBLE = "head", "neighbours", "ensemble"
 """The names other modules read a method by (each a REGISTRY entry)."""
 AUTO = "auto"
-"""Not a method: the one of METHODS with the lowest $ error on the run's validation rows (choice.py)."""
-AUTO_HELP = ("the fine-tuned model's single method with the lowest $ error on the run's validation rows (rows of the "
-             "training split it was not trained on, priced once per adapter: minutes on a CPU; the ensemble, fitted "
-             "on those rows, is not a candidate); the held-out rows never choose")
+"""Not a method: the one of METHODS or the ensemble with the lowest $ error on the run's validation rows
+(choice.py)."""
+AUTO_HELP = ("the method with the lowest $ error on the run's validation rows (rows of the training split it was "
+             "not trained on, priced once per adapter: minutes on a CPU); the ensemble, fitted on those rows, "
+             "competes by its out-of-fold error (each row priced by a fit on the other rows); the held-out rows "
+             "never choose")
 RETIRED = {"median": "expected", "log_mean": "expected"}
 """Methods dropped (never better than the expected value in a measured run): an old config or price choice naming
 one reads as its replacement."""

@@ -14,7 +14,7 @@ from ..data import DataError
 from ..runs import RunFolder, write_atomic
 from . import AUTO, CHOICES, DISTRIBUTION_METHODS, ENSEMBLE, METHODS, PASSES, STATE_METHODS
 from ..metrics import price_metrics
-from .stack import MEMBER_NAMES, ensemble_members, fit_stack, stacked_all
+from .stack import MEMBER_NAMES, ensemble_members, fit_stack, out_of_fold, stacked_all
 
 BATCH = 16
 
@@ -38,6 +38,11 @@ class PriceChoice:
     """The ensemble's fit: {"members": name → weight, "intercept": …} in log(1+price) (stack.fit_stack)."""
     ensemble: dict
     """The ensemble's metrics on these rows (fitted on them: optimistic)."""
+    ensemble_out_of_fold: dict | None
+    """The ensemble's metrics on these rows, each priced by a fit on the other folds (stack.out_of_fold): comparable
+    to the methods'; None when the rows are too few to fold."""
+    headline: str
+    """What `auto` prices by: the lowest $ error of METHODS and the ensemble out of fold (a single method on a tie)."""
     tfidf_ridge: dict
     """The TF-IDF ridge's metrics on these rows."""
     tfidf_neighbours: dict
@@ -57,6 +62,7 @@ class PriceChoice:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         fine = (set(METHODS) <= set(choice.methods) and choice.best_method in METHODS
+                and choice.headline in (*METHODS, ENSEMBLE)
                 and set(choice.ensemble_stack.get("members", {})) <= {*METHODS, TEXT_BASELINE, TEXT_NEIGHBOURS})
         return choice if fine else None
 
@@ -70,6 +76,11 @@ class PriceChoice:
     def ensemble_prices(self, run: RunFolder, model_prices: dict[str, list], texts: list[str]) -> list[float]:
         """The ensemble's prices of `texts`, given the fine-tuned model's prices by (at least) ensemble_methods()."""
         return stacked_all(self.ensemble_stack, {**model_prices, **text_prices(run, texts)}, len(texts))
+
+    def headline_reason(self) -> str:
+        """Why `auto` prices by the headline, in words."""
+        why = f"the lowest $ error on {self.rows} validation rows"
+        return why + (", the ensemble's measured out of fold" if self.headline == ENSEMBLE else "")
 
     def ensemble_reason(self) -> str:
         """The ensemble's formula in words, its members by the names every table gives them."""
@@ -162,10 +173,16 @@ def price_choice(run: RunFolder, predictor=None, progress: Progress | None = Non
     guesses.update(text_prices(run, texts))
     scores = {m: price_metrics(guesses[m], truths) for m in METHODS}
     best = min(METHODS, key=lambda m: (scores[m]["error"], METHODS.index(m)))
-    stack = fit_stack({m: guesses[m] for m in ensemble_members(best)}, truths)
+    members = {m: guesses[m] for m in ensemble_members(best)}
+    stack = fit_stack(members, truths)
+    folded = out_of_fold(members, truths)
+    folded = None if folded is None else price_metrics(folded, truths)
+    # The ensemble's own fit on these rows flatters it; only its out-of-fold error may compete with the methods'.
+    headline = ENSEMBLE if folded and folded["error"] < scores[best]["error"] else best
     choice = PriceChoice(step=step, rows=len(validation), row_ids=[p.id for p in validation], methods=scores,
                          best_method=best, ensemble_stack=stack,
                          ensemble=price_metrics(stacked_all(stack, guesses, len(texts)), truths),
+                         ensemble_out_of_fold=folded, headline=headline,
                          tfidf_ridge=price_metrics(guesses[TEXT_BASELINE], truths),
                          tfidf_neighbours=price_metrics(guesses[TEXT_NEIGHBOURS], truths), truths=truths,
                          candidates=[[[round(v, 2), round(p, 5)] for v, p in c] for c in guesses["candidates"]])
@@ -174,14 +191,18 @@ def price_choice(run: RunFolder, predictor=None, progress: Progress | None = Non
 
 
 def resolve_method(method: str, choice: PriceChoice | None, probe_method: str) -> tuple[str, str]:
-    """(method, why) for a method asked for: `auto` is the validation rows' best, else the run's `probe_method`."""
-    if method != AUTO:
-        if method not in CHOICES:
-            raise ValueError(f"unknown price method {method!r}; one of {', '.join(CHOICES)}")
-        return method, "as asked"
-    if choice:
-        return choice.best_method, f"the lowest $ error on {choice.rows} validation rows"
-    return probe_method, "the run's probe method (it has no validation rows)"
+    """(method, why) for a method asked for: `auto` is the choice's headline, or without validation rows the run's
+    `probe_method`; the ensemble's why ends with its formula."""
+    if method not in CHOICES:
+        raise ValueError(f"unknown price method {method!r}; one of {', '.join(CHOICES)}")
+    if method == AUTO and not choice:
+        return probe_method, "the run's probe method (it has no validation rows)"
+    used, why = (choice.headline, choice.headline_reason()) if method == AUTO else (method, "as asked")
+    if used == ENSEMBLE:
+        if not choice:
+            raise DataError("the run has no validation rows to fit the ensemble on")
+        why += f"; {choice.ensemble_reason()}"
+    return used, why
 
 
 def method_choice(run: RunFolder, predictor, method: str, progress) -> PriceChoice | None:
@@ -194,7 +215,7 @@ def method_choice(run: RunFolder, predictor, method: str, progress) -> PriceChoi
         if method == ENSEMBLE and choice is None:
             raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
     # Only the head asked for, needed by the ensemble or chosen by auto, is worth minutes of fitting here.
-    if (method in STATE_METHODS or (method == ENSEMBLE and choice)
-            or (method == AUTO and choice and choice.best_method in STATE_METHODS)):
+    used = choice.headline if method == AUTO and choice else method
+    if used in STATE_METHODS or (used == ENSEMBLE and choice):
         ready_head(predictor, Progress(predictor.head_rows_to_fit(), progress, None))
     return choice

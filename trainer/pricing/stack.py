@@ -32,6 +32,25 @@ def fit_stack(members: dict[str, list[float | None]], truths: list[float]) -> di
     return {"members": {n: float(c) for n, c in zip(names, fit.coef_)}, "intercept": float(fit.intercept_)}
 
 
+def out_of_fold(members: dict[str, list[float | None]], truths: list[float], folds: int = 5) -> list[float] | None:
+    """Each row's ensemble price from a fit on the other rows (scikit-learn's KFold, `folds` parts): its error is as
+    honest as a single method's on these rows, which the ensemble's own fit on them is not. None when a fold has
+    too few rows to be fitted on."""
+    from sklearn.model_selection import KFold
+
+    prices: list[float | None] = [None] * len(truths)
+    if len(truths) < 2:
+        return None
+    for fitted, held in KFold(min(folds, len(truths)), shuffle=True, random_state=0).split(truths):
+        try:
+            stack = fit_stack({m: [v[i] for i in fitted] for m, v in members.items()}, [truths[i] for i in fitted])
+        except ValueError:
+            return None
+        for i in held:
+            prices[i] = stacked({m: v[i] for m, v in members.items()}, stack, TEXT_BASELINE)
+    return prices
+
+
 def stacked(prices: dict[str, float | None], stack: dict, fallback: str) -> float:
     """The ensemble's price from each member's price of one row: exp(intercept + Σ weight·log(1+price)) − 1; the
     `fallback` member's price where any member gave none."""
