@@ -45,7 +45,7 @@ def test_gpu_check_runs_every_stage_on_a_cpu(tmp_path):
     assert "demo-shaped random model" in text and "done: 2 steps" in text
     assert "config: quant: 4bit, fp32_norms: true, gradient_checkpointing: false" in text
     assert "hub_kernels: false" in text
-    assert "(the lowest $ error on 8 validation rows)" in text  # eval's headline line
+    assert "(the lowest $ error on 8 validation rows" in text  # eval's headline line
     assert "course: generate(3) per item" in text and "on CPU" in text
     assert not (tmp_path / "work" / "model").exists()  # the random 8B-shaped model is removed at the end
 

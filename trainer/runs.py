@@ -107,7 +107,6 @@ class Evaluation:
             raise ValueError(f"not a PriceTune evaluation: {exc}") from None
 
 
-
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write via a temp file and rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
