@@ -493,3 +493,15 @@ def test_eval_json_reads_back_and_older_files_still_read(tmp_path):
         run.eval_file.write_text(broken)
         with pytest.raises(ValueError, match="eval.json of run r is unreadable"):
             run.evaluation()
+
+
+def test_auto_and_the_ensemble_without_validation_rows():
+    from trainer.data import DataError
+    from trainer.pricing.choice import resolve_method
+
+    assert resolve_method("auto", None, "expected") == ("expected", "the run's probe method (it has no validation rows)")
+    assert resolve_method("greedy", None, "expected") == ("greedy", "as asked")
+    with pytest.raises(DataError, match="no validation rows to fit the ensemble on"):
+        resolve_method("ensemble", None, "expected")
+    with pytest.raises(ValueError, match="unknown price method 'median'"):
+        resolve_method("median", None, "expected")

@@ -206,14 +206,13 @@ def resolve_method(method: str, choice: PriceChoice | None, probe_method: str) -
 
 
 def method_choice(run: RunFolder, predictor, method: str, progress) -> PriceChoice | None:
-    """The run's price choice: measured now if `method` needs it (auto, ensemble) and it is not yet."""
+    """The run's price choice: measured now if `method` needs it (auto, ensemble) and it is not yet; resolve_method
+    refuses the ensemble without one."""
     if method not in (AUTO, ENSEMBLE):
         choice = price_choice(run)
     else:
         to_fit = 0 if price_choice(run) else predictor.head_rows_to_fit()
         choice = price_choice(run, predictor, Progress(PASSES * len(run.split("validation")) + to_fit, progress, None))
-        if method == ENSEMBLE and choice is None:
-            raise DataError(f"run {run.name} has no validation rows to fit the ensemble weight on")
     # Only the head asked for, needed by the ensemble or chosen by auto, is worth minutes of fitting here.
     used = choice.headline if method == AUTO and choice else method
     if used in STATE_METHODS or (used == ENSEMBLE and choice):
