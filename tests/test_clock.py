@@ -1,6 +1,7 @@
 """The honest clock: what a run plans and times, the pre-Start estimate from it, a short run's cut work, and Stop
 during a probe."""
 
+import re
 import time
 
 import pytest
@@ -25,6 +26,20 @@ def test_a_short_run_cuts_its_probes_and_head_and_a_default_run_does_the_full_wo
     assert clock.planned_steps(TrainConfig(max_steps=0, epochs=1.0, batch_size=8), 2430) == 304
 
 
+def test_the_steps_that_fit_a_time_limit_count_the_probes_and_saves():
+    plan = clock.Plan(total_steps=clock.FIT_STEPS_BOUND, sample_every=50, probe_items=10, head_rows=1000,
+                      save_steps=100)
+    rates = clock.Rates(step=2.0, probe_item=0.5, head_row=9.0, save=3.0)
+    # 600 s: 282 steps (564 s), probes at 50…250 and after the last (6 × 5 s) and saves at 100 and 200 (6 s) = 600 s;
+    # a 283rd step would pass it. The head's rows come after the limit.
+    assert clock.steps_within(plan, rates, 600) == 282
+    assert clock.steps_within(plan, rates, 600, probe_due=True) == 279  # the base model's probe (5 s) first
+    # From step 270 with 20 s left: 7 steps (14 s) and the last probe (5 s); the probe of step 250 is behind it.
+    assert clock.steps_within(plan, rates, 20, after_step=270) == 277
+    assert clock.steps_within(plan, rates, 1, after_step=270) == 270  # nothing more fits: stop here
+    assert clock.steps_within(plan, clock.Rates(probe_item=0.5), 600) is None  # no step measured yet
+
+
 def test_a_run_records_its_plan_and_rates_and_the_next_estimate_uses_them(tiny_run, monkeypatch):
     status = tiny_run.status()
     plan = clock.run_plan(status)
@@ -43,6 +58,11 @@ def test_a_run_records_its_plan_and_rates_and_the_next_estimate_uses_them(tiny_r
     # Twice the batch: twice the tokens a step, twice the step time.
     double = timing.known_rates(TrainConfig(model="demo", quant="none", batch_size=8), status["max_length"])
     assert double.step == pytest.approx(2 * rates.step)
+    # Fitted to a time limit: the steps that fit in it, at the same rates, and the schedule said to follow them.
+    fitted = timing.time_line(TrainConfig(model="demo", quant="none", batch_size=4, max_minutes=10, fit_to_time=True),
+                              status["max_length"])
+    steps = int(re.search(r"The (\d+) steps are those that fit in the time limit of 10 min", fitted)[1])
+    assert f"{steps} steps ×" in fitted and steps > 1
     # Another quantization was never run here: no figure, and how to get one.
     assert "no run of `demo` (4bit) here yet" in timing.time_line(TrainConfig(model="demo", quant="4bit"))
 

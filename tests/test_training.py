@@ -234,6 +234,26 @@ def test_time_limit_ends_the_run_as_done_with_its_adapter(runs_dir):
     assert [r["step"] for r in job.run.metrics() if "probe_error" in r] == [0, status["step"]]
 
 
+def test_a_run_fitted_to_its_time_limit_ends_its_schedule_with_the_time(runs_dir):
+    from transformers import get_scheduler
+
+    # Cosine with warm-up over whatever steps fit in 20 s: the run measures them as it goes and stops itself there.
+    config = TrainConfig(name="fitted", fit_to_time=True, max_minutes=1 / 3, sample_every=0,
+                         **{**SMALL, "lr_scheduler": "cosine", "warmup_ratio": 0.2})
+    job = TrainingJob.new(config, runs_root=runs_dir).start()
+    assert job.wait(300) == "done", job.run.status()
+    status, rows = job.run.status(), [r for r in job.run.metrics() if "loss" in r]
+    steps = status["step"]
+    assert steps == len(rows) == status["total_steps"] == status["plan"]["total_steps"] >= 4
+    assert "time limit" not in status["message"]  # the schedule's own end, not the limit's cut
+    # The last steps' rates are transformers' cosine laid over the steps it trained: at their end, near 0.
+    opt = torch.optim.SGD([torch.zeros(1)], lr=config.learning_rate)
+    rule = get_scheduler("cosine", opt, num_warmup_steps=-(-steps // 5), num_training_steps=steps).lr_lambdas[0]
+    assert rows[-1]["lr"] == pytest.approx(config.learning_rate * rule(steps - 1), abs=0.02 * config.learning_rate)
+    assert rows[-1]["lr"] < 0.05 * config.learning_rate
+    assert max(r["lr"] for r in rows) > 0.5 * config.learning_rate  # it warmed up and decayed, not stayed at 0
+
+
 def test_bf16_precision_trains_with_the_price_only_loss(runs_dir):
     # Two small steps: on a CPU without AVX512-BF16 or AMX, bf16 is emulated at about 15 s per example.
     small = {**SMALL, "batch_size": 1, "probe_size": 1, "num_samples": 1}

@@ -256,7 +256,7 @@ def _estimate(args) -> int:
                                  **{k: getattr(args, k) for k in ("quant", "lora_r", "lora_dropout", "batch_size",
                                                                   "max_length", "grad_accum", "max_steps", "data",
                                                                   "sample_every", "probe_size", "head_rows",
-                                                                  "max_minutes")},
+                                                                  "max_minutes", "fit_to_time")},
                                  "target_modules": targets}).validate()
     if args.time:
         from .job import JOBS
@@ -405,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("grad_accum", "max_steps", "sample_every", "probe_size", "head_rows", "max_minutes", "data"):
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(getattr(TrainConfig, name)),
                        default=getattr(TrainConfig, name), help=field_docs()[name])
+    p.add_argument("--fit-to-time", dest="fit_to_time", action=argparse.BooleanOptionalAction, default=False,
+                   help=field_docs()["fit_to_time"])
     p.add_argument("--time", action="store_true",
                    help="time two steps of this config here first (the real job; minutes for a large model)")
     _check_data_parser(sub)

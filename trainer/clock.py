@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +27,8 @@ MIN_HEAD_ROWS = 100
 # (2-core AMD EPYC Zen 3: 0.35 s an item, 0.19 s a row); used only until a run has timed its own head.
 HEAD_ROW_PER_PROBE_ITEM = 0.55
 LONG_RUN_SECONDS = 30 * 60
+# The Trainer needs a step count to bound its loop; a run fitted to its time limit stops itself far sooner.
+FIT_STEPS_BOUND = 10**7
 SETUP_PHASES = ("data", "text baseline", "tokenize", "model load")
 
 
@@ -70,7 +72,10 @@ def plan_for(config, train_rows: int, total_steps: int) -> Plan:
 
 
 def planned_steps(config, train_rows: int, world_size: int = 1) -> int:
-    """The optimizer steps a config trains on `train_rows` rows (max_steps, else its epochs), as the Trainer counts."""
+    """The optimizer steps a config trains on `train_rows` rows (max_steps, else its epochs), as the Trainer counts;
+    for a run fitted to its time limit, the Trainer's loop bound (the fit stops it far sooner)."""
+    if config.fit_to_time:
+        return FIT_STEPS_BOUND
     if config.max_steps:
         return config.max_steps
     per_epoch = math.ceil(train_rows / (config.batch_size * world_size)) // config.grad_accum
@@ -122,6 +127,26 @@ def seconds(plan: Plan, rates: Rates, after_step: int = 0, head_rows_done: int =
             + plan.probes_after(after_step) * plan.probe_items * rates.probe_item
             + plan.saves_after(after_step) * rates.save
             + max(plan.head_rows - head_rows_done, 0) * head)
+
+
+def steps_within(plan: Plan, rates: Rates, seconds_left: float, after_step: int = 0,
+                 probe_due: bool = False) -> int | None:
+    """The most steps a run can train when its steps, probes (its last one included) and checkpoint saves after
+    `after_step` may take `seconds_left` at `rates`: `after_step` itself when no more fit (but at least 1).
+    `probe_due`: the probe of `after_step` is still to come. None while the step or probe rate is unknown."""
+    if rates.step is None or rates.probe_item is None:
+        return None
+    budget = seconds_left - (plan.probe_items * rates.probe_item if probe_due else 0.0)
+
+    def fits(total: int) -> bool:
+        return seconds(replace(plan, total_steps=total, head_rows=0), rates, after_step) <= budget
+
+    low = max(after_step, 1)
+    high = low + max(int(budget / rates.step), 0)
+    while low < high:  # the time grows with the step count: the last count that fits
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
 
 
 def forecast(plan: Plan, rates: Rates) -> float | None:

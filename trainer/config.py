@@ -183,6 +183,8 @@ class TrainConfig:
     """torch.compile each layer's attention and MLP for training (CUDA only; on by default for larger models)."""
     max_minutes: float = 0.0
     """Stop training after this many minutes and save the adapter, as if max_steps were reached (0: no limit)."""
+    fit_to_time: bool = False
+    """Train for the whole time limit instead of max_steps or epochs, warm-up and decay laid over the steps that fit."""
     max_cost: float = 0.0
     """Stop and save the adapter when the run's time at the stated hourly price costs this many dollars (0: no cap)."""
     hub_kernels: bool = False
@@ -234,6 +236,7 @@ class TrainConfig:
         for name in ("seed", "split_seed"):  # numpy's and torch's seeds are 32-bit
             check(0 <= getattr(self, name) < 2**32, f"{name}: must be 0–{2**32 - 1} (got {getattr(self, name)})")
         check(self.max_minutes >= 0, f"max_minutes: must be 0 or more (got {self.max_minutes})")
+        check(not self.fit_to_time or self.max_minutes > 0, "fit_to_time: needs a time limit (max_minutes above 0)")
         check(0 <= self.max_cost <= 1e6, f"max_cost: must be 0–1,000,000 dollars (got {self.max_cost})")
         # Measured on the H200: dynamo cannot trace Liger's Triton kernels, and the demo trained 4 steps in 70 s.
         check(not (self.liger_kernel and self.compile_layers),

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, get_scheduler
 
 from . import clock, cost, dist, trackers
 from .config import RUN_DATA, ConfigError, TrainConfig, liger_usable
@@ -94,13 +94,37 @@ class RunCallback(TrainerCallback):
         self.mark, self.paused_at = now, paused
         return spent
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def total_steps(self, state) -> int | None:
+        """The run's step count as the page shows it: None while a run fitted to its time has no estimate yet."""
+        return None if state.max_steps == clock.FIT_STEPS_BOUND else state.max_steps
+
+    def fit_to_time(self, args, state, scheduler, done: int, probe_due: bool) -> None:
+        """Lays the learning-rate schedule over the steps that fit in the rest of the time limit once `done` steps
+        are (and their probe, if due), at the rates measured so far or the prior run's: it ends when the time does."""
+        job = self.job
+        left = 60 * job.config.max_minutes - (time.time() - self.began)
+        total = clock.steps_within(job.plan, clock.own_rates(job.run.status()), left, done, probe_due)
+        total = dist.from_writer(total)  # every rank stops at the same step
+        if total is None or total == state.max_steps:
+            return
+        state.max_steps = job.plan.total_steps = total
+        # The Trainer's own schedule, rebuilt for the new count.
+        rule = get_scheduler(args.lr_scheduler_type, torch.optim.SGD([torch.zeros(1)]), args.get_warmup_steps(total),
+                             total, args.lr_scheduler_kwargs).lr_lambdas[0]
+        scheduler.lr_lambdas = [rule] * len(scheduler.lr_lambdas)
+        job.run.update_status(total_steps=total, plan=dataclasses.asdict(job.plan))
+
+    def on_train_begin(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
+        self.last_save = self.began = time.time()
+        fitted = self.job.config.fit_to_time
+        if fitted:
+            # A fresh run prices the probe set with the base model before its first step.
+            self.fit_to_time(args, state, lr_scheduler, state.global_step, probe_due=state.global_step == 0)
         self.job.run.update_status(
-            state="training", step=state.global_step, total_steps=state.max_steps, world_size=args.world_size,
+            state="training", step=state.global_step, total_steps=self.total_steps(state), world_size=args.world_size,
             examples_per_step=args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size)
         self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
-        self.last_save = self.began = time.time()
-        if state.max_steps != self.job.plan.total_steps:  # the Trainer's count of an epochs-run is the one it keeps
+        if state.max_steps != self.job.plan.total_steps and not fitted:  # the Trainer counts an epochs-run's steps
             self.job.plan.total_steps = state.max_steps
             self.job.run.update_status(plan=dataclasses.asdict(self.job.plan))
         self.mark, self.paused_at = time.perf_counter(), self.job.paused()
@@ -133,10 +157,18 @@ class RunCallback(TrainerCallback):
         self.job.tick("saves", 1, spent)
         self.paused_at = self.job.paused()
 
+    def on_optimizer_step(self, args, state, control, lr_scheduler=None, **kwargs):
+        # Before the scheduler's step, which sets the rate of the next step by the count fitted here.
+        if self.job.config.fit_to_time:
+            done, every = state.global_step + 1, self.job.config.sample_every
+            self.fit_to_time(args, state, lr_scheduler, done, probe_due=bool(every) and done % every == 0)
+
     def on_step_end(self, args, state, control, model=None, **kwargs):
         job = self.job
         # Since the last lap, less the probe and saves: the step alone, as the ETA counts it.
-        job.tick("steps", 1, self.lap(), step=state.global_step, total_steps=state.max_steps)
+        job.tick("steps", 1, self.lap(), step=state.global_step, total_steps=self.total_steps(state))
+        if job.config.fit_to_time and state.global_step >= state.max_steps:
+            control.should_training_stop = True
         now, minutes, limit = time.time(), job.config.save_minutes, job.config.max_minutes
         save_due = bool(minutes) and now - self.last_save >= 60 * minutes
         time_up = bool(limit) and now - self.began >= 60 * limit and state.global_step < state.max_steps
@@ -195,7 +227,7 @@ def training_args(cfg: TrainConfig, run: RunFolder) -> TrainingArguments:
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
+        max_steps=clock.FIT_STEPS_BOUND if cfg.fit_to_time else cfg.max_steps or -1,
         logging_steps=1,
         # Without this, a NaN loss is logged as the previous value and training goes on silently.
         logging_nan_inf_filter=False,

@@ -196,11 +196,12 @@ def plan(sweep: Sweep, measured: tuple[float, str] | None) -> tuple[list[dict], 
     rows, total = [], 0.0
     for point, config in zip(sweep.points, sweep.configs()):
         minutes = None
-        if measured and config.max_steps:
+        if measured and config.max_steps and not config.fit_to_time:
             minutes = config.max_steps * config.batch_size * config.grad_accum * measured[0] / 60
         if config.max_minutes:
             minutes = min(minutes, config.max_minutes) if minutes is not None else config.max_minutes
-        rows.append({"settings": point_label(point), "steps": config.max_steps or f"{config.epochs:g} epochs",
+        steps = "fitted to the time" if config.fit_to_time else config.max_steps or f"{config.epochs:g} epochs"
+        rows.append({"settings": point_label(point), "steps": steps,
                      "minutes": minutes})
         total = None if total is None or minutes is None else total + minutes
     return rows, total

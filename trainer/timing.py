@@ -32,15 +32,22 @@ def known_rates(config: TrainConfig, max_length: int) -> clock.Rates | None:
 
 def time_line(config: TrainConfig, max_length: int = 0, train_rows: int | None = None) -> str:
     """The expected wall time of `config` here, by phase, or how to get one."""
-    if not config.max_steps:
+    if not config.max_steps and not config.fit_to_time:
         return "Time on this machine: set max steps for an estimate (an epoch's steps depend on the data's rows)."
     rates = known_rates(config, max_length)
     if rates is None:
         return (f"Time on this machine: no run of `{config.model}` ({config.quant}) here yet to go by; **Time it** "
                 f"runs {TIMING_STEPS} steps of it (the first step includes warm-up) and estimates the rest.")
-    plan = clock.plan_for(config, train_rows or config.head_rows, config.max_steps)
+    rows, steps = train_rows or config.head_rows, config.max_steps
+    if config.fit_to_time:
+        steps = clock.steps_within(clock.plan_for(config, rows, clock.FIT_STEPS_BOUND), rates,
+                                   60 * config.max_minutes, probe_due=True) or 1
+    plan = clock.plan_for(config, rows, steps)
     text = clock.describe(plan, rates, config)
-    if config.max_minutes and clock.forecast(plan, rates) > 60 * config.max_minutes:
+    if config.fit_to_time:
+        text += (f" The {steps} steps are those that fit in the time limit of {config.max_minutes:g} min; the run "
+                 "counts them again from its own steps as it goes, and its schedule ends when the time does.")
+    elif config.max_minutes and clock.forecast(plan, rates) > 60 * config.max_minutes:
         text += f" The time limit of {config.max_minutes:g} min stops training before the last step."
     return text
 

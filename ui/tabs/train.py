@@ -32,7 +32,8 @@ NOT_IN_FORM = ("name", "data", "data_name", "text_column", "price_column")
 FORM_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_IN_FORM]
 """Every other config field is a component under its own name: fill_form's order and the API's parameter names. A new
 config field needs no edit here: it appears under More training settings, labelled by its docstring."""
-FIRST = ("model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "max_steps", "max_minutes")
+FIRST = ("model", "quant", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "max_steps", "max_minutes",
+         "fit_to_time")
 """The settings a newcomer changes, shown open; the others wait in a closed accordion."""
 MODEL_DEPENDENT = ("target_modules", "learning_rate", "gradient_checkpointing", "compile_layers")
 """The fields whose default depends on the model (config.model_defaults): a model change resets the untouched ones."""
@@ -45,6 +46,7 @@ LABELS = {
     "lora_r": "rank r", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "target modules",
     "max_steps": "max steps (0 = use epochs)",
     "max_minutes": "time limit, minutes (0 = none; training stops and saves there)",
+    "fit_to_time": "train to the time limit (instead of max steps; the schedule ends when the time does)",
     "learning_rate": "learning rate", "batch_size": "batch size", "grad_accum": "gradient accumulation",
     "max_length": "max length (0 = from data)", "sample_every": "sample predictions every N steps",
     "probe_size": "validation items priced each time", "save_steps": "checkpoint every N steps",
@@ -129,7 +131,7 @@ ESTIMATED = tuple(inspect.signature(estimate).parameters)
 
 
 TIMED = ("model", "quant", "batch_size", "grad_accum", "max_length", "max_steps", "sample_every", "probe_size",
-         "head_rows", "max_minutes")
+         "head_rows", "max_minutes", "fit_to_time")
 """The form fields the time estimate depends on."""
 
 def time_estimate(**values):
@@ -307,6 +309,7 @@ def form_components() -> dict:
     gr.Markdown("### 3 · How long")
     with gr.Row(equal_height=True):
         f["max_steps"], f["max_minutes"] = field_component("max_steps"), field_component("max_minutes")
+        f["fit_to_time"] = field_component("fit_to_time")
         f["time_it"] = gr.Button("Time it", scale=0)
     f["time"] = gr.Markdown(time_estimate(**{n: getattr(DEFAULTS, n) for n in TIMED}), elem_id="time-estimate")
     with gr.Accordion("More training settings (learning rate, batch size, probes, question, tracker…) and config "
