@@ -90,9 +90,11 @@ def run_settings(run: RunFolder) -> str:
     except (ConfigError, OSError):
         return ""
     data = "sample data" if c.data == "sample" else (c.data if c.data.startswith(RUN_DATA) else Path(c.data).name)
+    length = (f"the steps that fit in {c.max_minutes:g} min" if c.fit_to_time
+              else f"{c.max_steps} steps" if c.max_steps else f"{c.epochs:g} epochs")
     return (f"Settings of this run: {c.model} ({c.quant}) · LoRA r {c.lora_r}, alpha {c.lora_alpha}, dropout "
             f"{c.lora_dropout:g} on {', '.join(c.target_modules)} · lr {c.learning_rate:g} · batch {c.batch_size}"
-            f"×{c.grad_accum} · {f'{c.max_steps} steps' if c.max_steps else f'{c.epochs:g} epochs'} · data {data}")
+            f"×{c.grad_accum} · {length} · data {data}")
 
 
 class LiveView:
