@@ -157,7 +157,10 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
     capsys.readouterr()
     assert main(["predict", "--run", str(run.path), "--method", "ensemble", "Premium 6-quart stand mixer"]) == 0
     out = capsys.readouterr()
-    assert re.fullmatch(r"(\$\d+\.\d\d|unparseable)\n", out.out) and "a linear regression fitted on 4 validation rows" in out.err
+    # A mixer is like none of the sample's products this run trained on: priced, with the note beside the price.
+    assert re.fullmatch(r"(\$\d+\.\d\d|unparseable)  \(unlike the training rows \(text distance [^)]*\): a guess, "
+                        r"no range\)\n", out.out)
+    assert "a linear regression fitted on 4 validation rows" in out.err and "note: a text further from" in out.err
 
     ids = torch.tensor([encode_prompt(demo_tokenizer, "Premium stainless steel stand mixer, 6 quart", 128)])
     base_logits = demo_model(input_ids=ids).logits[0, -1]
@@ -250,8 +253,8 @@ def test_a_run_fitted_to_its_time_limit_ends_its_schedule_with_the_time(runs_dir
     opt = torch.optim.SGD([torch.zeros(1)], lr=config.learning_rate)
     rule = get_scheduler("cosine", opt, num_warmup_steps=-(-steps // 5), num_training_steps=steps).lr_lambdas[0]
     assert rows[-1]["lr"] == pytest.approx(config.learning_rate * rule(steps - 1), abs=0.02 * config.learning_rate)
-    assert rows[-1]["lr"] < 0.05 * config.learning_rate
-    assert max(r["lr"] for r in rows) > 0.5 * config.learning_rate  # it warmed up and decayed, not stayed at 0
+    peak = max(r["lr"] for r in rows)
+    assert peak > 0.5 * config.learning_rate and rows[-1]["lr"] < 0.5 * peak  # it warmed up and decayed
 
 
 def test_bf16_precision_trains_with_the_price_only_loss(runs_dir):

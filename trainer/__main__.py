@@ -173,15 +173,21 @@ def _predict(args) -> int:
     def progress(done, total, what):
         print(f"\r{done}/{total} {what}    ", end="", file=sys.stderr, flush=True)
 
+    from .pricing.novelty import novelty
     from .runs import RunFolder, barely_trained
 
     prices, method, why = price_texts(args.run, args.text, args.method, progress=progress)
     print(f"method: {method} ({why})", file=sys.stderr)
-    warning = barely_trained(RunFolder(Path(args.run)))
+    run = RunFolder(Path(args.run))
+    warning = barely_trained(run)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    for price in prices:
-        print("unparseable" if price is None else f"${price:.2f}")
+    novel = novelty(run)
+    notes, whole = novel.judge(args.text, run) if novel else ([""] * len(prices), "")
+    if any(notes):
+        print(f"note: {f'these texts, {whole}' if whole else novel.rule()}", file=sys.stderr)
+    for price, note in zip(prices, notes):
+        print(("unparseable" if price is None else f"${price:.2f}") + (f"  ({note})" if note else ""))
     return 0
 
 

@@ -163,6 +163,14 @@ def text_models(run: RunFolder) -> dict:
     return _cached(("run", str(run.path), stored.stat().st_mtime_ns if stored.is_file() else None), fit)
 
 
+def text_distances(run: RunFolder, texts: list[str]) -> list[float]:
+    """Each text's mean cosine distance to its nearest training rows in the TF-IDF neighbours' own space (1: no word
+    in common with any of them)."""
+    pipeline = text_models(run)[TEXT_NEIGHBOURS]
+    distances, _ = pipeline[-1].kneighbors(pipeline[0].transform(texts))
+    return [float(d) for d in distances.mean(axis=1)]
+
+
 def text_prices(run: RunFolder, texts: list[str]) -> dict[str, list[float]]:
     """Each text baseline's prices of `texts`, by key."""
     return {key: predict_prices(model, texts) for key, model in text_models(run).items()}

@@ -16,6 +16,7 @@ from .data import FILE_FORMATS, OUTPUT_SUFFIXES, DataError, read_rows
 from .inference import predictor_for
 from .pricing import AUTO, DISTRIBUTION_METHODS, ENSEMBLE, METHOD_NAMES
 from .pricing.choice import BATCH, Cancelled, Progress, method_choice, resolve_method
+from .pricing.novelty import Novelty, novelty
 from .metrics import price_metrics
 from .pricing.ranges import bounds_note, price_ranges, range_scores, training_bounds
 from .runs import RunFolder
@@ -39,6 +40,9 @@ class Catalog:
     text_columns: list[str] = field(default_factory=list)
     price_column: str = ""
     bounds: tuple[float, float] | None = None  # the training prices' lowest and highest: the ranges' limits
+    novelty: Novelty | None = None  # the run's line between rows like its training rows and rows unlike them
+    unlike: int = 0  # priced rows beyond it: a note, no range
+    unlike_file: str = ""  # when the file as a whole is unlike the training rows, what shows it
 
     @property
     def priced(self) -> int:
@@ -52,12 +56,21 @@ class Catalog:
                 + (f" {bounds_note(self.bounds)}" if self.bounds else ""))
         if self.cancelled:
             line += "; cancelled: the rows after the last priced batch are not priced"
+        if self.unlike_file:
+            line += f". This file: {self.unlike_file}"
+        elif self.unlike:
+            line += (f". Most of this file is unlike the training rows ({self.unlike:,} of {self.priced:,} priced rows)"
+                     if self.unlike > self.priced / 2 else
+                     f". {self.unlike:,} of the {self.priced:,} priced rows are unlike the training rows")
+            line += f": {self.novelty.rule()}"
         if self.metrics:
             line += (f". Against the file's prices ({self.metrics['count']:,} rows): "
                      f"error ${self.metrics['error']:.2f}, "
                      f"RMSLE {self.metrics['rmsle']:.3f}, hits {100 * self.metrics['hits']:.1f}%")
         if self.coverage and self.coverage["coverage"] is not None:
-            line += (f"; the {100 * self.level:.0f}% range holds {100 * self.coverage['coverage']:.1f}% of them "
+            given = self.coverage["rows"]
+            them = "them" if given == self.metrics["count"] else f"the {given:,} rows given one"
+            line += (f"; the {100 * self.level:.0f}% range holds {100 * self.coverage['coverage']:.1f}% of {them} "
                      f"(median width ${self.coverage['median_width']:.0f})")
         return line
 
@@ -105,12 +118,15 @@ def price_catalog(run_path: str | Path, path: str | Path, *, text_column: str | 
         prices = [priced[t][0][used] for t in texts]
     bounds = training_bounds(run)
     ranges = price_ranges([priced[t][1] for t in texts], prices, level, choice, bounds)
-    by_text = {t: (p, r) for t, p, r in zip(texts, prices, ranges)}
+    novel = novelty(run)
+    notes, whole = novel.judge(texts, run) if novel and texts else ([""] * len(texts), "")
+    by_text = {t: (p, None if n else r, n) for t, p, r, n in zip(texts, prices, ranges, notes)}
     per_row = [by_text.get(t) if t else None for t in rows.texts]  # aligned with the rows read; None: not priced
     frame = _output(rows, per_row, used, cancelled)
     catalog = Catalog(frame, used, why, level, time.time() - started, cancelled, text_columns=rows.text_columns,
-                      price_column=rows.price_column, bounds=bounds)
-    known = [(*row, t) for row, t in zip(per_row, rows.truths) if t is not None and row is not None]
+                      price_column=rows.price_column, bounds=bounds, novelty=novel, unlike_file=whole,
+                      unlike=sum(bool(by_text[t][2]) for t in rows.texts if t in by_text))
+    known = [(row[0], row[1], t) for row, t in zip(per_row, rows.truths) if t is not None and row is not None]
     if known:
         catalog.metrics = {**price_metrics([p for p, _, _ in known], [t for _, _, t in known]), "count": len(known)}
         catalog.coverage = range_scores([span for _, span, _ in known], [t for _, _, t in known])
@@ -122,12 +138,13 @@ def _duration(seconds: float) -> str:
 
 
 def _output(rows, per_row: list, method: str, cancelled: bool) -> pd.DataFrame:
-    """The input table with the added columns (`per_row`: each row's (price, range), None where it was not priced);
+    """The input table with the added columns (`per_row`: each row's (price, range, the novelty note), None where it
+    was not priced);
     rows the reader could not split into fields come back too, in their place, with a note."""
     frame = rows.table.frame.copy()
     added = {name: [] for name in ADDED_COLUMNS}
     for text, row in zip(rows.texts, per_row):
-        price, span = row or (None, None)
+        price, span, unlike = row or (None, None, "")
         span = span if price is not None else None  # no price, no range
         if not text:
             note = "no text to price"
@@ -136,7 +153,7 @@ def _output(rows, per_row: list, method: str, cancelled: bool) -> pd.DataFrame:
         elif price is None:
             note = "the model gave no price"
         else:
-            note = ""
+            note = unlike
         added["predicted_price"].append(None if price is None else round(price, 2))
         added["price_low"].append(None if span is None else round(span[0], 2))
         added["price_high"].append(None if span is None else round(span[1], 2))

@@ -85,7 +85,12 @@ class Evaluation:
     verdict: str = ""
     """One sentence: the best method against the strongest simple baseline and a constant."""
     ranges: dict = field(default_factory=dict)
-    """Per level: the raw and calibrated ranges' coverage and median width, and the adjustment."""
+    """Per level: the raw and calibrated ranges' coverage and median width, and the adjustment (on the rows that
+    are given a range: not those unlike the training rows)."""
+    unlike: int = 0
+    """Rows unlike the training rows (pricing/novelty.py): priced, but given no range."""
+    unlike_file: str = ""
+    """When the rows as a whole are unlike the training rows, what shows it (then every row counts in `unlike`)."""
 
     @classmethod
     def from_dict(cls, values: dict) -> "Evaluation":

@@ -15,6 +15,7 @@ from .inference import predictor_for
 from .pricing import AUTO, DISTRIBUTION_METHODS, ENSEMBLE, METHOD_NAMES, METHODS, PASSES
 from .pricing.choice import Progress, method_choice, price_all, price_choice, ready_head, resolve_method
 from .pricing.distribution import point_estimate
+from .pricing.novelty import novelty
 from .metrics import price_metrics, summary_line
 from .pricing.ranges import price_ranges, range_adjustment, range_report, training_bounds
 from .runs import Evaluation, RunFolder
@@ -48,8 +49,8 @@ def price_texts(run_path: str | Path, texts: list[str], method: str = AUTO,
 def explain_price(run_path: str | Path, text: str, method: str = AUTO,
                   progress: Callable[[int, int, str], None] | None = None, level: float = 0.8) -> dict:
     """One text priced every way: the headline by `method` and why, each method's price, the ensemble's (when the
-    run has validation rows), the `level` range (as a catalog's), the base model's, and the candidates of the model's
-    distribution."""
+    run has validation rows), the `level` range (as a catalog's; None for a text unlike the training rows, and
+    "unlike" and "unlike_rule" say why), the base model's, and the candidates of the model's distribution."""
 
     run = RunFolder(Path(run_path))
     predictor = predictor_for(run.path, progress)
@@ -63,9 +64,11 @@ def explain_price(run_path: str | Path, text: str, method: str = AUTO,
     if choice:
         prices[ENSEMBLE] = choice.ensemble_prices(run, {m: [prices[m]] for m in METHODS}, [text])[0]
     bounds = training_bounds(run)
-    span = price_ranges([candidates], [prices[used]], level, choice, bounds)[0]
+    novel = novelty(run)
+    unlike = novel.judge([text], run)[0][0] if novel else ""
+    span = None if unlike else price_ranges([candidates], [prices[used]], level, choice, bounds)[0]
     return {"method": used, "reason": why, "price": prices[used], "prices": prices, "range": span, "level": level,
-            "bounds": bounds,
+            "bounds": bounds, "unlike": unlike, "unlike_rule": novel.rule() if unlike else "",
             "calibrated": range_adjustment(choice, level) is not None,
             "base": predictor.predict([text], base=True, method="greedy")[0], "candidates": candidates}
 
@@ -104,6 +107,13 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
         baselines.update(constant_baselines(train, items))
         baselines["linear_bow"] = price_metrics(linear_bow(train)(texts), truths)
     baselines.update({k: price_metrics(guesses[k], truths) for k in (TEXT_BASELINE, TEXT_NEIGHBOURS)})
+    novel = novelty(run)
+    notes, whole = novel.judge(texts, run) if novel else ([""] * len(texts), "")
+    like = [not note for note in notes]
+
+    def ranged(values: list) -> list:  # the rows given a range
+        return [v for v, ok in zip(values, like) if ok]
+
     rows = [{"text": t[:200], "truth": y, "guess": guesses[headline][i], "method": headline,
              **({"category": items[i].category} if items[i].category else {}),
              **{k: guesses[k][i] for k in (*methods, "base", TEXT_BASELINE, TEXT_NEIGHBOURS)}}
@@ -116,7 +126,8 @@ def evaluate_run(run_path: str | Path, data: str | None = None, limit: int | Non
                                                                                "ensemble", "ensemble_out_of_fold",
                                                                                "headline")},
         categories=by_category(rows),
-        ranges=range_report(guesses["candidates"], guesses[headline], truths, choice, training_bounds(run)))
+        ranges=range_report(ranged(guesses["candidates"]), ranged(guesses[headline]), ranged(truths), choice,
+                            training_bounds(run)), unlike=like.count(False), unlike_file=whole)
     result.verdict = verdict(result)
     if save:
         run.write_evaluation(result)
@@ -194,6 +205,11 @@ def verdict(result: Evaluation) -> str:
     if result.method != best:
         line += (f". The headline, {short(result.method)}, was chosen before these rows were priced "
                  f"(${result.metrics['error']:.2f} here)")
+    if result.unlike_file:
+        line += f". These rows: {result.unlike_file}"
+    elif result.unlike:
+        line += (f". {result.unlike} of them are unlike the training rows: their prices are guesses outside what the "
+                 "run learned, and they get no range")
     return line + "."
 
 

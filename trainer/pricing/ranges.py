@@ -30,12 +30,18 @@ def fit_range_adjustment(ranges: list[tuple[float, float] | None], truths: list[
     """Conformalized quantile regression (Romano et al., 2019) in log(1+price): how far the raw ranges must be
     widened (or, negative, narrowed) so that `level` of these rows' true prices fall inside; fitted on validation
     rows, it holds on new rows from the same data with at least that probability."""
-    scores = sorted(max(math.log1p(r[0]) - math.log1p(y), math.log1p(y) - math.log1p(r[1]))
-                    for r, y in zip(ranges, truths) if r is not None)
+    scores = [max(math.log1p(r[0]) - math.log1p(y), math.log1p(y) - math.log1p(r[1]))
+              for r, y in zip(ranges, truths) if r is not None]
     if not scores:
         raise ValueError("no rows with a range to calibrate on")
-    rank = min(math.ceil((len(scores) + 1) * level), len(scores))  # the finite-sample conformal quantile
-    return scores[rank - 1]
+    return conformal_quantile(scores, level)
+
+
+def conformal_quantile(scores: list[float], level: float) -> float:
+    """The finite-sample conformal quantile of calibration scores: a new row from the same data scores at most this
+    with probability at least `level` (the largest score when there are too few rows for `level`)."""
+    ordered = sorted(scores)
+    return ordered[min(math.ceil((len(ordered) + 1) * level), len(ordered)) - 1]
 
 
 def adjusted(price_range_: tuple[float, float], adjustment: float) -> tuple[float, float]:

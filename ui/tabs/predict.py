@@ -63,6 +63,7 @@ def predict(run_name, text, method=AUTO, progress=gr.Progress()):
                    if span else "")
     warning = barely_trained(run)
     md = (f"**{show(answer['price'])}** by {method_name(used)} — {answer['reason']}.{shown_range}\n\n"
+          + (f"**⚠ This product is {answer['unlike']}**: {answer['unlike_rule']}.\n\n" if answer["unlike"] else "")
           + (f"**⚠ {warning}**\n\n" if warning else "") +
           f"| run {run_name} | price |\n"
           "|---|---|\n" + "\n".join(rows))
