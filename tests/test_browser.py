@@ -207,4 +207,7 @@ def test_upload_train_watch_reload_stop(launched_app, page, tmp_path):
     with open(download.value.path(), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [r["sku"] for r in rows] == [f"B-{i}" for i in range(11)] and rows[10]["note"] == "no text to price"
-    assert all(float(r["price_low"]) <= float(r["predicted_price"]) <= float(r["price_high"]) for r in rows[:10])
+    # A barely-trained run may give a row no range (its beam found no number, or the row is unlike its training
+    # rows); such a row says why.
+    assert all(float(r["price_low"]) <= float(r["predicted_price"]) <= float(r["price_high"]) if r["price_low"]
+               else float(r["predicted_price"]) > 0 and r["note"] for r in rows[:10]), rows[:10]

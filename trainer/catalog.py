@@ -152,6 +152,8 @@ def _output(rows, per_row: list, method: str, cancelled: bool) -> pd.DataFrame:
             note = "not priced: cancelled" if cancelled else "not priced"
         elif price is None:
             note = "the model gave no price"
+        elif span is None and not unlike:
+            note = "no range: the model's own price distribution gave no price"
         else:
             note = unlike
         added["predicted_price"].append(None if price is None else round(price, 2))
