@@ -143,3 +143,99 @@ def test_a_price_by_another_method_does_not_fit_the_head(tiny_run, tmp_path):
     assert not (run_path / "adapter" / HEAD_FILE).exists()
     prices, used, _ = price_texts(run_path, ["A steel shelf bracket"], method="auto")
     assert used == "head" and (run_path / "adapter" / HEAD_FILE).is_file()
+
+
+def test_a_trained_head_folds_into_the_price_heads_form_and_survives_a_save(tmp_path):
+    import torch
+
+    from trainer.pricing.hidden_state import TrainedHead
+
+    prices = [5.0, 12.5, 40.0, 99.99, 350.0]
+    head = TrainedHead.for_prices(8, prices, loss_weight=2.0)
+    states = torch.randn(5, 8)
+    logs = torch.log1p(torch.tensor(prices))
+    # At zero the head predicts the mean: its MSE is the standardized prices' variance, 1.
+    assert float(head.loss(states, logs).detach()) == pytest.approx(1.0, rel=1e-5)
+    torch.nn.init.normal_(head.linear.weight)
+    torch.nn.init.normal_(head.linear.bias)
+    weight, bias = head.folded()
+    want = head.mean + head.std * head.linear(states).squeeze(-1)
+    np.testing.assert_allclose(states.double().numpy() @ weight + bias, want.detach().double().numpy(), rtol=1e-5)
+    head.save(tmp_path)
+    again = TrainedHead.load(tmp_path)
+    assert again.loss_weight == 2.0 and np.allclose(again.folded()[0], weight) and again.folded()[1] == bias
+    assert TrainedHead.load(tmp_path / "nowhere") is None
+
+
+def test_the_trained_head_reads_each_prompts_last_state_and_its_loss_joins_the_price_tokens(demo_tokenizer, tmp_path):
+    import math
+
+    import torch
+    from transformers import TrainingArguments
+
+    from trainer.data import tokenize_example
+    from trainer.loss import HEAD_AT, LOG_PRICE, HeadTrainer, PackedPriceCollator, PriceCollator, price_loss
+    from trainer.models import add_lora, load_model
+    from trainer.pricing.hidden_state import TrainedHead, last_states
+
+    products = [("Oak shelf", 12.5), ("Premium stainless steel stand mixer, 6 quart, with a dough hook", 349.0),
+                ("Glass vase", 7.0)]
+    features = [{**tokenize_example(demo_tokenizer, t, p, 96), LOG_PRICE: math.log1p(p)} for t, p in products]
+    model = add_lora(load_model("demo", "none"),
+                     TrainConfig(model="demo", quant="none", lora_r=4, lora_alpha=8, lora_dropout=0.0))
+    model.price_head = TrainedHead.for_prices(model.config.hidden_size, [p for _, p in products], loss_weight=0.5)
+    torch.nn.init.normal_(model.price_head.linear.weight, std=0.05)
+    want = torch.tensor(last_states(model, demo_tokenizer, [t for t, _ in products], max_prompt_tokens=96))
+    for collator in (PriceCollator(demo_tokenizer, padding=True), PackedPriceCollator()):
+        batch = collator(features)
+        assert batch[LOG_PRICE].tolist() == pytest.approx([math.log1p(p) for _, p in products])
+        rows, columns = batch[HEAD_AT]
+        assert len(rows) == len(products)
+        trainer = HeadTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
+                              compute_loss_func=price_loss)
+        model.zero_grad()
+        loss, outputs = trainer.compute_loss(model, batch, return_outputs=True)
+        # The state read is the one pricing reads: the last layer's at each prompt's "$".
+        states = outputs.hidden_states[-1][rows, columns]
+        torch.testing.assert_close(states, want, atol=1e-4, rtol=1e-4)
+        tokens = price_loss(outputs, batch["labels"])
+        mse = model.price_head.loss(states, batch[LOG_PRICE]).detach()
+        assert float(loss.detach()) == pytest.approx(float(tokens + 0.5 * mse), rel=1e-5) and float(mse) > 0
+        loss.backward()
+        # Both the head and the LoRA learn from it; the frozen base does not.
+        assert model.price_head.linear.weight.grad.abs().sum() > 0
+        lora = [p for n, p in model.named_parameters() if "lora_B" in n]
+        assert all(p.grad is not None for p in lora) and sum(float(p.grad.abs().sum()) for p in lora) > 0
+        assert all(p.grad is None for n, p in model.named_parameters() if "lora" not in n and "price_head" not in n)
+    assert HEAD_AT not in PriceCollator(demo_tokenizer, padding=True)([{k: v for k, v in f.items() if k != LOG_PRICE}
+                                                                     for f in features])
+
+
+@pytest.mark.slow
+def test_a_run_trains_its_head_with_the_lora_saves_it_everywhere_and_prices_by_it(tmp_path):
+    import json
+
+    from trainer.inference import Predictor
+    from trainer.job import TrainingJob
+    from trainer.pricing.hidden_state import TRAINED_HEAD_FILE, TrainedHead
+
+    config = TrainConfig(name="trained-head", data="sample", model="demo", quant="none", lora_r=4, lora_alpha=8,
+                         batch_size=4, max_steps=4, sample_every=0, save_steps=2, test_size=6, validation_size=8,
+                         probe_size=4, num_samples=2, head_rows=16, head_loss=2.0)
+    job = TrainingJob.new(config, runs_root=tmp_path).start()
+    job.thread.join(timeout=900)
+    run = job.run
+    assert run.status()["state"] == "done", run.status()
+    # Every checkpoint holds the head, so a resumed run goes on with it; so does the adapter.
+    checkpoints = sorted(run.checkpoints_dir.glob("checkpoint-*"))
+    assert checkpoints and all((c / TRAINED_HEAD_FILE).is_file() for c in checkpoints)
+    trained = TrainedHead.load(run.adapter_dir)
+    assert trained.loss_weight == 2.0 and trained.linear.weight.abs().sum() > 0  # it left zero
+    # The price head the methods and the ensemble read is the trained one, folded; its rows serve the neighbours.
+    head = load_head(run.adapter_dir)
+    assert head.trained_with == 2.0 and head.rows == 16
+    np.testing.assert_allclose(head.weight, trained.folded()[0]) and head.bias == pytest.approx(trained.folded()[1])
+    logged = [json.loads(line) for line in run.metrics_file.read_text().splitlines()]
+    assert [r["step"] for r in logged if "head_mse" in r] == [1, 2, 3, 4]
+    priced = Predictor(run.path).predict([p.text for p in run.split("test")[:2]], method="head")
+    assert all(p.price >= 0 and "trained with the LoRA (loss weight 2)" in p.text for p in priced)

@@ -163,6 +163,8 @@ class TrainConfig:
     # costs one forward pass (~0.5 s on a 2-core CPU with the demo model), so 1,000 is ~8 minutes there.
     head_rows: int = 1000
     """Training rows the price head is fitted on once training ends (one forward pass each)."""
+    head_loss: float = 0.0
+    """Weight of a price head trained with the LoRA (MSE on standardized log price) in the loss; 0: fitted after."""
     save_steps: int = 100
     """Write a resumable checkpoint every this many steps (0: only by time and on stop)."""
     save_minutes: float = 10.0
@@ -233,6 +235,7 @@ class TrainConfig:
         check(self.probe_method in PROBE_METHODS,
               f"probe_method: one of {', '.join(PROBE_METHODS)} (got {self.probe_method!r})")
         check(2 <= self.head_rows <= 100_000, f"head_rows: must be 2–100,000 (got {self.head_rows})")
+        check(0 <= self.head_loss <= 100, f"head_loss: must be 0–100 (got {self.head_loss})")
         for name in ("seed", "split_seed"):  # numpy's and torch's seeds are 32-bit
             check(0 <= getattr(self, name) < 2**32, f"{name}: must be 0–{2**32 - 1} (got {getattr(self, name)})")
         check(self.max_minutes >= 0, f"max_minutes: must be 0 or more (got {self.max_minutes})")

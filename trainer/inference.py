@@ -14,7 +14,7 @@ from .config import TrainConfig
 from .models import ModelError, inference_precision, load_model
 from .pricing import STATE_METHODS, predict_methods
 from .pricing.distribution import price_distribution
-from .pricing.hidden_state import PriceHead, fit_for, load_head
+from .pricing.hidden_state import PriceHead, TrainedHead, fit_for, load_head
 from .runs import RunFolder
 
 
@@ -56,6 +56,7 @@ class Predictor:
                     raise ModelError(f"Run {self.run.name} has too few training rows to fit a price head on.")
                 with inference_precision(self.model, self.bf16):
                     self.head = fit_for(self.model, self.tokenizer, train, report=report,
+                                        trained=TrainedHead.load(self.run.adapter_dir),
                                         max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
                 if self.run.writer:
                     self.head.save(self.run.adapter_dir)

@@ -18,15 +18,16 @@ import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, get_scheduler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import clock, cost, dist, trackers
 from .config import RUN_DATA, ConfigError, TrainConfig, liger_usable
 from .data import (COURSE_QUESTION, DataError, Product, as_size, fit_max_length, load_products, make_sample_products,
                    split_description, split_products, split_run, tokenize_example)
-from .loss import PackedPriceCollator, PriceCollator, price_loss
+from .loss import LOG_PRICE, HeadTrainer, PackedPriceCollator, PriceCollator, price_loss
 from .models import add_lora, eager, first_line, inference_precision, load_model, load_tokenizer
 from .paths import runs_dir
-from .pricing.hidden_state import fit_for
+from .pricing.hidden_state import TrainedHead, fit_for
 from .probe import Probe
 from .runs import RunFolder, finished_at
 
@@ -140,6 +141,8 @@ class RunCallback(TrainerCallback):
         row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), "loss": logs["loss"],
                "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
                "tokens_per_s": (tokens - self.last_tokens) / max(now - self.last_time, 1e-9), "time": now}
+        if "head_mse" in logs:
+            row["head_mse"] = logs["head_mse"]
         self.last_time, self.last_tokens = now, tokens
         self.job.run.append(self.job.run.metrics_file, row)
         self.lap()
@@ -149,8 +152,10 @@ class RunCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_save = False  # the Trainer saves after logging: never checkpoint broken weights
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args, state, control, model=None, **kwargs):
         self.last_save = time.time()
+        if getattr(model, "price_head", None) is not None and dist.is_writer():  # the Trainer saves the LoRA alone
+            model.price_head.save(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         # The Trainer saves right after on_step_end and on_log: the time since is the checkpoint's.
         spent = self.lap()
         self.job.add_phase("checkpoint saves", spent)
@@ -436,11 +441,17 @@ class TrainingJob:
             max_length = cfg.max_length or fit_max_length(tokenizer, train, question=cfg.asked())
             self.max_prompt_tokens = max_length
             examples = [tokenize_example(tokenizer, p.text, p.price, max_length, cfg.asked()) for p in train]
+            if cfg.head_loss:
+                examples = [{**e, LOG_PRICE: math.log1p(p.price)} for e, p in zip(examples, train)]
         self._check_stop()
         with self.timed("model load"):
             model = load_model(cfg.model, cfg.quant, cfg.hub_kernels)
             self._check_stop()
             model = add_lora(model, cfg)
+            if cfg.head_loss:
+                # A module of the model, so that the Trainer's optimizer, device moves and train/eval modes reach it.
+                model.price_head = (TrainedHead.load(self.checkpoint) if self.checkpoint else None) or \
+                    TrainedHead.for_prices(model.config.hidden_size, [p.price for p in train], cfg.head_loss)
         self._check_stop()
         self.data_message = (f"{self.data_note}; max length {max_length} tokens; $ error on "
                              f"{len(self.probe.items)} {self.probe.name} items")
@@ -462,10 +473,10 @@ class TrainingJob:
             # would still run one step past max_steps before checking it. Finish from the checkpoint's weights.
             set_peft_model_state_dict(model, load_file(str(self.checkpoint / "adapter_model.safetensors")))
             return step
-        trainer = Trainer(model=model, args=training_args(self.config, self.run), train_dataset=examples,
-                          data_collator=PackedPriceCollator() if self.config.packing
-                          else PriceCollator(self.tokenizer, padding=True), compute_loss_func=price_loss,
-                          callbacks=[RunCallback(self), self.probe, *self.extra_callbacks])
+        trainer = (HeadTrainer if self.config.head_loss else Trainer)(
+            model=model, args=training_args(self.config, self.run), train_dataset=examples,
+            data_collator=PackedPriceCollator() if self.config.packing else PriceCollator(self.tokenizer, padding=True),
+            compute_loss_func=price_loss, callbacks=[RunCallback(self), self.probe, *self.extra_callbacks])
         trainer.remove_callback(PrinterCallback)  # progress goes to the run folder, not stdout
         trackers.set_up(trainer, self.run.path, lambda warning: self.run.update_status(tracker_warning=warning))
         self.trainer = trainer
@@ -515,8 +526,8 @@ class TrainingJob:
         self.run.update_status(fitting_head={"done": 0, "total": len(rows), "since": began, "at": began})
         try:
             with self.timed("price head"), inference_precision(model, self.config.use_bf16()), eager():
-                head = fit_for(model, self.tokenizer, rows, report=report,
-                               max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
+                head = fit_for(model, self.tokenizer, rows, trained=getattr(model, "price_head", None),
+                               report=report, max_prompt_tokens=self.max_prompt_tokens, question=self.config.asked())
         except StopRequested:
             return False
         finally:

@@ -301,6 +301,8 @@ class RunFolder:
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if getattr(model, "price_head", None) is not None:  # a head trained with the LoRA is part of the adapter
+            model.price_head.save(tmp)
         if target.exists():
             shutil.rmtree(old, ignore_errors=True)
             target.rename(old)

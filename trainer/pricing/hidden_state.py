@@ -9,6 +9,10 @@ default run, it beats both the model's digit distribution and the TF-IDF ridge (
 The same states give a second read-out: the price of the nearest training rows by their standardized states
 (baselines.neighbours_estimator), which finds the near-duplicate products a linear read-out averages away.
 
+A run may instead train its head with the LoRA (TrainConfig.head_loss): a linear read-out of standardized log price
+whose MSE joins the price-token loss, so the adapter learns states that carry the price. It is saved with every
+adapter and checkpoint (trained_head.safetensors) and, folded into the same form, serves as the price head.
+
 The head lives in the adapter folder (price_head.safetensors, plain tensors), its rows' states and log prices beside
 it (price_neighbours.safetensors): a newly saved adapter replaces the folder, so neither outlives the adapter whose
 states they came from. The neighbours file holds the training prices, so a push to the Hub leaves it out.
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
+from safetensors.torch import save_file as save_tensors
 
 from ..baselines import NEIGHBOURS as NEIGHBOUR_COUNT
 from ..baselines import neighbours_estimator
@@ -34,6 +39,8 @@ from .prompts import EvalMode, Prediction, device_of, left_padded, pad_id
 # scikit-learn is imported where the head and its neighbours are fitted: a second on import, paid only by a fit.
 
 HEAD_FILE = "price_head.safetensors"
+
+TRAINED_HEAD_FILE = "trained_head.safetensors"
 
 NEIGHBOURS_FILE = "price_neighbours.safetensors"
 
@@ -54,6 +61,8 @@ class PriceHead:
     """The fitting rows' states (float16 where they fit: a 3B model's 1,000 rows are 6 MB), for the neighbours."""
     log_prices: np.ndarray
     """The fitting rows' log(1+price)."""
+    trained_with: float = 0.0
+    """The loss weight λ it was trained with beside the LoRA (TrainedHead); 0: fitted by the ridge after training."""
     _neighbours: object = field(default=None, init=False, repr=False)
 
     def prices(self, states: np.ndarray) -> list[float]:
@@ -81,7 +90,7 @@ class PriceHead:
                 (NEIGHBOURS_FILE, {"states": self.states,
                                    "log_prices": self.log_prices.astype(np.float64)}, {}),
                 (HEAD_FILE, {"weight": self.weight.astype(np.float64), "bias": np.array([self.bias])},
-                 {"rows": str(self.rows), "alpha": repr(self.alpha)})):  # the head last: a head file means its rows are there
+                 {"rows": str(self.rows), "alpha": repr(self.alpha), "trained_with": repr(self.trained_with)})):  # the head last: a head file means its rows are there
             tmp = path.with_name(name + ".tmp")
             save_file(tensors, str(tmp), metadata=meta)
             tmp.replace(path.with_name(name))
@@ -128,14 +137,71 @@ def load_head(folder: Path) -> PriceHead | None:
     with safe_open(str(path), "np") as f:
         meta = f.metadata() or {}
         return PriceHead(f.get_tensor("weight"), float(f.get_tensor("bias")[0]), int(meta.get("rows", 0)),
-                         float(meta.get("alpha", "nan")), states, log_prices)
+                         float(meta.get("alpha", "nan")), states, log_prices, float(meta.get("trained_with", "0")))
 
 
-def fit_for(model, tokenizer, products, *, report=None, **prompt_args) -> PriceHead:
-    """The head of this model fitted on `products` (their prompts' last states); `report(done, total)` after each
-    batch of forward passes."""
+def fit_for(model, tokenizer, products, *, trained: "TrainedHead | None" = None, report=None,
+            **prompt_args) -> PriceHead:
+    """The head of this model on `products` (their prompts' last states): `trained` folded, with those rows for its
+    neighbours, or else a ridge fitted on them; `report(done, total)` after each batch of forward passes."""
     states = last_states(model, tokenizer, [p.text for p in products], report=report, **prompt_args)
-    return fit_head(states, [p.price for p in products])
+    prices = [p.price for p in products]
+    if trained is None:
+        return fit_head(states, prices)
+    weight, bias = trained.folded()
+    return PriceHead(weight, bias, len(products), float("nan"), _compact(states), np.log1p(np.maximum(prices, 0.0)),
+                     trained.loss_weight)
+
+
+class TrainedHead(torch.nn.Module):
+    """A linear read-out of standardized log(1+price) from the prompt's last hidden state, trained with the LoRA.
+
+    It starts at zero (it predicts the mean log price) so the first steps' gradients reach the LoRA only through
+    the price tokens; the read-out is linear so that it folds into PriceHead's form, the fitted ridge's."""
+
+    def __init__(self, hidden_size: int, mean: float = 0.0, std: float = 1.0, loss_weight: float = 1.0):
+        super().__init__()
+        self.loss_weight = loss_weight
+        self.linear = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    @classmethod
+    def for_prices(cls, hidden_size: int, prices: list[float], loss_weight: float) -> "TrainedHead":
+        """A head standardizing log(1+price) by these training prices, its MSE weighted by `loss_weight`."""
+        logs = np.log1p(np.maximum(prices, 0.0))
+        return cls(hidden_size, float(logs.mean()), float(max(logs.std(), 1e-6)), loss_weight)
+
+    def loss(self, states: torch.Tensor, log_prices: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the standardized log prices these states predict."""
+        predicted = self.linear(states.to(self.linear.weight.dtype)).squeeze(-1)
+        target = (log_prices.to(predicted) - self.mean) / self.std
+        return torch.nn.functional.mse_loss(predicted, target)
+
+    def folded(self) -> tuple[np.ndarray, float]:
+        """log(1+price) = states · weight + bias: the standardization folded in, as PriceHead holds it."""
+        w = self.linear.weight.detach().double().cpu().numpy()[0]
+        b, mean, std = (float(t.detach().double()) for t in (self.linear.bias[0], self.mean, self.std))
+        return std * w, mean + std * b
+
+    def save(self, folder: Path) -> None:
+        save_tensors({k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()},
+                     str(Path(folder) / TRAINED_HEAD_FILE), metadata={"loss_weight": repr(self.loss_weight)})
+
+    @classmethod
+    def load(cls, folder: Path) -> "TrainedHead | None":
+        """The head saved in an adapter or checkpoint folder; None when it has none."""
+        path = Path(folder) / TRAINED_HEAD_FILE
+        if not path.is_file():
+            return None
+        with safe_open(str(path), "pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            loss_weight = float((f.metadata() or {}).get("loss_weight", "1"))
+        head = cls(tensors["linear.weight"].shape[1], loss_weight=loss_weight)
+        head.load_state_dict(tensors)
+        return head
 
 
 def last_states(model, tokenizer, texts: list[str], *, batch_size: int = 16, max_prompt_tokens: int = 256,
@@ -176,8 +242,9 @@ def predict(model, tokenizer, texts: list[str], methods, *, head=None, **prompt)
     states = last_states(model, tokenizer, texts, **prompt)
     out = {}
     if HEAD in methods:
-        out[HEAD] = [Prediction(price, HEAD, f"price head on {head.rows} training rows")
-                     for price in head.prices(states)]
+        how = (f"price head trained with the LoRA (loss weight {head.trained_with:g})" if head.trained_with
+               else f"price head on {head.rows} training rows")
+        out[HEAD] = [Prediction(price, HEAD, how) for price in head.prices(states)]
     if NEIGHBOURS in methods:
         out[NEIGHBOURS] = [Prediction(price, NEIGHBOURS, f"nearest of {head.rows} training rows by tuned states")
                            for price in head.neighbour_prices(states)]
