@@ -551,6 +551,9 @@ class JobManager:
     def start(self, config: TrainConfig | None = None, runs_root: Path | None = None,
               resume: str | Path | None = None, owner: str | None = None) -> TrainingJob:
         with self._lock:
+            if self.job is not None and self.job.outcome is not None:
+                # Ended, and only freeing its model: the next run waits for that memory, not the user.
+                self.job.thread.join(timeout=120)
             if self.job is not None and self.job.thread.is_alive():
                 status = self.job.run.status()
                 total = status.get("total_steps") or "?"
