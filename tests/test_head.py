@@ -201,10 +201,13 @@ def test_the_trained_head_reads_each_prompts_last_state_and_its_loss_joins_the_p
         tokens = price_loss(outputs, batch["labels"])
         mse = model.price_head.loss(states, batch[LOG_PRICE]).detach()
         assert float(loss.detach()) == pytest.approx(float(tokens + 0.5 * mse), rel=1e-5) and float(mse) > 0
+        lora = [p for n, p in model.named_parameters() if "lora_B" in n]
+        # The head's own term reaches the LoRA (not only the price tokens' term).
+        from_head = torch.autograd.grad(model.price_head.loss(states, batch[LOG_PRICE]), lora, retain_graph=True)
+        assert sum(float(g.abs().sum()) for g in from_head) > 0
         loss.backward()
         # Both the head and the LoRA learn from it; the frozen base does not.
         assert model.price_head.linear.weight.grad.abs().sum() > 0
-        lora = [p for n, p in model.named_parameters() if "lora_B" in n]
         assert all(p.grad is not None for p in lora) and sum(float(p.grad.abs().sum()) for p in lora) > 0
         assert all(p.grad is None for n, p in model.named_parameters() if "lora" not in n and "price_head" not in n)
     assert HEAD_AT not in PriceCollator(demo_tokenizer, padding=True)([{k: v for k, v in f.items() if k != LOG_PRICE}
@@ -234,7 +237,8 @@ def test_a_run_trains_its_head_with_the_lora_saves_it_everywhere_and_prices_by_i
     # The price head the methods and the ensemble read is the trained one, folded; its rows serve the neighbours.
     head = load_head(run.adapter_dir)
     assert head.trained_with == 2.0 and head.rows == 16
-    np.testing.assert_allclose(head.weight, trained.folded()[0]) and head.bias == pytest.approx(trained.folded()[1])
+    np.testing.assert_allclose(head.weight, trained.folded()[0])
+    assert head.bias == pytest.approx(trained.folded()[1])
     logged = [json.loads(line) for line in run.metrics_file.read_text().splitlines()]
     assert [r["step"] for r in logged if "head_mse" in r] == [1, 2, 3, 4]
     priced = Predictor(run.path).predict([p.text for p in run.split("test")[:2]], method="head")

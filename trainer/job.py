@@ -28,6 +28,7 @@ from .loss import LOG_PRICE, HeadTrainer, PackedPriceCollator, PriceCollator, pr
 from .models import add_lora, eager, first_line, inference_precision, load_model, load_tokenizer
 from .paths import runs_dir
 from .pricing.hidden_state import TrainedHead, fit_for
+from .pricing.prompts import device_of
 from .probe import Probe
 from .runs import RunFolder, finished_at
 
@@ -450,8 +451,10 @@ class TrainingJob:
             model = add_lora(model, cfg)
             if cfg.head_loss:
                 # A module of the model, so that the Trainer's optimizer, device moves and train/eval modes reach it.
-                model.price_head = (TrainedHead.load(self.checkpoint) if self.checkpoint else None) or \
+                # On the model's device: the Trainer moves no quantized model, so it would not move the head either.
+                head = (TrainedHead.load(self.checkpoint) if self.checkpoint else None) or \
                     TrainedHead.for_prices(model.config.hidden_size, [p.price for p in train], cfg.head_loss)
+                model.price_head = head.to(device_of(model))
         self._check_stop()
         self.data_message = (f"{self.data_note}; max length {max_length} tokens; $ error on "
                              f"{len(self.probe.items)} {self.probe.name} items")

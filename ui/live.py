@@ -94,8 +94,8 @@ def run_settings(run: RunFolder) -> str:
               else f"{c.max_steps} steps" if c.max_steps else f"{c.epochs:g} epochs")
     return (f"Settings of this run: {c.model} ({c.quant}) · LoRA r {c.lora_r}, alpha {c.lora_alpha}, dropout "
             f"{c.lora_dropout:g} on {', '.join(c.target_modules)} · lr {c.learning_rate:g} · batch {c.batch_size}"
-            f"×{c.grad_accum} · {length}" + (f" · price head trained, loss weight {c.head_loss:g}" if c.head_loss else "")
-            + f" · data {data}")
+            f"×{c.grad_accum} · {length}"
+            + (f" · price head trained, loss weight {c.head_loss:g}" if c.head_loss else "") + f" · data {data}")
 
 
 class LiveView:

@@ -90,7 +90,8 @@ class PriceHead:
                 (NEIGHBOURS_FILE, {"states": self.states,
                                    "log_prices": self.log_prices.astype(np.float64)}, {}),
                 (HEAD_FILE, {"weight": self.weight.astype(np.float64), "bias": np.array([self.bias])},
-                 {"rows": str(self.rows), "alpha": repr(self.alpha), "trained_with": repr(self.trained_with)})):  # the head last: a head file means its rows are there
+                 # The head last: a head file means its rows are there.
+                 {"rows": str(self.rows), "alpha": repr(self.alpha), "trained_with": repr(self.trained_with)})):
             tmp = path.with_name(name + ".tmp")
             save_file(tensors, str(tmp), metadata=meta)
             tmp.replace(path.with_name(name))
