@@ -243,3 +243,15 @@ def test_a_run_trains_its_head_with_the_lora_saves_it_everywhere_and_prices_by_i
     assert [r["step"] for r in logged if "head_mse" in r] == [1, 2, 3, 4]
     priced = Predictor(run.path).predict([p.text for p in run.split("test")[:2]], method="head")
     assert all(p.price >= 0 and "trained with the LoRA (loss weight 2)" in p.text for p in priced)
+
+    # Killed after step 2's checkpoint: the resumed run goes on with that checkpoint's head and optimizer state, so
+    # it ends where the run that was never stopped ended (a head started again from zero would not).
+    shutil.rmtree(run.checkpoints_dir / "checkpoint-4")
+    resumed = TrainingJob.resume(run.path).start()
+    assert resumed.wait(900) == "done", run.status()
+    assert run.status()["resumes"][0]["from"] == "checkpoint-2"
+    again = TrainedHead.load(run.adapter_dir)
+    assert not np.allclose(again.linear.weight.detach(), TrainedHead.load(checkpoints[0]).linear.weight.detach())
+    np.testing.assert_allclose(again.linear.weight.detach(), trained.linear.weight.detach(), rtol=1e-4, atol=1e-6)
+    assert [r["step"] for r in map(json.loads, run.metrics_file.read_text().splitlines()) if "head_mse" in r] == \
+        [1, 2, 3, 4]
