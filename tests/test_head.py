@@ -151,15 +151,24 @@ def test_a_trained_head_folds_into_the_price_heads_form_and_survives_a_save(tmp_
     from trainer.pricing.hidden_state import TrainedHead
 
     prices = [5.0, 12.5, 40.0, 99.99, 350.0]
-    head = TrainedHead.for_prices(8, prices, loss_weight=2.0)
-    states = torch.randn(5, 8)
+    scale = torch.tensor([40.0, 0.01, 1, 1, 2, 1, 1, 0.5])  # one large dimension, one nearly constant
+    states = torch.randn(5, 8) * scale + torch.tensor([45.0, 0, 0, 1, 0, 0, -1, 0])
+    head = TrainedHead.for_prices(8, prices, loss_weight=2.0, states=states.numpy())
+    # The input standardized by those rows, the nearly constant dimension's spread floored at the median's.
+    np.testing.assert_allclose(head.centre.numpy(), states.mean(0).numpy(), rtol=1e-5, atol=1e-5)
+    spread = states.double().std(0, unbiased=False).numpy()
+    np.testing.assert_allclose(head.spread.numpy(), np.maximum(spread, np.median(spread)), rtol=1e-5)
+    assert head.spread[1] > 10 * spread[1]
     logs = torch.log1p(torch.tensor(prices))
     # At zero the head predicts the mean: its MSE is the standardized prices' variance, 1.
     assert float(head.loss(states, logs).detach()) == pytest.approx(1.0, rel=1e-5)
     torch.nn.init.normal_(head.linear.weight)
     torch.nn.init.normal_(head.linear.bias)
     weight, bias = head.folded()
-    want = head.mean + head.std * head.linear(states).squeeze(-1)
+    z = (states - head.centre) / head.spread
+    want = head.mean + head.std * head.gain * head.linear(z).squeeze(-1)
+    np.testing.assert_allclose(head.predict(states).detach().numpy(), ((want - head.mean) / head.std).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(states.double().numpy() @ weight + bias, want.detach().double().numpy(), rtol=1e-5)
     head.save(tmp_path)
     again = TrainedHead.load(tmp_path)

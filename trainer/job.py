@@ -452,8 +452,11 @@ class TrainingJob:
             if cfg.head_loss:
                 # A module of the model, so that the Trainer's optimizer, device moves and train/eval modes reach it.
                 # On the model's device: the Trainer moves no quantized model, so it would not move the head either.
-                head = (TrainedHead.load(self.checkpoint) if self.checkpoint else None) or \
-                    TrainedHead.for_prices(model.config.hidden_size, [p.price for p in train], cfg.head_loss)
+                head = TrainedHead.load(self.checkpoint) if self.checkpoint else None
+                if head is None:
+                    with inference_precision(model, cfg.use_bf16()), eager():
+                        head = TrainedHead.for_run(model, tokenizer, train, cfg.head_loss,
+                                                   max_prompt_tokens=max_length, question=cfg.asked())
                 model.price_head = head.to(device_of(model))
         self._check_stop()
         self.data_message = (f"{self.data_note}; max length {max_length} tokens; $ error on "

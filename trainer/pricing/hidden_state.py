@@ -158,7 +158,18 @@ class TrainedHead(torch.nn.Module):
     """A linear read-out of standardized log(1+price) from the prompt's last hidden state, trained with the LoRA.
 
     It starts at zero (it predicts the mean log price) so the first steps' gradients reach the LoRA only through
-    the price tokens; the read-out is linear so that it folds into PriceHead's form, the fitted ridge's."""
+    the price tokens; the read-out is linear so that it folds into PriceHead's form, the fitted ridge's. It reads the
+    state standardized per dimension by the untrained model's states on the first training rows (`centre`,
+    `spread`), times `gain` = GAIN / sqrt(hidden size). On raw states (a few dimensions near 45, the rest near 1)
+    the head's gradient is 40-100× the LoRA's, so the shared clipping shrinks the LoRA's steps, and the head chases
+    the moving large dimensions instead of learning; standardized and scaled, its gradient is the LoRA's size."""
+
+    GAIN = 2.0
+    """The read-out's scale times sqrt(hidden size): on fixed tuned states, AdamW at the run's rate then fits as well
+    as the ridge in 250 steps with a gradient norm near 1."""
+
+    STATS_ROWS = 64
+    """Training rows whose untrained states give the per-dimension centre and spread."""
 
     def __init__(self, hidden_size: int, mean: float = 0.0, std: float = 1.0, loss_weight: float = 1.0):
         super().__init__()
@@ -168,24 +179,51 @@ class TrainedHead(torch.nn.Module):
         torch.nn.init.zeros_(self.linear.bias)
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
+        self.register_buffer("centre", torch.zeros(hidden_size))
+        self.register_buffer("spread", torch.ones(hidden_size))
+        self.register_buffer("gain", torch.tensor(self.GAIN / math.sqrt(hidden_size)))
 
     @classmethod
-    def for_prices(cls, hidden_size: int, prices: list[float], loss_weight: float) -> "TrainedHead":
-        """A head standardizing log(1+price) by these training prices, its MSE weighted by `loss_weight`."""
+    def for_prices(cls, hidden_size: int, prices: list[float], loss_weight: float,
+                   states: np.ndarray | None = None) -> "TrainedHead":
+        """A head standardizing log(1+price) by these training prices, and its input by these rows' `states`, its
+        MSE weighted by `loss_weight`."""
         logs = np.log1p(np.maximum(prices, 0.0))
-        return cls(hidden_size, float(logs.mean()), float(max(logs.std(), 1e-6)), loss_weight)
+        head = cls(hidden_size, float(logs.mean()), float(max(logs.std(), 1e-6)), loss_weight)
+        if states is not None and len(states) > 1:
+            spread = np.asarray(states, dtype=np.float64).std(0)
+            # Floored: a dimension nearly constant on these rows would turn a small move of the LoRA's into a big one.
+            head.centre.copy_(torch.as_tensor(np.mean(states, 0)))
+            head.spread.copy_(torch.as_tensor(np.maximum(spread, max(float(np.median(spread)), 1e-6))))
+        return head
+
+    @classmethod
+    def for_run(cls, model, tokenizer, products, loss_weight: float, *, max_prompt_tokens: int,
+                question: str) -> "TrainedHead":
+        """A head for a new run: prices from all its training rows, the input's scale from its first rows' states
+        under the untrained adapter."""
+        texts = [p.text for p in products[: cls.STATS_ROWS]]
+        states = last_states(model, tokenizer, texts, max_prompt_tokens=max_prompt_tokens, question=question)
+        return cls.for_prices(model.config.hidden_size, [p.price for p in products], loss_weight, states)
+
+    def predict(self, states: torch.Tensor) -> torch.Tensor:
+        """The standardized log prices these states give."""
+        x = (states.to(self.centre.dtype) - self.centre) / self.spread
+        return self.gain * self.linear(x.to(self.linear.weight.dtype)).squeeze(-1)
 
     def loss(self, states: torch.Tensor, log_prices: torch.Tensor) -> torch.Tensor:
         """Mean squared error of the standardized log prices these states predict."""
-        predicted = self.linear(states.to(self.linear.weight.dtype)).squeeze(-1)
+        predicted = self.predict(states)
         target = (log_prices.to(predicted) - self.mean) / self.std
         return torch.nn.functional.mse_loss(predicted, target)
 
     def folded(self) -> tuple[np.ndarray, float]:
-        """log(1+price) = states · weight + bias: the standardization folded in, as PriceHead holds it."""
+        """log(1+price) = states · weight + bias: the standardizations folded in, as PriceHead holds it."""
         w = self.linear.weight.detach().double().cpu().numpy()[0]
-        b, mean, std = (float(t.detach().double()) for t in (self.linear.bias[0], self.mean, self.std))
-        return std * w, mean + std * b
+        centre, spread = (t.detach().double().cpu().numpy() for t in (self.centre, self.spread))
+        b, mean, std, gain = (float(t.detach().double()) for t in (self.linear.bias[0], self.mean, self.std,
+                                                                      self.gain))
+        return std * gain * w / spread, mean + std * gain * (b - float((w / spread) @ centre))
 
     def save(self, folder: Path) -> None:
         save_tensors({k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()},
@@ -200,7 +238,10 @@ class TrainedHead(torch.nn.Module):
         with safe_open(str(path), "pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
             loss_weight = float((f.metadata() or {}).get("loss_weight", "1"))
-        head = cls(tensors["linear.weight"].shape[1], loss_weight=loss_weight)
+        size = tensors["linear.weight"].shape[1]
+        # A head saved before its input was standardized read the raw states.
+        tensors = {"centre": torch.zeros(size), "spread": torch.ones(size), "gain": torch.tensor(1.0), **tensors}
+        head = cls(size, loss_weight=loss_weight)
         head.load_state_dict(tensors)
         return head
 
