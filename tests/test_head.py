@@ -264,3 +264,35 @@ def test_a_run_trains_its_head_with_the_lora_saves_it_everywhere_and_prices_by_i
     np.testing.assert_allclose(again.linear.weight.detach(), trained.linear.weight.detach(), rtol=1e-4, atol=1e-6)
     assert [r["step"] for r in map(json.loads, run.metrics_file.read_text().splitlines()) if "head_mse" in r] == \
         [1, 2, 3, 4]
+
+
+def test_the_trained_head_learns_from_states_with_a_large_dimension_at_a_gradient_the_loras_size():
+    """States like the demo model's (one dimension near 45, the rest near 0 with a spread of 0.2, moving together as
+    a few factors), a log price linear in those factors: AdamW at the run's rate fits it in 200 steps of 8, its
+    gradient norm near 1 (on the raw states it is 40+, which the shared clipping would take out of the LoRA's)."""
+    import torch
+
+    from trainer.pricing.hidden_state import TrainedHead
+
+    g = torch.Generator().manual_seed(0)
+    factors = torch.randn(1200, 3, generator=g)
+    states = 0.2 * (factors @ torch.randn(3, 64, generator=g) / 3 ** 0.5 + 0.3 * torch.randn(1200, 64, generator=g))
+    states[:, 0] = 45 + 0.5 * torch.randn(1200, generator=g)
+    log_prices = 3 + factors[:, 0] + 0.5 * factors[:, 1] + 0.1 * torch.randn(1200, generator=g)
+    prices = torch.expm1(log_prices).tolist()
+    head = TrainedHead.for_prices(64, prices[:1000], 1.0, states[:64].numpy())
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.0)
+    norms = []
+    for step in range(200):
+        rows = torch.randint(0, 1000, (8,), generator=g)
+        loss = head.loss(states[rows], log_prices[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        norms.append(float(head.linear.weight.grad.norm()))
+        optimizer.step()
+    assert float(head.loss(states[1000:], log_prices[1000:]).detach()) < 0.2  # 1 is the mean's
+    assert float(np.median(norms)) < 3
+    weight, bias = head.folded()  # and the folded form prices as the head does
+    np.testing.assert_allclose(np.expm1(states[1000:].double().numpy() @ weight + bias),
+                               np.expm1((head.mean + head.std * head.predict(states[1000:])).detach().double().numpy()),
+                               rtol=1e-4)
