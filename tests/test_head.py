@@ -148,7 +148,7 @@ def test_a_price_by_another_method_does_not_fit_the_head(tiny_run, tmp_path):
 def test_a_trained_head_folds_into_the_price_heads_form_and_survives_a_save(tmp_path):
     import torch
 
-    from trainer.pricing.hidden_state import TrainedHead
+    from trainer.pricing.hidden_state import TRAINED_HEAD_FILE, TrainedHead
 
     prices = [5.0, 12.5, 40.0, 99.99, 350.0]
     scale = torch.tensor([40.0, 0.01, 1, 1, 2, 1, 1, 0.5])  # one large dimension, one nearly constant
@@ -174,6 +174,16 @@ def test_a_trained_head_folds_into_the_price_heads_form_and_survives_a_save(tmp_
     again = TrainedHead.load(tmp_path)
     assert again.loss_weight == 2.0 and np.allclose(again.folded()[0], weight) and again.folded()[1] == bias
     assert TrainedHead.load(tmp_path / "nowhere") is None
+    # A head saved before the input was standardized read the raw states, with no gain: it loads as that.
+    from safetensors.torch import save_file
+
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    save_file({k: v.contiguous() for k, v in head.state_dict().items() if k not in ("centre", "spread", "gain")},
+              str(legacy / TRAINED_HEAD_FILE), metadata={"loss_weight": "2.0"})
+    old = TrainedHead.load(legacy)
+    np.testing.assert_allclose(old.folded()[0], head.std * head.linear.weight.detach().double().numpy()[0], rtol=1e-6)
+    assert old.folded()[1] == pytest.approx(float(head.mean + head.std * head.linear.bias[0]), rel=1e-6)
 
 
 def test_the_trained_head_reads_each_prompts_last_state_and_its_loss_joins_the_price_tokens(demo_tokenizer, tmp_path):
