@@ -173,6 +173,32 @@ def test_stop_while_loading_and_twice_ends_in_bounded_time(runs_dir, monkeypatch
     assert job.run.status()["message"] == "stopped before training began"
 
 
+def test_stop_during_a_trained_heads_first_pass_ends_before_training(runs_dir, monkeypatch):
+    import trainer.pricing.hidden_state as hidden_state
+
+    real_states, in_pass, batches = hidden_state.last_states, threading.Event(), []
+
+    def last_states(*args, report=None, **kwargs):
+        def counted(done, total):
+            batches.append((done, total))
+            if report:
+                report(done, total)
+
+        in_pass.set()
+        time.sleep(1)  # the Stop below lands while the pass is under way
+        return real_states(*args, report=counted, **kwargs)
+
+    monkeypatch.setattr(hidden_state, "last_states", last_states)
+    jobs = JobManager()
+    job = jobs.start(TrainConfig(name="head-stop", max_steps=50, head_loss=1.0, **FAST), runs_root=runs_dir)
+    assert in_pass.wait(120)
+    jobs.stop()
+    assert job.wait(60) == "stopped"
+    assert job.run.status()["message"] == "stopped before training began"
+    # It stopped after the pass's first batch of several, not at its end.
+    assert len(batches) == 1 and batches[0][0] < batches[0][1], batches
+
+
 def test_two_simultaneous_starts_give_exactly_one_job(runs_dir):
     jobs, results, barrier = JobManager(), [], threading.Barrier(2)
 

@@ -455,8 +455,10 @@ class TrainingJob:
                 head = TrainedHead.load(self.checkpoint) if self.checkpoint else None
                 if head is None:
                     with inference_precision(model, cfg.use_bf16()), eager():
+                        # Stop is honoured between its batches: on a CPU the pass takes seconds.
                         head = TrainedHead.for_run(model, tokenizer, train, cfg.head_loss,
-                                                   max_prompt_tokens=max_length, question=cfg.asked())
+                                                   max_prompt_tokens=max_length, question=cfg.asked(),
+                                                   report=lambda *_: self._check_stop())
                 model.price_head = head.to(device_of(model))
         self._check_stop()
         self.data_message = (f"{self.data_note}; max length {max_length} tokens; $ error on "

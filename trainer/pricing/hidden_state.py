@@ -199,12 +199,13 @@ class TrainedHead(torch.nn.Module):
         return head
 
     @classmethod
-    def for_run(cls, model, tokenizer, products, loss_weight: float, *, max_prompt_tokens: int,
-                question: str) -> "TrainedHead":
+    def for_run(cls, model, tokenizer, products, loss_weight: float, *, max_prompt_tokens: int, question: str,
+                report=None) -> "TrainedHead":
         """A head for a new run: prices from all its training rows, the input's scale from its first rows' states
-        under the untrained adapter."""
+        under the untrained adapter; `report(done, total)` after each batch."""
         texts = [p.text for p in products[: cls.STATS_ROWS]]
-        states = last_states(model, tokenizer, texts, max_prompt_tokens=max_prompt_tokens, question=question)
+        states = last_states(model, tokenizer, texts, max_prompt_tokens=max_prompt_tokens, question=question,
+                             report=report)
         return cls.for_prices(model.config.hidden_size, [p.price for p in products], loss_weight, states)
 
     def predict(self, states: torch.Tensor) -> torch.Tensor:
