@@ -49,6 +49,9 @@ def test_unknown_yaml_key_is_refused(tmp_path):
     ("group_by_length", "yes", "group_by_length: must be true or false"),
     ("target_modules", [1, 2], "target_modules: must be a list of names"),
     ("learning_rate", float("nan"), "learning_rate: must be a finite number"),
+    ("head_loss", None, "head_loss: is empty: enter a number"),
+    ("head_loss", 1000, "head_loss: must be 0–100 (got 1000.0)"),
+    ("head_loss", -1, "head_loss: must be 0–100 (got -1.0)"),
 ])
 def test_wrong_types_are_refused_by_field_name(field, value, words):
     with pytest.raises(ConfigError) as err:
