@@ -34,6 +34,25 @@ def demo_model():
     return load_model("demo", "none")
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A model folder with the demo's tokenizer and architecture shrunk to 2 layers of width 64, random weights: for
+    tests of what happens around the steps (launchers, kills, sweeps, logins), where the demo's compute is only
+    waiting. Tests of what a run learns or prices use the demo itself."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.models import demo_model_dir
+
+    source, folder = demo_model_dir(), tmp_path_factory.mktemp("tiny-model")
+    config = AutoConfig.from_pretrained(source)
+    config.update(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch):
     folder = tmp_path / "runs"

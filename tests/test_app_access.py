@@ -16,9 +16,10 @@ from test_hostile import alias_bomb  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-FORM = dict(model="demo", quant="none", lora_r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
-            learning_rate=1e-3, max_steps=200, epochs=1, batch_size=2, grad_accum=1, max_length=0, sample_every=0,
-            probe_size=2, seed=1, save_steps=2, validation_size=4, head_rows=8)
+# The model is the tiny one (a fixture): it trains so fast that only Stop ends a run of this length.
+FORM = dict(quant="none", lora_r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
+            learning_rate=1e-3, max_steps=100_000, epochs=1, batch_size=2, grad_accum=1, max_length=0, sample_every=0,
+            probe_size=2, seed=1, save_steps=500, validation_size=4, head_rows=8)
 
 
 def status_of(client) -> str:
@@ -35,12 +36,14 @@ def wait_status(client, pattern, timeout=300):
     raise AssertionError(f"status never matched {pattern!r}: {text}")
 
 
-def test_login_owner_only_stop_and_resume_on_a_space(tmp_path):
-    # A Space: SPACE_ID set and persistent storage at /data (here a temp folder); no PRICETUNE_RUNS override.
+def test_login_owner_only_stop_and_resume_on_a_space(tmp_path, tiny_model):
+    # A Space: SPACE_ID set and persistent storage at /data (here a temp folder); no PRICETUNE_RUNS override; the
+    # tiny model's folder is the one local model it accepts.
     data_root = tmp_path / "data"
     data_root.mkdir()
+    form = {**FORM, "model": str(tiny_model)}
     app = LaunchedApp(None, tmp_path / "app.log", {
-        "SPACE_ID": "someone/pricetune", "PRICETUNE_DATA_ROOT": str(data_root),
+        "SPACE_ID": "someone/pricetune", "PRICETUNE_DATA_ROOT": str(data_root), "PRICETUNE_MODEL_DIRS": str(tiny_model),
         "PRICETUNE_AUTH": "alice:wonderland,bob:builder", "GRADIO_SERVER_NAME": "127.0.0.1"})
     try:
         app.wait_ready()
@@ -56,22 +59,22 @@ def test_login_owner_only_stop_and_resume_on_a_space(tmp_path):
         assert "Cannot import" in note and "aliases (*name) are not accepted" in note, note
         # On a shared app a local model folder is accepted only under PRICETUNE_MODEL_DIRS, refused alike elsewhere.
         for folder in (str(data_root), "/no/such/folder"):
-            refusal = alice.predict(**{**FORM, "model": folder}, api_name="/start")
+            refusal = alice.predict(**{**form, "model": folder}, api_name="/start")
             assert "does not exist or cannot be read. On a shared app" in refusal, refusal
         # Hub kernels run code from the Hub on the server: on a shared app only an admin may turn them on.
-        refusal = alice.predict(**{**FORM, "hub_kernels": True}, api_name="/start")
+        refusal = alice.predict(**{**form, "hub_kernels": True}, api_name="/start")
         assert "hub_kernels: on a shared app only an admin" in refusal, refusal
         # A sweep and Time it start runs too: the handler refuses them alike, whatever the page offers.
-        sweep = {**FORM, "field_a": "lora_r", "values_a": "2,4", "field_b": "", "values_b": ""}
+        sweep = {**form, "field_a": "lora_r", "values_a": "2,4", "field_b": "", "values_b": ""}
         for changed, said in (({"hub_kernels": True}, "hub_kernels: on a shared app only an admin"),
                               ({"model": str(data_root)}, "does not exist or cannot be read. On a shared app")):
             refusal = alice.predict(**{**sweep, **changed}, api_name="/start_sweep")
             assert refusal.startswith("**Cannot start the sweep:**") and said in refusal, refusal
-        assert "hub_kernels: on a shared app only an admin" in alice.predict(**{**FORM, "hub_kernels": True},
+        assert "hub_kernels: on a shared app only an admin" in alice.predict(**{**form, "hub_kernels": True},
                                                                             api_name="/time_it")
         assert not list((data_root / "pricetune-runs").glob("*"))  # refused before any run folder exists
-        assert alice.predict(**FORM, api_name="/start").startswith("Started run")
-        wait_status(bob, r"step [2-9]\d*/200")  # everyone logged in may watch
+        assert alice.predict(**form, api_name="/start").startswith("Started run")
+        wait_status(bob, r"step [2-9]\d*/100000")  # everyone logged in may watch
         assert "Only alice" in bob.predict(api_name="/stop")
         assert alice.predict(api_name="/stop").startswith("Stopping")
         text = wait_status(alice, r"stopped at step \d+")

@@ -20,20 +20,20 @@ ARGS = ["-m", "trainer", "train", "--data", "sample", "--max-steps", str(STEPS),
         "--save-steps", "2", "--precision", "fp32", "--head-rows", "8"]
 
 
-def train(runs: Path, nproc: int) -> subprocess.CompletedProcess:
+def train(runs: Path, nproc: int, model: Path) -> subprocess.CompletedProcess:
     launcher = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     env = {**os.environ, "PRICETUNE_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     # No --output: the run folder's name is made (with a timestamp) on rank 0 and shared with the other rank.
-    return subprocess.run([*launcher, *ARGS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([*launcher, *ARGS, "--model", str(model)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def final_epoch(run: RunFolder) -> float:
     return [r for r in run.metrics() if "loss" in r][-1]["epoch"]  # logged rounded to 4 decimals
 
 
-def test_torchrun_two_processes_write_one_run_with_twice_the_examples_per_step(tmp_path):
-    two = train(tmp_path / "two", 2)
+def test_torchrun_two_processes_write_one_run_with_twice_the_examples_per_step(tmp_path, tiny_model):
+    two = train(tmp_path / "two", 2, tiny_model)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     folders = list((tmp_path / "two").iterdir())
     assert len(folders) == 1, folders  # rank 1 made no folder of its own
@@ -56,7 +56,7 @@ def test_torchrun_two_processes_write_one_run_with_twice_the_examples_per_step(t
     assert two.stdout.count("run folder:") == 1  # one rank reports
 
     # The Trainer's own epoch counter: with two processes each step covers twice the training examples.
-    one = train(tmp_path / "one", 1)
+    one = train(tmp_path / "one", 1, tiny_model)
     assert one.returncode == 0, one.stderr[-3000:]
     single = RunFolder(next((tmp_path / "one").iterdir()))
     n_train = len(single.train_file.read_text().splitlines())
@@ -65,13 +65,13 @@ def test_torchrun_two_processes_write_one_run_with_twice_the_examples_per_step(t
     assert json.loads(single.status_file.read_text())["examples_per_step"] == BATCH
 
 
-def test_accelerate_launch_runs_the_same_command_as_two_processes(tmp_path):
+def test_accelerate_launch_runs_the_same_command_as_two_processes(tmp_path, tiny_model):
     runs = tmp_path / "runs"
     # The command the UI prints, with --multi_gpu: on a machine without GPUs accelerate still starts the processes
     # and the Trainer joins them over gloo.
     launched = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *ARGS],
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *ARGS, "--model", str(tiny_model)],
         cwd=ROOT, env={**os.environ, "PRICETUNE_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
         capture_output=True, text=True, timeout=600)
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]

@@ -46,10 +46,10 @@ def loss_steps(run: RunFolder) -> list[int]:
     return [r["step"] for r in run.metrics() if "loss" in r]
 
 
-def test_sigkill_mid_save_and_mid_step_then_resume_loses_nothing(tmp_path):
+def test_sigkill_mid_save_and_mid_step_then_resume_loses_nothing(tmp_path, tiny_model):
     out = tmp_path / "runs" / "killed"
     run = RunFolder(out)
-    train = ["train", "--data", "sample", "--quant", "none", "--lora-r", "4", "--batch-size", "2",
+    train = ["train", "--data", "sample", "--model", str(tiny_model), "--quant", "none", "--lora-r", "4", "--batch-size", "2",
              "--target-modules", "q_proj,v_proj", "--max-steps", "12", "--save-steps", "3", "--sample-every", "0", "--probe-size", "2",
              "--head-rows", "8", "--output", str(out)]
     # 1. Killed while checkpoint-6 is half written (weights there, optimizer and trainer state not yet).
@@ -62,7 +62,7 @@ def test_sigkill_mid_save_and_mid_step_then_resume_loses_nothing(tmp_path):
     assert "optimizer.pt missing" in checkpoint_problem(half)
 
     # 2. Resume skips the torn checkpoint-6, continues from checkpoint-3; killed again mid-step, after step 8.
-    proc = cli(["train", "--resume", str(out)])
+    proc = cli(["train", "--resume", str(out)], {"SLOW_STEP": "0.5"})
     wait_for(lambda: max(loss_steps(run), default=0) >= 8)
     proc.send_signal(signal.SIGKILL)
     output = proc.communicate()[0]
@@ -81,10 +81,10 @@ def test_sigkill_mid_save_and_mid_step_then_resume_loses_nothing(tmp_path):
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
 
 
-def test_sigkill_after_the_last_checkpoint_resumes_to_done_without_an_extra_step(tmp_path):
+def test_sigkill_after_the_last_checkpoint_resumes_to_done_without_an_extra_step(tmp_path, tiny_model):
     out = tmp_path / "runs" / "last"
     run = RunFolder(out)
-    train = ["train", "--data", "sample", "--quant", "none", "--lora-r", "4", "--batch-size", "2",
+    train = ["train", "--data", "sample", "--model", str(tiny_model), "--quant", "none", "--lora-r", "4", "--batch-size", "2",
              "--target-modules", "q_proj,v_proj", "--max-steps", "4", "--save-steps", "2", "--sample-every", "0",
              "--probe-size", "2", "--head-rows", "8", "--output", str(out)]
     # Killed while the final adapter is being saved: checkpoint-4 and the step-4 probe are written, the adapter not.

@@ -31,15 +31,15 @@ def test_the_grid_from_set_flags():
         grid([parse_set("lora_r=1,2,3,4,5,6,7,8,9"), parse_set("seed=1,2,3,4,5,6,7,8,9")])
 
 
-SWEEP = ["--data", "sample", "--model", "demo", "--quant", "none", "--lora-alpha", "8", "--batch-size", "4",
+SWEEP = ["--data", "sample", "--quant", "none", "--lora-alpha", "8", "--batch-size", "4",
          "--max-steps", "2", "--sample-every", "0", "--save-steps", "1", "--test-size", "6", "--validation-size", "8",
          "--probe-size", "4", "--head-rows", "8", "--set", "lora_r=2,4"]
 
 
 @pytest.mark.slow
-def test_a_sweep_killed_between_runs_continues_and_ranks_by_held_out_error(tmp_path):
+def test_a_sweep_killed_between_runs_continues_and_ranks_by_held_out_error(tmp_path, tiny_model):
     folder = tmp_path / "runs" / "SW"
-    command = [sys.executable, "-m", "trainer", "sweep", *SWEEP, "--output", str(folder)]
+    command = [sys.executable, "-m", "trainer", "sweep", *SWEEP, "--model", str(tiny_model), "--output", str(folder)]
     first = tmp_path / "runs" / "SW-01-lora_r-2"
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -70,7 +70,7 @@ def test_a_sweep_killed_between_runs_continues_and_ranks_by_held_out_error(tmp_p
 
 
 @pytest.mark.e2e
-def test_a_sweep_from_the_api_shows_its_grid_trains_and_lands_in_the_runs_tab(launched_app, tmp_path):
+def test_a_sweep_from_the_api_shows_its_grid_trains_and_lands_in_the_runs_tab(launched_app, tmp_path, tiny_model):
     from gradio_client import Client, handle_file
 
     own = tmp_path / "desks.jsonl"
@@ -79,7 +79,7 @@ def test_a_sweep_from_the_api_shows_its_grid_trains_and_lands_in_the_runs_tab(la
     client = Client(launched_app.url, verbose=False)
     assert "60 of 60 rows kept" in client.predict(handle_file(str(own)), api_name="/upload")[0]
     # The form's fields and the sweep's, by their names (the endpoint takes the form as Start does).
-    values = dict(model="demo", quant="none", lora_r=4, lora_alpha=8, lora_dropout=0.05,
+    values = dict(model=str(tiny_model), quant="none", lora_r=4, lora_alpha=8, lora_dropout=0.05,
                   target_modules=["q_proj", "v_proj"], learning_rate=1e-3, max_steps=2, batch_size=2, sample_every=0,
                   probe_size=2, seed=1, save_steps=1, validation_size=4, head_rows=8,
                   field_a="lora_r", values_a="2,4", field_b="", values_b="")
