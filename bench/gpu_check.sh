@@ -6,11 +6,12 @@
 #   2. the demo model's shape (random weights, .gpu/demo's config and tokenizer) through `train --quant 4bit` with the
 #      GPU defaults, `eval` and bench/predict_speed.py.
 # No model load may fetch anything: HF_HUB_OFFLINE=1, and USE_HUB_KERNELS is left unset (the product's own setting
-# keeps hub kernels off). Every stage is time-boxed against one deadline (LIMIT seconds, default 420). Everything it
-# prints goes to RESULTS too (default $OUT/gpu-check.txt, else WORK/gpu-check.txt), the levers' JSON lines beside it.
+# keeps hub kernels off). Every stage is time-boxed against one deadline (LIMIT seconds, default 420; 840 with TINY).
+# Everything it prints goes to RESULTS too (default $OUT/gpu-check.txt, else WORK/gpu-check.txt), the levers' JSON
+# lines beside it.
 #
 #   make gpu-check                  # on the GPU machine
-#   TINY=1 bash bench/gpu_check.sh  # the same stages on a tiny model on a CPU (tests/test_gpu_check.py)
+#   TINY=1 bash bench/gpu_check.sh  # the same stages on tiny models on a CPU (tests/test_gpu_check.py)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -18,12 +19,15 @@ WORK=${WORK:-$(mktemp -d /tmp/pricetune-gpu-check.XXXX)}; mkdir -p "$WORK"
 RESULTS=${RESULTS:-${OUT:-$WORK}/gpu-check.txt}; mkdir -p "$(dirname "$RESULTS")"
 LEVERS=${RESULTS%.txt}-levers.jsonl; rm -f "$LEVERS"
 exec > >(tee "$RESULTS") 2>&1
+# The boxes guard a GPU machine's budget; a CPU running the tiny stages, maybe beside other work, needs more room.
+if [ -n "${TINY:-}" ]; then LIMIT=${LIMIT:-840}; BOX_SCALE=${BOX_SCALE:-3}; DEMO_SECONDS=${DEMO_SECONDS:-390}; fi
 T0=$(date +%s); LIMIT=${LIMIT:-420}
 left() { echo $(( LIMIT - ($(date +%s) - T0) )); }
 stage() { echo; echo "=== [$(( $(date +%s) - T0 )) s, $(left) s left] $*"; }
-# box SECONDS CMD...: run CMD for at most SECONDS (less when the deadline is nearer); skipped when under 15 s remain.
+# box SECONDS CMD...: run CMD for at most SECONDS × BOX_SCALE (less when the deadline is nearer); skipped when under
+# 15 s remain.
 box() {
-  local want=$1; shift; local room=$(( $(left) - 5 )); local t=$(( want < room ? want : room ))
+  local want=$(( $1 * ${BOX_SCALE:-1} )); shift; local room=$(( $(left) - 5 )); local t=$(( want < room ? want : room ))
   if [ "$t" -lt 15 ]; then echo "SKIPPED (no time left): $*"; return 99; fi
   timeout -k 5 "$t" "$@"; local rc=$?; [ $rc -eq 0 ] || echo "--- exit $rc (box ${t} s): $*"; return $rc
 }
@@ -71,9 +75,10 @@ fi
 stage "8B shape: the random model"
 box 120 "$PY" bench/random_model.py --out "$WORK/model" $MODEL_ARGS
 stage "8B shape: the levers beside TRL's defaults (one model load)"
-box $(( $(left) - ${DEMO_SECONDS:-130} - ${LITE_SECONDS:-60} )) "$PY" bench/gpu_levers.py --model "$WORK/model" \
-  --out "$LEVERS" --seconds $(( $(left) - ${DEMO_SECONDS:-130} - ${LITE_SECONDS:-60} - 10 )) \
-  ${ARMS:+--arms $ARMS} $LEVER_ARGS 2>&1 | quiet
+box $(( ($(left) - ${DEMO_SECONDS:-130} - ${LITE_SECONDS:-60}) / ${BOX_SCALE:-1} )) \
+  "$PY" bench/gpu_levers.py --model "$WORK/model" --out "$LEVERS" \
+  --seconds $(( $(left) - ${DEMO_SECONDS:-130} - ${LITE_SECONDS:-60} - 10 )) ${ARMS:+--arms $ARMS} $LEVER_ARGS \
+  2>&1 | quiet
 rm -rf "$WORK/model"
 if [ -z "${TINY:-}" ]; then
   stage "course-lite shape: Llama 3.2 3B, batch 32 x 128, LoRA r32 on q,k,v,o, this machine's defaults (arm N)"
@@ -84,7 +89,7 @@ if [ -z "${TINY:-}" ]; then
 fi
 
 stage "demo shape: random weights, train --quant 4bit with this machine's defaults"
-box 20 "$PY" bench/demo_shape.py "$DEMO_SOURCE"
+box 20 "$PY" bench/demo_shape.py "$DEMO_SOURCE" ${TINY:+--tiny}
 box 70 "$PY" -m trainer train --data sample --quant 4bit --max-steps "$DEMO_STEPS" $DEMO_ARGS \
   --output "$WORK/runs/demo4" 2>&1 | quiet | tail -12
 "$PY" - "$WORK/runs/demo4" <<'PY' || true

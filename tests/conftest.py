@@ -1,6 +1,8 @@
 """Shared fixtures: the real demo model and tokenizer, loaded once per test session."""
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,10 +45,14 @@ def tiny_model(tmp_path_factory):
 
     from trainer.models import demo_model_dir
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        from demo_shape import TINY
+    finally:
+        sys.path.pop(0)
     source, folder = demo_model_dir(), tmp_path_factory.mktemp("tiny-model")
     config = AutoConfig.from_pretrained(source)
-    config.update(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, head_dim=16))
+    config.update(TINY)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
