@@ -11,7 +11,8 @@ for training, the last 200 held out (never trained on, never used to choose anyt
 validation rows, where its price method and ensemble regression are chosen, come out of the 1,800). With
 --run, an existing run folder is evaluated instead of training a new one. With --seeds N, the same config is trained
 N times (seeds 0 to N-1; the split stays) and each row is printed as its mean and its range over the runs, so that a
-difference can be told from the noise between runs. Prints one table; asserts nothing.
+difference can be told from the noise between runs. Prints one table, then the runs' curves (loss, probe $ error);
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from trainer.pricing.ranges import range_line  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "appliances_2000.jsonl"
 TRAIN_ROWS = 1800
+WINDOW = 50  # steps a loss figure averages: the default probe interval
 
 
 def split_files(source: Path, folder: Path) -> tuple[Path, Path]:
@@ -100,6 +102,25 @@ def fine_tuned_rows(run: RunFolder, test_file: Path) -> dict:
     return rows
 
 
+def curve_rows(run: RunFolder) -> dict[str, float]:
+    """One run's curves: a window of steps' mean price-token loss (the logged loss less the head's weighted MSE, when
+    a head trains) and the head's MSE, and the probe's $ error at each step it priced."""
+    weight = TrainConfig.from_yaml(run.config_file).head_loss
+    logged = [r for r in run.metrics() if r.get("loss") is not None]
+    windows: dict[int, list[dict]] = {}
+    for r in logged:
+        windows.setdefault((r["step"] - 1) // WINDOW, []).append(r)
+    rows = {}
+    for w, window in sorted(windows.items()):
+        steps = f"steps {w * WINDOW + 1}–{w * WINDOW + WINDOW}"
+        rows[f"price-token loss, {steps}"] = sum(r["loss"] - weight * r.get("head_mse", 0) for r in window) / len(window)
+        if any("head_mse" in r for r in window):
+            mses = [r["head_mse"] for r in window if "head_mse" in r]
+            rows[f"head MSE, {steps}"] = sum(mses) / len(mses)
+    rows.update({f"probe $ error, step {r['step']}": r["probe_error"] for r in run.metrics() if "probe_error" in r})
+    return rows
+
+
 def spread(values: list[float], digits: int) -> str:
     """A value, or over several runs their mean and (min–max)."""
     mean = sum(values) / len(values)
@@ -147,11 +168,14 @@ def main() -> None:
              "run " + TEXT_BASELINE: "TF-IDF ridge, run's training rows only",
              "run " + TEXT_NEIGHBOURS: "TF-IDF neighbours, run's training rows only"}
     runs = []  # one dict of rows per fine-tuned run
+    curves: dict[str, list[float]] = {}
     if not args.baselines_only:
         for seed in range(args.seeds):
             seeded = {**overrides, **({"seed": seed} if args.seeds > 1 else {})}
             run = RunFolder(args.run) if args.run else train(train_file, args.minutes, args.runs, seeded)
             runs.append(fine_tuned_rows(run, test_file))
+            for key, value in curve_rows(run).items():
+                curves.setdefault(key, []).append(value)
             used = TrainConfig.from_yaml(run.config_file).__dict__
             changed = {k: v for k, v in used.items()
                        # Left empty, the question is recorded from the data's prompts: not a change unless --set.
@@ -174,6 +198,12 @@ def main() -> None:
         print(f"{names.get(key, key):<{width}}{spread([m['error'] for m in ms], 2):>24}"
               f"{spread([m['rmsle'] for m in ms], 3):>22}{spread([100 * m['hits'] for m in ms], 1):>20}"
               f"{spread([m['r2'] for m in ms], 3):>25}{guess}")
+    if curves:
+        print(f"\ncurves: the training loss a {WINDOW}-step window, the probe's $ error (its items come from the "
+              f"run's validation rows)" + (f"; mean (min–max) over the {len(runs)} runs" if len(runs) > 1 else ""))
+        for key, values in curves.items():
+            print(f"  {key:<40}{spread(values, 3 if 'probe' not in key else 2):>24}"
+                  + (f"  ({len(values)} runs)" if len(values) != len(runs) else ""))
     strong, near = rows[TEXT_BASELINE]["error"], rows[TEXT_NEIGHBOURS]["error"]
     for key, ms in table.items():
         if key.startswith("fine-tuned"):
