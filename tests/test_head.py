@@ -1,6 +1,8 @@
 """The price head: a ridge read-out of the tuned model's last hidden state, stored beside the adapter."""
 
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,6 +262,16 @@ def test_a_run_trains_its_head_with_the_lora_saves_it_everywhere_and_prices_by_i
     assert head.bias == pytest.approx(trained.folded()[1])
     logged = [json.loads(line) for line in run.metrics_file.read_text().splitlines()]
     assert [r["step"] for r in logged if "head_mse" in r] == [1, 2, 3, 4]
+    # The quality bench's curve takes the head's weighted MSE back out of the logged loss.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        from quality import curve_rows
+    finally:
+        sys.path.pop(0)
+    curves = curve_rows(run)
+    assert curves["price-token loss, steps 1–50"] == pytest.approx(
+        sum(r["loss"] - 2.0 * r["head_mse"] for r in logged if "head_mse" in r) / 4)
+    assert curves["head MSE, steps 1–50"] == pytest.approx(sum(r["head_mse"] for r in logged if "head_mse" in r) / 4)
     priced = Predictor(run.path).predict([p.text for p in run.split("test")[:2]], method="head")
     assert all(p.price >= 0 and "trained with the LoRA (loss weight 2)" in p.text for p in priced)
 
