@@ -22,9 +22,15 @@ from trainer.runs import RunFolder, checkpoint_problem
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = dict(data="sample", model="demo", quant="none", lora_r=4, lora_alpha=8, batch_size=2, learning_rate=1e-3,
+FAST = dict(data="sample", quant="none", lora_r=4, lora_alpha=8, batch_size=2, learning_rate=1e-3,
             sample_every=0, probe_size=2, num_samples=2, save_minutes=0, target_modules=["q_proj", "v_proj"],
             head_rows=8)
+
+
+@pytest.fixture
+def fast(tiny_model):
+    """These tests' config on the tiny model: they test what happens around the steps, where the demo only waits."""
+    return {**FAST, "model": str(tiny_model)}
 
 
 def cli(args, env=None):
@@ -109,7 +115,7 @@ def test_sigkill_after_the_last_checkpoint_resumes_to_done_without_an_extra_step
     assert saved.keys() == checkpoint.keys() and all(torch.equal(saved[k], checkpoint[k]) for k in saved)
 
 
-def test_out_of_memory_fails_with_advice_and_the_next_run_starts(runs_dir, monkeypatch):
+def test_out_of_memory_fails_with_advice_and_the_next_run_starts(runs_dir, monkeypatch, fast):
     real_step = job_module.Trainer.training_step
 
     def oom_on_step_2(self, *args, **kwargs):
@@ -119,18 +125,18 @@ def test_out_of_memory_fails_with_advice_and_the_next_run_starts(runs_dir, monke
 
     monkeypatch.setattr(job_module.Trainer, "training_step", oom_on_step_2)
     jobs = JobManager()
-    failed = jobs.start(TrainConfig(name="oom", max_steps=5, save_steps=0, **FAST), runs_root=runs_dir)
+    failed = jobs.start(TrainConfig(name="oom", max_steps=5, save_steps=0, **fast), runs_root=runs_dir)
     assert failed.wait(300) == "failed"
     error = failed.run.status()["error"]
     assert "Out of GPU memory" in error and "batch size" in error and "4-bit" in error
     assert not failed.thread.is_alive()
 
     monkeypatch.setattr(job_module.Trainer, "training_step", real_step)
-    ok = jobs.start(TrainConfig(name="after-oom", max_steps=2, save_steps=0, **FAST), runs_root=runs_dir)
+    ok = jobs.start(TrainConfig(name="after-oom", max_steps=2, save_steps=0, **fast), runs_root=runs_dir)
     assert ok.wait(300) == "done"
 
 
-def test_disk_full_during_a_save_keeps_the_previous_checkpoint(runs_dir, monkeypatch):
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(runs_dir, monkeypatch, fast):
     real_save = torch.save
 
     def full_disk(obj, f, *args, **kwargs):
@@ -139,7 +145,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(runs_dir, monkeyp
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", full_disk)
-    job = TrainingJob.new(TrainConfig(name="full", max_steps=6, save_steps=2, **FAST), runs_root=runs_dir).start()
+    job = TrainingJob.new(TrainConfig(name="full", max_steps=6, save_steps=2, **fast), runs_root=runs_dir).start()
     assert job.wait(300) == "failed"
     assert "Disk full" in job.run.status()["error"]
     last, skipped = job.run.last_complete_checkpoint()
@@ -152,7 +158,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(runs_dir, monkeyp
     assert loss_steps(job.run) == list(range(1, 7))
 
 
-def test_stop_while_loading_and_twice_ends_in_bounded_time(runs_dir, monkeypatch):
+def test_stop_while_loading_and_twice_ends_in_bounded_time(runs_dir, monkeypatch, fast):
     real_load = job_module.load_model
     loading = threading.Event()
 
@@ -163,7 +169,7 @@ def test_stop_while_loading_and_twice_ends_in_bounded_time(runs_dir, monkeypatch
 
     monkeypatch.setattr(job_module, "load_model", slow_load)
     jobs = JobManager()
-    job = jobs.start(TrainConfig(name="early", max_steps=50, **FAST), runs_root=runs_dir)
+    job = jobs.start(TrainConfig(name="early", max_steps=50, **fast), runs_root=runs_dir)
     assert loading.wait(120)
     jobs.stop()
     jobs.stop()
@@ -173,7 +179,7 @@ def test_stop_while_loading_and_twice_ends_in_bounded_time(runs_dir, monkeypatch
     assert job.run.status()["message"] == "stopped before training began"
 
 
-def test_stop_during_a_trained_heads_first_pass_ends_before_training(runs_dir, monkeypatch):
+def test_stop_during_a_trained_heads_first_pass_ends_before_training(runs_dir, monkeypatch, fast):
     import trainer.pricing.hidden_state as hidden_state
 
     real_states, in_pass, batches = hidden_state.last_states, threading.Event(), []
@@ -190,7 +196,7 @@ def test_stop_during_a_trained_heads_first_pass_ends_before_training(runs_dir, m
 
     monkeypatch.setattr(hidden_state, "last_states", last_states)
     jobs = JobManager()
-    job = jobs.start(TrainConfig(name="head-stop", max_steps=50, head_loss=1.0, **FAST), runs_root=runs_dir)
+    job = jobs.start(TrainConfig(name="head-stop", max_steps=50, head_loss=1.0, **fast), runs_root=runs_dir)
     assert in_pass.wait(120)
     jobs.stop()
     assert job.wait(60) == "stopped"
@@ -199,13 +205,13 @@ def test_stop_during_a_trained_heads_first_pass_ends_before_training(runs_dir, m
     assert len(batches) == 1 and batches[0][0] < batches[0][1], batches
 
 
-def test_two_simultaneous_starts_give_exactly_one_job(runs_dir):
+def test_two_simultaneous_starts_give_exactly_one_job(runs_dir, fast):
     jobs, results, barrier = JobManager(), [], threading.Barrier(2)
 
     def press_start(name):
         barrier.wait()
         try:
-            results.append(jobs.start(TrainConfig(name=name, max_steps=2, save_steps=0, **FAST), runs_root=runs_dir))
+            results.append(jobs.start(TrainConfig(name=name, max_steps=2, save_steps=0, **fast), runs_root=runs_dir))
         except Busy as exc:
             results.append(exc)
 
@@ -221,7 +227,7 @@ def test_two_simultaneous_starts_give_exactly_one_job(runs_dir):
     assert sorted(p.name for p in runs_dir.iterdir()) == [started[0].run.name]
 
 
-def test_stop_during_a_checkpoint_save_ends_cleanly_with_a_complete_checkpoint(runs_dir, monkeypatch):
+def test_stop_during_a_checkpoint_save_ends_cleanly_with_a_complete_checkpoint(runs_dir, monkeypatch, fast):
     real_save = job_module.Trainer._save_optimizer_and_scheduler
     saving = threading.Event()
 
@@ -232,7 +238,7 @@ def test_stop_during_a_checkpoint_save_ends_cleanly_with_a_complete_checkpoint(r
 
     monkeypatch.setattr(job_module.Trainer, "_save_optimizer_and_scheduler", slow_save)
     jobs = JobManager()
-    job = jobs.start(TrainConfig(name="midsave", max_steps=50, save_steps=2, **FAST), runs_root=runs_dir)
+    job = jobs.start(TrainConfig(name="midsave", max_steps=50, save_steps=2, **fast), runs_root=runs_dir)
     assert saving.wait(300)
     jobs.stop()
     jobs.stop()

@@ -12,12 +12,12 @@ SMALL = dict(data="sample", model="demo", quant="none", lora_r=4, lora_alpha=8, 
 
 
 @pytest.mark.slow
-def test_tensorboard_logs_the_loss_and_the_probe_dollars_inside_the_run_folder(runs_dir):
+def test_tensorboard_logs_the_loss_and_the_probe_dollars_inside_the_run_folder(runs_dir, tiny_model):
     pytest.importorskip("tensorboard")  # a test requirement (requirements-dev.txt), never a runtime one
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    job = TrainingJob.new(TrainConfig(name="tb", max_steps=2, sample_every=1, report_to="tensorboard", **SMALL),
-                      runs_root=runs_dir).start()
+    job = TrainingJob.new(TrainConfig(name="tb", max_steps=2, sample_every=1, report_to="tensorboard",
+                                      **{**SMALL, "model": str(tiny_model)}), runs_root=runs_dir).start()
     job.thread.join(timeout=600)
     assert job.run.status()["state"] == "done", job.run.status()
     events = list((job.run.path / "tensorboard").glob("events.out.tfevents.*"))

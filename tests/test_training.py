@@ -172,17 +172,19 @@ def test_training_lowers_loss_and_saves_a_reloadable_adapter(tmp_path, runs_dir,
         tuned.unload()  # give the session's demo model back without LoRA layers
 
 
-def test_stop_mid_run_saves_the_adapter_and_a_second_start_is_busy(runs_dir):
+def test_stop_mid_run_saves_the_adapter_and_a_second_start_is_busy(runs_dir, tiny_model):
+    # The tiny model: this tests Stop and Busy around the steps; it trains so fast only Stop ends a run this long.
     jobs = JobManager()
-    job = jobs.start(TrainConfig(name="stopme", max_steps=500, sample_every=0, **SMALL), runs_root=runs_dir)
+    job = jobs.start(TrainConfig(name="stopme", max_steps=100_000, sample_every=0,
+                                 **{**SMALL, "model": str(tiny_model)}), runs_root=runs_dir)
     assert wait_for(lambda: job.run.status().get("step", 0) >= 2, timeout=300)
-    with pytest.raises(Busy, match=r"stopme.*step \d+/500"):
+    with pytest.raises(Busy, match=r"stopme.*step \d+/100000"):
         jobs.start(TrainConfig(name="second", max_steps=2, **SMALL), runs_root=runs_dir)
     assert not (runs_dir / "second").exists()
     jobs.stop()
     assert job.wait(120) == "stopped"
     status = job.run.status()
-    assert 2 <= status["step"] < 500 and status["message"].startswith(f"stopped at step {status['step']}")
+    assert 2 <= status["step"] < 100_000 and status["message"].startswith(f"stopped at step {status['step']}")
     assert (job.run.adapter_dir / "adapter_model.safetensors").is_file()
     # Stop saved a checkpoint (save_minutes is on): its time is its own phase, not the steps'.
     assert job.run.last_complete_checkpoint()[0] is not None and status["phases"]["checkpoint saves"] > 0
@@ -225,10 +227,10 @@ def test_four_bit_training_runs_on_the_cpu(runs_dir):
     assert (job.run.adapter_dir / "adapter_model.safetensors").is_file()
 
 
-def test_time_limit_ends_the_run_as_done_with_its_adapter(runs_dir):
+def test_time_limit_ends_the_run_as_done_with_its_adapter(runs_dir, tiny_model):
     # A limit shorter than one step: training stops after the first step, saves, and says why.
-    job = TrainingJob.new(TrainConfig(name="timed", max_steps=50, sample_every=1, max_minutes=0.001, **SMALL),
-                      runs_root=runs_dir).start()
+    job = TrainingJob.new(TrainConfig(name="timed", max_steps=50, sample_every=1, max_minutes=0.001,
+                                      **{**SMALL, "model": str(tiny_model)}), runs_root=runs_dir).start()
     assert job.wait(300) == "done", job.run.status()
     status = job.run.status()
     assert status["step"] < 50 and "time limit of 0.001 min reached" in status["message"]
