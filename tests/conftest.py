@@ -39,8 +39,8 @@ def demo_model():
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A model folder with the demo's tokenizer and architecture shrunk to 2 layers of width 64, random weights: for
-    tests of what happens around the steps (launchers, kills, sweeps, logins), where the demo's compute is only
-    waiting. Tests of what a run learns or prices use the demo itself."""
+    tests of what happens around the steps (launchers, kills, faults, Stop, time limits, sweeps, logins, trackers),
+    where the demo's compute is only waiting. Tests of what a run learns or prices use the demo itself."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from trainer.models import demo_model_dir

@@ -25,7 +25,8 @@ def train(runs: Path, nproc: int, model: Path) -> subprocess.CompletedProcess:
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     env = {**os.environ, "PRICETUNE_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     # No --output: the run folder's name is made (with a timestamp) on rank 0 and shared with the other rank.
-    return subprocess.run([*launcher, *ARGS, "--model", str(model)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([*launcher, *ARGS, "--model", str(model)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 def final_epoch(run: RunFolder) -> float:

@@ -55,9 +55,9 @@ def loss_steps(run: RunFolder) -> list[int]:
 def test_sigkill_mid_save_and_mid_step_then_resume_loses_nothing(tmp_path, tiny_model):
     out = tmp_path / "runs" / "killed"
     run = RunFolder(out)
-    train = ["train", "--data", "sample", "--model", str(tiny_model), "--quant", "none", "--lora-r", "4", "--batch-size", "2",
-             "--target-modules", "q_proj,v_proj", "--max-steps", "12", "--save-steps", "3", "--sample-every", "0", "--probe-size", "2",
-             "--head-rows", "8", "--output", str(out)]
+    train = ["train", "--data", "sample", "--model", str(tiny_model), "--quant", "none", "--lora-r", "4",
+             "--batch-size", "2", "--target-modules", "q_proj,v_proj", "--max-steps", "12", "--save-steps", "3",
+             "--sample-every", "0", "--probe-size", "2", "--head-rows", "8", "--output", str(out)]
     # 1. Killed while checkpoint-6 is half written (weights there, optimizer and trainer state not yet).
     proc = cli(train, {"SLOW_CHECKPOINT": "checkpoint-6", "SLOW_SECONDS": "120"})
     half = out / "checkpoints" / "checkpoint-6"
@@ -90,9 +90,9 @@ def test_sigkill_mid_save_and_mid_step_then_resume_loses_nothing(tmp_path, tiny_
 def test_sigkill_after_the_last_checkpoint_resumes_to_done_without_an_extra_step(tmp_path, tiny_model):
     out = tmp_path / "runs" / "last"
     run = RunFolder(out)
-    train = ["train", "--data", "sample", "--model", str(tiny_model), "--quant", "none", "--lora-r", "4", "--batch-size", "2",
-             "--target-modules", "q_proj,v_proj", "--max-steps", "4", "--save-steps", "2", "--sample-every", "0",
-             "--probe-size", "2", "--head-rows", "8", "--output", str(out)]
+    train = ["train", "--data", "sample", "--model", str(tiny_model), "--quant", "none", "--lora-r", "4",
+             "--batch-size", "2", "--target-modules", "q_proj,v_proj", "--max-steps", "4", "--save-steps", "2",
+             "--sample-every", "0", "--probe-size", "2", "--head-rows", "8", "--output", str(out)]
     # Killed while the final adapter is being saved: checkpoint-4 and the step-4 probe are written, the adapter not.
     proc = cli(train, {"SLOW_ADAPTER": "1", "SLOW_SECONDS": "120"})
     wait_for(lambda: any(r["step"] == 4 and "probe_error" in r for r in run.metrics()))
