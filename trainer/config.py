@@ -163,10 +163,10 @@ class TrainConfig:
     # costs one forward pass (~0.5 s on a 2-core CPU with the demo model), so 1,000 is ~8 minutes there.
     head_rows: int = 1000
     """Training rows the price head is fitted on once training ends (one forward pass each)."""
-    # Of 0.3, 1 and 3, 3 gave the appliances split's lowest validation error (one seed, docs/benchmarks.md); 0 stays
-    # the default, the course's loss, until a weight beats it over three seeds.
+    # 3 had the appliances split's lowest validation error of 0, 0.3, 1 and 3 on one seed and not on a second
+    # (docs/benchmarks.md): no weight has beaten 0, the course's loss, beyond the seeds' spread.
     head_loss: float = 0.0
-    """Loss weight of a price head trained with the LoRA (MSE, standardized log price); 0: fitted after; 3 did best."""
+    """Weight of a price head trained with the LoRA (MSE on standardized log price) in the loss; 0: fitted after."""
     save_steps: int = 100
     """Write a resumable checkpoint every this many steps (0: only by time and on stop)."""
     save_minutes: float = 10.0

@@ -53,8 +53,7 @@ LABELS = {
     "validation_size": "validation rows: share (<1) or count, not trained on",
     "warmup_ratio": "warm-up share of the steps", "max_grad_norm": "max gradient norm (0 = no clipping)",
     "head_rows": "training rows the price head is fitted on after training",
-    "head_loss": ("price head trained with the LoRA: its loss weight (0 = the course's loss, head fitted after; "
-                  "3 did best on validation)"),
+    "head_loss": "price head trained with the LoRA: its loss weight (0 = the course's loss; head fitted after)",
     "question": "Question the prompt asks (or type your own)",
     "report_to": "Report to (an experiment tracker; local logs go in the run folder)",
     "gradient_checkpointing": "Gradient checkpointing (less GPU memory, slower steps)",
